@@ -1,0 +1,84 @@
+"""The detector contract shared by every method (scikit-learn / PyOD style).
+
+* The constructor only stores keyword hyper-parameters.
+* ``fit(x, y)`` learns from in-distribution training data and returns ``self``; what it learns
+  ends in ``_``.
+* ``score(x)`` returns a float64 numpy array of shape (N,), **higher = more OOD**; calling it
+  before ``fit`` raises :class:`NotFittedError`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..generate import NotFittedError
+
+
+class InputError(ValueError):
+    """Input images have the wrong shape, dtype or range, or contain NaN/Inf."""
+
+
+def check_images(x, name: str = "input", *, allow_outside_unit: bool = True) -> torch.Tensor:
+    """Validate a batch of images and return it as float32 (N, 1, 28, 28)."""
+    if isinstance(x, np.ndarray):
+        if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+            raise InputError(f"{name}: images must be numeric, got dtype {x.dtype}")
+        x = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    elif not isinstance(x, torch.Tensor):
+        raise InputError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
+    if x.dtype in (torch.complex64, torch.complex128):
+        raise InputError(f"{name}: complex images are not supported")
+    x = x.float()
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
+        raise InputError(f"{name}: expected images of shape (N, 1, 28, 28) or (N, 28, 28), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise InputError(f"{name}: no images (empty batch)")
+    finite = torch.isfinite(x)
+    if not finite.all():
+        bad = int((~finite).flatten(1).any(1).sum())
+        raise InputError(f"{name}: {bad} image(s) contain NaN or Inf values")
+    if not allow_outside_unit and (x.min() < 0 or x.max() > 1):
+        raise InputError(f"{name}: pixel values must be in [0, 1], got range [{float(x.min()):.3g}, {float(x.max()):.3g}]")
+    return x
+
+
+def check_labels(y, n: int, name: str = "labels") -> torch.Tensor:
+    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    if y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise InputError(f"{name}: class labels must be integers, got {y.dtype}")
+    if y.ndim != 1 or len(y) != n:
+        raise InputError(f"{name}: expected shape ({n},), got {tuple(y.shape)}")
+    if len(y) and y.min() < 0:
+        raise InputError(f"{name}: in-distribution labels must be >= 0 (OOD samples are -1 and cannot be fitted on)")
+    return y.long()
+
+
+class Detector:
+    """Base class: subclasses implement ``_fit`` and ``_score``."""
+
+    def fit(self, x, y=None) -> "Detector":
+        x = check_images(x, "fit input")
+        y = check_labels(y, len(x)) if y is not None else None
+        self._fit(x, y)
+        self.fitted_ = True
+        return self
+
+    def score(self, x) -> np.ndarray:
+        if not getattr(self, "fitted_", False):
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(x_train, y_train) first")
+        x = check_images(x, "score input")
+        out = np.asarray(self._score(x), dtype=np.float64).reshape(-1)
+        return out
+
+    def _fit(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        raise NotImplementedError
+
+    def _score(self, x: torch.Tensor) -> np.ndarray:
+        raise NotImplementedError
+
+    def get_params(self) -> dict:
+        import inspect
+        sig = inspect.signature(type(self).__init__)
+        return {k: getattr(self, k) for k in sig.parameters if k != "self" and hasattr(self, k)}

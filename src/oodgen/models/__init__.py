@@ -1,0 +1,5 @@
+"""Networks: the conditional VAE (Fig. 6a/b) and the classifier (Fig. 6c)."""
+from .classifier import Fig6cCNN
+from .cvae import CVAE, Decoder, Encoder
+
+__all__ = ["CVAE", "Decoder", "Encoder", "Fig6cCNN"]

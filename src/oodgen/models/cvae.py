@@ -1,0 +1,89 @@
+"""Conditional VAE of the paper's Figure 6a/6b (the authors' Keras architecture in PyTorch).
+
+Encoder: Conv(32, 3x3, s2) -> Conv(64, 3x3, s2) -> flatten -> concat one-hot label ->
+Dense 16 -> (mu, log_var).  Decoder: concat(z, one-hot) -> Dense 7*7*64 -> ConvT(64, s2) ->
+ConvT(32, s2) -> ConvT(1, s1) -> sigmoid.  Loss: per-image summed BCE + KL.
+
+``sample_z=True`` is the paper's VAE (reparameterised sampling during training);
+``sample_z=False`` is the authors' released code, where the sampling layer returns the mean
+(a deterministic conditional auto-encoder whose KL term acts as an L2 penalty on mu).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Encoder(nn.Module):
+    def __init__(self, n_classes: int, latent_dim: int, in_channels: int = 1):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten())
+        self.hidden = nn.Linear(64 * 7 * 7 + n_classes, 16)
+        self.mu = nn.Linear(16, latent_dim)
+        self.log_var = nn.Linear(16, latent_dim)
+
+    def forward(self, x: torch.Tensor, y_onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = F.relu(self.hidden(torch.cat([self.conv(x), y_onehot], dim=1)))
+        return self.mu(h), self.log_var(h)
+
+
+class Decoder(nn.Module):
+    """Decoder g(z, y); ``net`` is a plain Sequential so its Jacobian can be taken layer by layer
+    (see :func:`oodgen.generate.off_manifold.sequential_jacobian`)."""
+
+    def __init__(self, n_classes: int, latent_dim: int, out_channels: int = 1):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim + n_classes, 64 * 7 * 7), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)),
+            nn.ConvTranspose2d(64, 64, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(32, out_channels, 3, stride=1, padding=1))
+
+    def logits(self, z: torch.Tensor, y_onehot: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z, y_onehot], dim=-1))
+
+    def forward(self, z: torch.Tensor, y_onehot: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(z, y_onehot))
+
+    def jacobian(self, z: torch.Tensor, y_onehot: torch.Tensor) -> torch.Tensor:
+        """d sigmoid(net(z, y)) / dz for a batch, shape (B, 784, d), in d+1 forward passes."""
+        from ..generate.off_manifold import sequential_jacobian
+        return sequential_jacobian(self.net, torch.cat([z, y_onehot], dim=-1), self.latent_dim,
+                                   output_sigmoid=True)
+
+
+class CVAE(nn.Module):
+    """Conditional VAE; ``forward`` returns (reconstruction logits, mu, log_var)."""
+
+    def __init__(self, n_classes: int, latent_dim: int, sample_z: bool = True):
+        super().__init__()
+        self.n_classes = n_classes
+        self.latent_dim = latent_dim
+        self.sample_z = sample_z
+        self.encoder = Encoder(n_classes, latent_dim)
+        self.decoder = Decoder(n_classes, latent_dim)
+
+    def onehot(self, y: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(y, self.n_classes).to(torch.float32)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(x, self.onehot(y))
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z, self.onehot(y))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        mu, log_var = self.encode(x, y)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var) if (self.sample_z and self.training) else mu
+        return self.decoder.logits(z, self.onehot(y)), mu, log_var
+
+    @staticmethod
+    def loss(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+        """Per-image summed BCE plus KL(q(z|x) || N(0, I)), averaged over the batch."""
+        bce = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
+        kl = -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp()) / x.shape[0]
+        return bce + kl

@@ -1,0 +1,176 @@
+"""``oodgen run``: train the detector of one in-distribution setting and evaluate it on every
+OOD set of that setting, resuming from the run directory's checkpoints.
+
+Run directory layout::
+
+    DIR/config.json          the configuration (a rerun with another config is refused)
+    DIR/checkpoints/*.pt     per-epoch checkpoints (CVAE, n+1 classifier, plain classifier)
+    DIR/detector.pt          everything `oodgen score` needs (weights, threshold, config, versions)
+    DIR/metrics.json         results (schema below), written last and atomically
+    DIR/results.md           the same as a Markdown table
+"""
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data as D
+from .config import RunConfig
+from .detectors.oodgen import OODGen, nplus1_scores
+from .metrics import METRIC_NAMES, ood_metrics, threshold_at_tpr
+from .models import Fig6cCNN
+from .train import predict_logits, train_plain
+from .utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, environment, resolve_device
+
+VAL_FRACTION = 1 / 12          # 5,000 of MNIST's 60,000 training images: threshold + tuning split
+SPLIT_SEED = 20190101          # the validation split is the same for every run seed
+
+
+class RunError(RuntimeError):
+    """A run cannot start (conflicting configuration in the run directory, ...)."""
+
+
+def train_val_split(n: int) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+    n_val = max(1, int(round(n * VAL_FRACTION)))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def load_setting(cfg: RunConfig, data_dir=None):
+    """(train x, train y, val x, val y, test x, test y, sphere radius) for a setting."""
+    if cfg.id not in D.SETTINGS:
+        raise D.DataError(f"unknown in-distribution setting {cfg.id!r}; use one of {', '.join(D.SETTINGS)}")
+    prof = cfg.prof
+    train = D.load(cfg.id, "train", data_dir)
+    test = D.load(cfg.id, "test", data_dir, n=prof.n_eval)
+    x, y = train.images, train.labels
+    if prof.n_train is not None:
+        x, y = x[:prof.n_train], y[:prof.n_train]
+    tr, va = train_val_split(len(x))
+    radius = float(np.linalg.norm(train.images.reshape(len(train.images), -1), axis=1).max())
+    if cfg.variant.sphere_radius == "authors":
+        radius += 2.0
+    elif cfg.variant.sphere_radius != "paper":
+        raise ValueError(f"unknown sphere_radius rule {cfg.variant.sphere_radius!r}; use paper or authors")
+    t = torch.from_numpy
+    return t(x[tr]), t(y[tr]), t(x[va]), t(y[va]), t(test.images), t(test.labels), radius
+
+
+def _check_config(out: Path, cfg: RunConfig) -> None:
+    path = out / "config.json"
+    mine = json.loads(json.dumps(cfg.to_dict()))
+    mine.pop("device", None)
+    if path.exists():
+        theirs = json.loads(path.read_text())
+        theirs.pop("device", None)
+        if theirs != mine:
+            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise RunError(f"{out} holds a run with a different configuration (differs in {diff}); "
+                           "use another --out or delete that directory")
+    else:
+        atomic_write_json(path, cfg.to_dict())
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print) -> dict:
+    """Train (or resume) and evaluate one run; returns the metrics dict also written to disk."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_config(out, cfg)
+    device = resolve_device(cfg.device)
+    if device.type != "cpu":
+        log("note: this version trains on the CPU; --device cuda is accepted but not used yet")
+    prof = cfg.prof
+    t_start = time.perf_counter()
+    log(f"oodgen run: id={cfg.id} profile={cfg.profile} seed={cfg.seed} out={out}")
+    x, y, xv, yv, xt, yt, radius = load_setting(cfg, data_dir)
+    n_classes = int(y.max()) + 1
+    ood_names = D.ood_sets(cfg.id, data_dir)
+    log(f"train {len(x)} / val {len(xv)} / test {len(xt)} images, {n_classes} classes; OOD sets: {', '.join(ood_names)}")
+    ckpt = out / "checkpoints"
+
+    detector = OODGen(latent_dim=cfg.latent, profile=prof, variant=cfg.variant, score=cfg.score_rule,
+                      seed=cfg.seed, checkpoint_dir=str(ckpt), progress=progress, verbose=True).fit(x, y)
+    timings = dict(detector.timings_)
+
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed + 2)
+    plain = Fig6cCNN(n_classes)
+    train_plain(plain, x, y, prof.plain, ckpt / "plain.pt", cfg.seed, progress, log)
+    timings["plain_training"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    logits_test = predict_logits(detector.classifier_, xt, prof.eval_batch)
+    logits_val = predict_logits(detector.classifier_, xv, prof.eval_batch)
+    acc_nplus1 = float((logits_test[:, :-1].argmax(1) == yt).double().mean() * 100)
+    acc_plain = float((predict_logits(plain, xt, prof.eval_batch).argmax(1) == yt).double().mean() * 100)
+    scores_in = {r: nplus1_scores(logits_test, r) for r in ("ood-class", "max-in")}
+    by_score: dict[str, dict] = {"ood-class": {}, "max-in": {}}
+    sizes = {}
+    for name in ood_names:
+        ood = D.load(name, "test", data_dir, n=prof.n_eval, seed=cfg.seed, sphere_radius=radius)
+        sizes[name] = len(ood)
+        lo = predict_logits(detector.classifier_, torch.from_numpy(ood.images), prof.eval_batch)
+        for rule in by_score:
+            by_score[rule][name] = ood_metrics(scores_in[rule], nplus1_scores(lo, rule))
+    timings["evaluation"] = time.perf_counter() - t0
+    primary = cfg.score_rule
+    thresholds = {r: threshold_at_tpr(nplus1_scores(logits_val, r), 0.95) for r in by_score}
+
+    atomic_torch_save({
+        "format": "oodgen-detector/1",
+        "config": cfg.to_dict(),
+        "n_classes": n_classes,
+        "classifier": detector.classifier_.state_dict(),
+        "cvae": detector.cvae_.state_dict(),
+        "score": primary,
+        "thresholds": thresholds,
+        "threshold_rule": "95% TPR on the in-distribution validation split",
+        "environment": environment(),
+    }, out / "detector.pt")
+
+    timings["total"] = time.perf_counter() - t_start
+    metrics = {
+        "id": cfg.id,
+        "method": "oodgen",
+        "seed": cfg.seed,
+        "profile": cfg.profile,
+        "variant": cfg.to_dict()["variant"],
+        "score": primary,
+        "accuracy": acc_nplus1,
+        "accuracy_plain": acc_plain,
+        "ood": by_score[primary],
+        "ood_by_score": by_score,
+        "n_test_in": len(xt),
+        "n_ood": sizes,
+        "sphere_radius": radius,
+        "threshold_95tpr": thresholds[primary],
+        "timings_s": timings,
+        "peak_rss_mb": peak_rss_mb(),
+        "config": cfg.to_dict(),
+        "environment": environment(),
+        "metrics_note": "percent; in-distribution positive; scores higher = more OOD",
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_bytes(out / "results.md", markdown_table(metrics).encode())
+    log(markdown_table(metrics))
+    return metrics
+
+
+def markdown_table(metrics: dict) -> str:
+    head = ("| OOD set | FPR95 ↓ | Det. err ↓ | AUROC ↑ | AUPR-in ↑ | AUPR-out ↑ |\n"
+            "|---|---|---|---|---|---|\n")
+    rows = "".join(f"| {name} | " + " | ".join(f"{m[k]:.1f}" for k in METRIC_NAMES) + " |\n"
+                   for name, m in metrics["ood"].items())
+    title = (f"**{metrics['method']}** on {metrics['id']} (profile {metrics['profile']}, seed {metrics['seed']}, "
+             f"score {metrics['score']}); accuracy n+1 {metrics['accuracy']:.2f} %, "
+             f"plain {metrics.get('accuracy_plain', float('nan')):.2f} %\n\n")
+    return title + head + rows

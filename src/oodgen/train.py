@@ -1,0 +1,219 @@
+"""Training loops with epoch checkpoints that resume to bit-identical results.
+
+Every epoch draws its randomness (shuffling, dropout, outlier generation) from a seed derived
+from (run seed, stage, epoch), and the model, optimiser and schedule state are saved atomically
+after every epoch, so a run killed at any point and started again ends where an uninterrupted
+run of the same seed ends.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Profile, Stage, Variant
+from .generate import ClassEllipsoids, encode_means, off_manifold_samples, on_manifold_samples
+from .utils import atomic_torch_save, derive_seed, generator
+
+try:
+    from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover - tqdm is a dependency; keep the library usable without it
+    def tqdm(it=None, **_kw):
+        return it
+
+
+def make_optimizer(stage: Stage, params) -> torch.optim.Optimizer:
+    if stage.optimizer == "adam":
+        return torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
+    if stage.optimizer == "adadelta":   # Keras' Adadelta defaults
+        return torch.optim.Adadelta(params, lr=stage.lr, rho=0.95, eps=1e-7, weight_decay=stage.weight_decay)
+    if stage.optimizer == "rmsprop":    # Keras' RMSprop defaults
+        return torch.optim.RMSprop(params, lr=stage.lr, alpha=0.9, eps=1e-7, weight_decay=stage.weight_decay)
+    if stage.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=stage.lr, momentum=0.9, nesterov=True, weight_decay=stage.weight_decay)
+    raise ValueError(f"unknown optimizer {stage.optimizer!r}; use adam, adadelta, rmsprop or sgd")
+
+
+def make_schedule(stage: Stage, optimizer, total_steps: int):
+    if stage.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _s: 1.0)
+    if stage.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / max(total_steps, 1))))
+    raise ValueError(f"unknown schedule {stage.schedule!r}; use constant or cosine")
+
+
+def _show_progress(progress: bool) -> bool | None:
+    return None if progress else True   # tqdm: disable=None hides the bar when not on a TTY
+
+
+def fit_epochs(stage_name: str, model: nn.Module, stage: Stage, steps_per_epoch: int,
+               epoch_fn: Callable[[int, torch.Generator, torch.optim.Optimizer, object], float],
+               ckpt_path: str | os.PathLike | None, seed: int, log: Callable[[str], None] = print) -> dict:
+    """Run ``stage.epochs`` epochs of ``epoch_fn``, checkpointing after each; resume if a
+    checkpoint exists.  Returns the history (per-epoch loss and seconds)."""
+    optimizer = make_optimizer(stage, model.parameters())
+    schedule = make_schedule(stage, optimizer, stage.epochs * steps_per_epoch)
+    history = {"loss": [], "seconds": []}
+    start = 0
+    if ckpt_path is not None and Path(ckpt_path).exists():
+        state = _load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        history = state["history"]
+        start = state["epoch"]
+        if start > 0:
+            log(f"[{stage_name}] resuming after epoch {start}/{stage.epochs} from {ckpt_path}")
+    for epoch in range(start, stage.epochs):
+        torch.manual_seed(derive_seed(seed, stage_name, epoch, "torch"))
+        t0 = time.perf_counter()
+        model.train()
+        loss = epoch_fn(epoch, generator(seed, stage_name, epoch), optimizer, schedule)
+        history["loss"].append(float(loss))
+        history["seconds"].append(time.perf_counter() - t0)
+        log(f"[{stage_name}] epoch {epoch + 1}/{stage.epochs} loss {loss:.4f} ({history['seconds'][-1]:.0f} s)")
+        if ckpt_path is not None:
+            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "schedule": schedule.state_dict(), "history": history, "epoch": epoch + 1},
+                              ckpt_path)
+    model.eval()
+    return history
+
+
+def _load_checkpoint(path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a corrupt checkpoint must not be silently used
+        raise RuntimeError(f"{path}: cannot read checkpoint ({exc}); delete it to retrain that stage") from None
+
+
+def train_cvae(cvae: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, ckpt_path, seed: int,
+               progress: bool = True, log=print) -> dict:
+    n = len(x)
+    steps = math.ceil(n / stage.batch_size)
+
+    def epoch_fn(epoch, gen, opt, sched):
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for i in tqdm(range(steps), desc=f"CVAE epoch {epoch + 1}", leave=False, disable=_show_progress(progress)):
+            idx = perm[i * stage.batch_size:(i + 1) * stage.batch_size]
+            xb, yb = x[idx], y[idx]
+            logits, mu, log_var = cvae(xb, yb)
+            loss = cvae.loss(logits, xb, mu, log_var)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        return total / n
+
+    return fit_epochs("cvae", cvae, stage, steps, epoch_fn, ckpt_path, seed, log)
+
+
+def train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, ckpt_path, seed: int,
+                progress: bool = True, log=print, stage_name: str = "plain") -> dict:
+    n = len(x)
+    steps = math.ceil(n / stage.batch_size)
+
+    def epoch_fn(epoch, gen, opt, sched):
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for i in tqdm(range(steps), desc=f"{stage_name} epoch {epoch + 1}", leave=False,
+                      disable=_show_progress(progress)):
+            idx = perm[i * stage.batch_size:(i + 1) * stage.batch_size]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        return total / n
+
+    return fit_epochs(stage_name, model, stage, steps, epoch_fn, ckpt_path, seed, log)
+
+
+class OutlierPools:
+    """Type I and Type II pools, regenerated online from the (frozen) CVAE."""
+
+    def __init__(self, cvae, ellipsoids: ClassEllipsoids, x: torch.Tensor, y: torch.Tensor,
+                 variant: Variant, pool_size: int):
+        self.cvae, self.ellipsoids, self.x, self.y = cvae, ellipsoids, x, y
+        self.variant, self.pool_size = variant, pool_size
+        self.seconds = {"type1": 0.0, "type2": 0.0}
+        self.type1 = self.type2 = None
+
+    def regenerate(self, gen: torch.Generator, progress: bool = False) -> None:
+        idx = torch.randint(0, len(self.x), (self.pool_size,), generator=gen)
+        t0 = time.perf_counter()
+        chunks = []
+        step = 2048
+        for s in tqdm(range(0, self.pool_size, step), desc="Type I outliers", leave=False,
+                      disable=_show_progress(progress)):
+            sub = idx[s:s + step]
+            chunks.append(off_manifold_samples(self.cvae, self.x[sub], self.y[sub], beta=self.variant.beta_range(),
+                                               nullspace=self.variant.nullspace, generator=gen,
+                                               clip=self.variant.clip_type1, batch_size=256))
+        self.type1 = torch.cat(chunks)
+        t1 = time.perf_counter()
+        labels = self.y[torch.randint(0, len(self.y), (self.pool_size,), generator=gen)]
+        self.type2 = on_manifold_samples(self.cvae, self.ellipsoids, labels, radius=self.variant.type2_radius,
+                                         generator=gen)
+        self.seconds["type1"] += t1 - t0
+        self.seconds["type2"] += time.perf_counter() - t1
+
+
+def fit_ellipsoids(cvae, x, y) -> ClassEllipsoids:
+    return ClassEllipsoids(coverage=0.95).fit(encode_means(cvae, x, y), y)
+
+
+def train_nplus1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pools: OutlierPools, prof: Profile,
+                 ckpt_path, seed: int, progress: bool = True, log=print) -> dict:
+    """The n+1 classifier: batches of in-distribution + Type I + Type II samples, the OOD class
+    (label n) weighted ``w_ood`` per sample, loss = plain mean of the weighted per-sample losses
+    (Keras' class_weight semantics, not CrossEntropyLoss(weight=), which divides by sum of weights)."""
+    stage = prof.classifier
+    n = len(x)
+    n_classes = int(model.n_outputs) - 1
+    steps = math.ceil(n / stage.batch_size)
+    nb1, nb2 = prof.batch_type1, prof.batch_type2
+
+    def epoch_fn(epoch, gen, opt, sched):
+        if epoch % prof.regen_every == 0 or pools.type1 is None:
+            # The pool of a resumed run is rebuilt from the epoch it was last regenerated at.
+            last = epoch - epoch % prof.regen_every
+            pools.regenerate(generator(seed, "pools", last), progress)
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for i in tqdm(range(steps), desc=f"n+1 classifier epoch {epoch + 1}", leave=False,
+                      disable=_show_progress(progress)):
+            idx = perm[i * stage.batch_size:(i + 1) * stage.batch_size]
+            m = len(idx)
+            k1 = max(1, nb1 * m // stage.batch_size)
+            k2 = max(1, nb2 * m // stage.batch_size)
+            i1 = torch.randint(0, len(pools.type1), (k1,), generator=gen)
+            i2 = torch.randint(0, len(pools.type2), (k2,), generator=gen)
+            xb = torch.cat([x[idx], pools.type1[i1], pools.type2[i2]])
+            yb = torch.cat([y[idx], torch.full((k1 + k2,), n_classes, dtype=y.dtype)])
+            w = torch.cat([torch.ones(m), torch.full((k1 + k2,), prof.w_ood)])
+            loss = (F.cross_entropy(model(xb), yb, reduction="none") * w).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * m
+        return total / n
+
+    return fit_epochs("nplus1", model, stage, steps, epoch_fn, ckpt_path, seed, log)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else torch.empty(0)
