@@ -19,13 +19,16 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
                    help="Type II radius: on the 95%% ellipsoid (paper) or U(r,1.5r) (authors)")
     g.add_argument("--score", choices=["paper", "ood-class", "max-in"], default="paper",
                    help="reported score: paper = p(n+1), but 1-max p_in for mnist0-4")
+    g.add_argument("--no-clip-type1", action="store_true",
+                   help="do not clip Type I samples to [0,1] (the paper's eq. 2 has no clipping)")
     g.add_argument("--sphere-radius", choices=["paper", "authors"], default="paper",
                    help="Sphere-OOD radius: max training norm (paper) or +2 (authors)")
 
 
 def _variant(a) -> Variant:
     return Variant(sample_z=a.z == "sampled", beta=a.beta, nullspace=a.nullspace,
-                   type2_radius=a.type2_radius, score=a.score, sphere_radius=a.sphere_radius)
+                   type2_radius=a.type2_radius, score=a.score, sphere_radius=a.sphere_radius,
+                   clip_type1=not a.no_clip_type1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,16 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", default=None, help="folder searched first for datasets")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_variant(r)
+
+    from . import score
+    from .data import download
+    score.add_parser(sub)
+    download.add_parser(sub)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
+    from ._runtime import tune_allocator
+    tune_allocator()
     from .data import DataError
     from .detectors.base import InputError
     from .run import RunError
     try:
+        if getattr(a, "func", None) is not None:
+            return a.func(a)
         if a.command == "run":
             from .run import run
             cfg = RunConfig(id=a.id, seed=a.seed, profile=a.profile, device=a.device, variant=_variant(a))

@@ -81,7 +81,7 @@ def environment() -> dict[str, Any]:
         "oodgen": __version__,
         "git_revision": git_revision(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "numpy": np.__version__,
         "sklearn": sklearn.__version__,
         "platform": platform.platform(),

@@ -1,0 +1,547 @@
+"""``oodgen bench``: the paper's comparison (Tables 1 and 2) over settings, methods and seeds.
+
+For every in-distribution setting and seed:
+
+1. the run directory ``DIR/<id>/oodgen/seed<k>`` is reused, or created with
+   :func:`oodgen.run.run` (it trains the paper's method *and* a plain n-class Fig. 6c CNN,
+   ``checkpoints/plain.pt``); its ``metrics.json`` is the "Ours" result;
+2. the plain classifier's penultimate features and logits on the train / validation / test /
+   OOD sets are cached in ``plain_outputs.npz`` of that run directory (and the MC-dropout
+   moments in ``plain_mc.npz``), so every post-hoc method reuses one pass over the data;
+3. every post-hoc baseline scores the plain classifier; ODIN and Mahalanobis are tuned
+   (FPR at 95 % TPR) either on 1,000 held-out images of each test OOD set (``odin``,
+   ``mahalanobis``: the usual, optimistic protocol; evaluation on the rest of that set) or on
+   validation images vs uniform noise + Type I outliers of validation images made with the
+   run's CVAE (``odin-fair``, ``mahalanobis-fair``; evaluation on the whole OOD sets);
+4. the confident classifier trains its own classifier + GAN in ``DIR/<id>/confident/seed<k>``
+   (resumable);
+5. each method writes ``DIR/<id>/<method>/seed<k>/metrics.json`` (the schema of
+   ``oodgen run``'s metrics.json); a method whose metrics.json exists is skipped.
+
+Finally ``DIR/tables/table1.{md,csv,json}`` (Ours / confident / ODIN / MD),
+``table2.*`` (max-softmax / MC-dropout / mutual information) and ``extra.*`` (energy,
+max-logit, KNN, ViM) aggregate every cell as mean ± std over seeds beside the paper's number
+(:file:`paper_tables.json`).  In-distribution images for every method are the setting's test
+split; the in-distribution validation split is the one ``oodgen run`` holds out.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data as D
+from .config import PROFILES, RunConfig
+from .detectors.confident import ConfidentClassifier
+from .detectors.mahalanobis import MAHALANOBIS_EPSILONS, mahalanobis_grid_scores, select_mahalanobis
+from .detectors.mc_dropout import mc_dropout_moments, mc_dropout_score
+from .detectors.mutual_info import mutual_information
+from .detectors.odin import ODIN_EPSILONS, ODIN_TEMPERATURES, odin_grid_scores, select_odin
+from .detectors.posthoc import model_outputs
+from .detectors.registry import make_detector
+from .metrics import ood_metrics
+from .models import CVAE, Fig6cCNN
+from .utils import atomic_write_bytes, atomic_write_json, derive_seed, environment, generator, resolve_device
+
+SETTINGS = ("mnist", "fmnist", "mnist0-4", "fmnist0-4")
+OUTPUT_METHODS = ("msp", "energy", "max-logit", "knn", "vim")      # functions of cached outputs
+TUNED_METHODS = ("odin", "mahalanobis", "odin-fair", "mahalanobis-fair")
+MC_METHODS = ("mc-dropout", "mutual-info")
+METHODS = ("oodgen", "confident") + TUNED_METHODS + ("msp",) + MC_METHODS + ("energy", "max-logit", "knn", "vim")
+DEFAULT_METHODS = tuple(m for m in METHODS if not m.endswith("-fair"))
+TABLES = {
+    "table1": ("Table 1: Ours / Confident classifier / ODIN / Mahalanobis",
+               ("oodgen", "confident", "odin", "mahalanobis", "odin-fair", "mahalanobis-fair")),
+    "table2": ("Table 2: max-softmax / MC-dropout / mutual information", ("msp", "mc-dropout", "mutual-info")),
+    "extra": ("Extra baselines (not in the paper)", ("energy", "max-logit", "knn", "vim")),
+}
+DISPLAY = {"oodgen": "Ours", "confident": "Confident", "odin": "ODIN", "mahalanobis": "MD",
+           "odin-fair": "ODIN (fair)", "mahalanobis-fair": "MD (fair)", "msp": "Softmax",
+           "mc-dropout": "MC-Dropout", "mutual-info": "Mutual-Info", "energy": "Energy",
+           "max-logit": "MaxLogit", "knn": "KNN", "vim": "ViM"}
+SCORE_USED = {
+    "msp": "1 - max softmax",
+    "energy": "-logsumexp(logits) (T = 1)",
+    "max-logit": "-max logit",
+    "knn": "distance to the 50th nearest normalised training feature",
+    "vim": "alpha * residual norm - logsumexp(logits)",
+    "odin": "1 - max softmax(f(x')/T), input perturbation eps",
+    "mahalanobis": "min_c 0.5 d_c^2 of penultimate features after input pre-processing eps",
+    "mc-dropout": "predictive entropy of the mean softmax of MC-dropout passes",
+    "mutual-info": "H[mean p] - mean H[p] over MC-dropout passes",
+    "confident": "1 - max softmax of the jointly trained classifier",
+}
+TABLE_METRICS = ("fpr95", "detection_error", "auroc", "aupr_out", "aupr_in")   # the paper's column order
+METRIC_LABELS = {"fpr95": "FPR95 ↓", "detection_error": "Det. err ↓", "auroc": "AUROC ↑",
+                 "aupr_out": "AUPR-out ↑", "aupr_in": "AUPR-in ↑"}
+#: Epochs of the confident classifier per training profile (the reference code trains 100).
+CONFIDENT_EPOCHS = {"smoke": 1, "quick": 2, "full": 10, "paper": 100}
+N_TUNE = 1000                 # held-out images per tuning set (the ODIN protocol)
+OUTPUTS_FORMAT = "oodgen-plain-outputs/1"
+
+
+class BenchError(RuntimeError):
+    """A benchmark cannot run (a run directory holds another configuration, ...)."""
+
+
+def paper_tables() -> dict:
+    """The paper's Tables 1 and 2 (see ``paper_tables.json`` for the transcription notes)."""
+    return json.loads(resources.files("oodgen").joinpath("paper_tables.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# one setting and seed
+# ---------------------------------------------------------------------------------------------
+class _Context:
+    """Everything the baselines of one (setting, seed) share, loaded lazily."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, data_dir, mc_passes: int, log):
+        from .run import load_setting
+        self.cfg, self.run_dir, self.data_dir, self.mc_passes, self.log = cfg, run_dir, data_dir, mc_passes, log
+        prof = cfg.prof
+        x, y, xv, yv, xt, yt, radius = load_setting(cfg, data_dir)
+        self.images = {"train": x, "val": xv, "test": xt}
+        self.labels = {"train": y, "val": yv, "test": yt}
+        self.ood_names = D.ood_sets(cfg.id, data_dir)
+        for name in self.ood_names:
+            ood = D.load(name, "test", data_dir, n=prof.n_eval, seed=cfg.seed, sphere_radius=radius)
+            self.images[name] = torch.from_numpy(ood.images)
+        self.n_classes = int(y.max()) + 1
+        self.device = resolve_device(cfg.device)
+        plain_path = run_dir / "checkpoints" / "plain.pt"
+        if not plain_path.exists():
+            raise BenchError(f"{plain_path} is missing: the run in {run_dir} did not train its plain classifier")
+        self.plain_sha = hashlib.sha256(plain_path.read_bytes()).hexdigest()
+        state = torch.load(plain_path, map_location="cpu", weights_only=False)
+        self.plain = Fig6cCNN(self.n_classes)
+        self.plain.load_state_dict(state["model"])
+        self.plain.to(self.device).eval()
+        self._outputs = None
+        self._mc = None
+
+    def outputs(self) -> dict[str, dict[str, np.ndarray]]:
+        """Cached features and logits of the plain classifier for every image set."""
+        if self._outputs is None:
+            path = self.run_dir / "plain_outputs.npz"
+            sizes = {k: len(v) for k, v in self.images.items()}
+            meta = {"format": OUTPUTS_FORMAT, "plain_sha256": self.plain_sha, "sizes": sizes}
+            cached = _read_npz(path, meta)
+            if cached is None:
+                self.log(f"caching plain-classifier outputs in {path}")
+                cached = {}
+                for name, x in self.images.items():
+                    for key, arr in model_outputs(self.plain, x, ("features", "logits")).items():
+                        cached[f"{name}__{key}"] = arr
+                _write_npz(path, meta, cached)
+            self._outputs = {name: {k: cached[f"{name}__{k}"] for k in ("features", "logits")}
+                             for name in self.images}
+        return self._outputs
+
+    def mc(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Cached MC-dropout (mean softmax, mean entropy) for the test and OOD sets."""
+        if self._mc is None:
+            path = self.run_dir / "plain_mc.npz"
+            names = ["test"] + self.ood_names
+            meta = {"format": OUTPUTS_FORMAT, "plain_sha256": self.plain_sha, "n_passes": self.mc_passes,
+                    "seed": self.cfg.seed, "sizes": {k: len(self.images[k]) for k in names}}
+            cached = _read_npz(path, meta)
+            if cached is None:
+                self.log(f"MC-dropout: {self.mc_passes} passes over {len(names)} sets, cached in {path}")
+                cached = {}
+                for name in names:
+                    p, h = mc_dropout_moments(self.plain, self.images[name], self.mc_passes,
+                                              derive_seed(self.cfg.seed, "mc-dropout", name))
+                    cached[f"{name}__mean_p"], cached[f"{name}__mean_entropy"] = p, h
+                _write_npz(path, meta, cached)
+            self._mc = {k: (cached[f"{k}__mean_p"], cached[f"{k}__mean_entropy"]) for k in names}
+        return self._mc
+
+    def accuracy_plain(self) -> float:
+        logits = self.outputs()["test"]["logits"]
+        return float((logits.argmax(1) == self.labels["test"].numpy()).mean() * 100)
+
+    def fair_outliers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(in-distribution validation images, outliers) for the ``fair`` tuning protocol:
+        half uniform noise, half Type I perturbations of the validation images made with the
+        run's own CVAE (what the paper's method sees; nothing of the test OOD sets)."""
+        from .generate import off_manifold_samples
+        xv, yv = self.images["val"][:N_TUNE], self.labels["val"][:N_TUNE]
+        n_noise = len(xv) // 2
+        noise = torch.from_numpy(D.synthetic("uniform", max(1, n_noise), derive_seed(self.cfg.seed, "fair-noise")))
+        state = torch.load(self.run_dir / "detector.pt", map_location="cpu", weights_only=False)
+        cvae = CVAE(self.n_classes, self.cfg.latent, sample_z=self.cfg.variant.sample_z)
+        cvae.load_state_dict(state["cvae"])
+        cvae.eval()
+        type1 = off_manifold_samples(cvae, xv[n_noise:], yv[n_noise:], beta=self.cfg.variant.beta_range(),
+                                     nullspace=self.cfg.variant.nullspace,
+                                     generator=generator(self.cfg.seed, "fair-type1"),
+                                     clip=self.cfg.variant.clip_type1)
+        return xv, torch.cat([noise, type1])
+
+
+def _read_npz(path: Path, meta: dict) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if json.loads(str(z["meta"])) != json.loads(json.dumps(meta)):
+                return None
+            return {k: z[k] for k in z.files if k != "meta"}
+    except (OSError, ValueError, KeyError):
+        return None        # unreadable or stale: recompute
+
+
+def _write_npz(path: Path, meta: dict, arrays: dict) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _split_tuning(n: int) -> int:
+    """Images of an OOD set held out for tuning: 1,000 as in ODIN, at most half the set."""
+    return max(1, min(N_TUNE, n // 2))
+
+
+def _evaluate(ctx: _Context, method: str, confident_epochs: int, log) -> dict:
+    """Scores of one method: returns ood metrics, sizes, accuracy, tuning record, params."""
+    names = ctx.ood_names
+    ood, sizes, tuning, params = {}, {}, None, {}
+    accuracy = None
+    if method in OUTPUT_METHODS:
+        outs = ctx.outputs()
+        det = make_detector(method, ctx.plain).fit_outputs(**outs["train"], y=ctx.labels["train"].numpy())
+        s_in = det.score_outputs(**outs["test"])
+        for name in names:
+            ood[name] = ood_metrics(s_in, det.score_outputs(**outs[name]))
+            sizes[name] = len(ctx.images[name])
+        params = _params(det)
+    elif method in MC_METHODS:
+        mc = ctx.mc()
+
+        def score(key):
+            p, h = mc[key]
+            return mc_dropout_score(p, "entropy") if method == "mc-dropout" else mutual_information(p, h)
+        s_in = score("test")
+        for name in names:
+            ood[name] = ood_metrics(s_in, score(name))
+            sizes[name] = len(ctx.images[name])
+        params = {"n_passes": ctx.mc_passes, "score": "entropy" if method == "mc-dropout" else "mutual-info",
+                  "seed": f"derive_seed({ctx.cfg.seed}, 'mc-dropout', <set>)"}
+    elif method in TUNED_METHODS:
+        ood, sizes, tuning, params = _evaluate_tuned(ctx, method, log)
+    elif method == "confident":
+        out_dir = ctx.run_dir.parent.parent / "confident" / f"seed{ctx.cfg.seed}"
+        det = ConfidentClassifier(beta=1.0, epochs=confident_epochs, seed=ctx.cfg.seed,
+                                  device=str(ctx.device), checkpoint_path=str(out_dir / "checkpoints" / "confident.pt"),
+                                  verbose=True)
+        atomic_write_json(out_dir / "config.json", {"run_config": ctx.cfg.to_dict(), "params": _params(det)})
+        det.fit(ctx.images["train"], ctx.labels["train"])
+        s_in = det.score(ctx.images["test"])
+        for name in names:
+            ood[name] = ood_metrics(s_in, det.score(ctx.images[name]))
+            sizes[name] = len(ctx.images[name])
+        accuracy = float((det.predict(ctx.images["test"]) == ctx.labels["test"].numpy()).mean() * 100)
+        params = _params(det)
+        params["history"] = det.history_
+    else:
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    return {"ood": ood, "n_ood": sizes, "tuning": tuning, "hyper_parameters": params,
+            "accuracy": ctx.accuracy_plain() if accuracy is None else accuracy}
+
+
+def _params(det) -> dict:
+    out = {}
+    for k, v in det.get_params().items():
+        if k in ("model", "head") or callable(v):
+            continue
+        out[k] = v
+    return out
+
+
+def _evaluate_tuned(ctx: _Context, method: str, log):
+    base, fair = method.removesuffix("-fair"), method.endswith("-fair")
+    names = ctx.ood_names
+    if base == "odin":
+        def grid(x):
+            return odin_grid_scores(ctx.plain, x, ODIN_TEMPERATURES, ODIN_EPSILONS)
+
+        def select(g_in, g_out):
+            return select_odin(g_in, g_out, ODIN_TEMPERATURES, ODIN_EPSILONS)
+
+        def scores(choice, x):
+            return odin_grid_scores(ctx.plain, x, [choice["temperature"]], [choice["eps"]])[0, 0]
+        keys, params = ("temperature", "eps"), {"grid_T": list(ODIN_TEMPERATURES), "grid_eps": list(ODIN_EPSILONS)}
+    else:
+        det = make_detector("mahalanobis", ctx.plain).fit_outputs(
+            features=ctx.outputs()["train"]["features"], y=ctx.labels["train"].numpy())
+
+        def grid(x):
+            return mahalanobis_grid_scores(det, x, MAHALANOBIS_EPSILONS)
+
+        def select(g_in, g_out):
+            return select_mahalanobis(g_in, g_out, MAHALANOBIS_EPSILONS)
+
+        def scores(choice, x):
+            return mahalanobis_grid_scores(det, x, [choice["eps"]])[0]
+        keys, params = ("eps",), {"grid_eps": list(MAHALANOBIS_EPSILONS), "features": "penultimate (Dense-128)"}
+
+    in_cache: dict[tuple, np.ndarray] = {}
+
+    def scores_in(choice):
+        key = tuple(choice[k] for k in keys)
+        if key not in in_cache:
+            in_cache[key] = scores(choice, ctx.images["test"])
+        return in_cache[key]
+
+    ood, sizes, chosen = {}, {}, {}
+    if fair:
+        x_in, x_out = ctx.fair_outliers()
+        choice = select(grid(x_in), grid(x_out))
+        log(f"[{method}] tuned on {len(x_in)} validation vs {len(x_out)} noise + Type I images: "
+            + ", ".join(f"{k}={choice[k]}" for k in keys))
+        for name in names:
+            ood[name] = ood_metrics(scores_in(choice), scores(choice, ctx.images[name]))
+            sizes[name] = len(ctx.images[name])
+        tuning = {"mode": "fair", "criterion": choice["criterion"], "n_tune_in": len(x_in),
+                  "tune_out": f"{len(x_out)} images: uniform noise + Type I outliers of validation images",
+                  "chosen": {k: choice[k] for k in keys},
+                  "validation": {"fpr95": choice["fpr95"], "auroc": choice["auroc"]}}
+        return ood, sizes, tuning, params
+    x_in = ctx.images["val"][:N_TUNE]
+    g_in = grid(x_in)
+    for name in names:
+        x = ctx.images[name]
+        n_tune = _split_tuning(len(x))
+        choice = select(g_in, grid(x[:n_tune]))
+        ood[name] = ood_metrics(scores_in(choice), scores(choice, x[n_tune:]))
+        sizes[name] = len(x) - n_tune
+        chosen[name] = {**{k: choice[k] for k in keys}, "n_tune_out": n_tune,
+                        "validation_fpr95": choice["fpr95"], "validation_auroc": choice["auroc"]}
+        log(f"[{method}] {name}: " + ", ".join(f"{k}={choice[k]}" for k in keys))
+    tuning = {"mode": "test-ood", "criterion": "lowest FPR at 95% TPR, ties: higher AUROC",
+              "n_tune_in": len(x_in), "tune_in": "in-distribution validation split",
+              "tune_out": "first images of each test OOD set, excluded from its evaluation",
+              "chosen": chosen}
+    return ood, sizes, tuning, params
+
+
+def _run_dir_config(run_dir: Path, setting: str, seed: int, profile: str, device: str) -> RunConfig:
+    path = run_dir / "config.json"
+    if not path.exists():
+        return RunConfig(id=setting, seed=seed, profile=profile, device=device)
+    cfg = RunConfig.from_dict(json.loads(path.read_text()))
+    if (cfg.id, cfg.seed, cfg.profile) != (setting, seed, profile):
+        raise BenchError(f"{run_dir} holds a run of id={cfg.id} seed={cfg.seed} profile={cfg.profile}, "
+                         f"not id={setting} seed={seed} profile={profile}; use another --out")
+    return cfg
+
+
+def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None, device: str = "auto",
+              mc_passes: int = 50, confident_epochs: int | None = None, progress: bool = False, log=print) -> None:
+    """Run (or resume) every method of one setting and seed; writes the per-method metrics.json."""
+    from .run import run
+    out = Path(out)
+    run_dir = out / setting / "oodgen" / f"seed{seed}"
+    cfg = _run_dir_config(run_dir, setting, seed, profile, device)
+    if not (run_dir / "metrics.json").exists():
+        run(cfg, run_dir, data_dir, progress=progress, log=log)
+    pending = [m for m in methods if m != "oodgen" and not (out / setting / m / f"seed{seed}" / "metrics.json").exists()]
+    if not pending:
+        return
+    if confident_epochs is None:
+        confident_epochs = CONFIDENT_EPOCHS.get(profile, 10)
+    ctx = _Context(cfg, run_dir, data_dir, mc_passes, log)
+    for method in pending:
+        t0 = time.perf_counter()
+        log(f"[bench] {setting} seed {seed}: {method}")
+        res = _evaluate(ctx, method, confident_epochs, log)
+        metrics = {
+            "id": setting,
+            "method": method,
+            "seed": seed,
+            "profile": cfg.profile,
+            "score": SCORE_USED[method.removesuffix("-fair")],
+            "accuracy": res["accuracy"],
+            "ood": res["ood"],
+            "n_test_in": len(ctx.images["test"]),
+            "n_ood": res["n_ood"],
+            "tuning": res["tuning"],
+            "hyper_parameters": res["hyper_parameters"],
+            "classifier": ("its own, trained jointly with a GAN" if method == "confident"
+                           else f"the plain n-class Fig. 6c CNN of {run_dir / 'checkpoints' / 'plain.pt'}"),
+            "timings_s": {"total": time.perf_counter() - t0},
+            "config": {**cfg.to_dict(), "bench": {"mc_passes": mc_passes, "confident_epochs": confident_epochs,
+                                                  "n_tune": N_TUNE}},
+            "environment": environment(),
+            "metrics_note": "percent; in-distribution positive; scores higher = more OOD",
+        }
+        atomic_write_json(out / setting / method / f"seed{seed}" / "metrics.json", metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+# ---------------------------------------------------------------------------------------------
+def _stats(values: list[float]) -> dict:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": len(arr)}
+
+
+def _load_metrics(out: Path, setting: str, method: str, seeds) -> list[dict]:
+    paths = [out / setting / method / f"seed{s}" / "metrics.json" for s in seeds]
+    return [json.loads(p.read_text()) for p in paths if p.exists()]
+
+
+def build_tables(out, settings=SETTINGS, seeds=(0, 1, 2)) -> dict:
+    """Aggregate the per-method metrics.json files into ``DIR/tables/{table1,table2,extra}.*``."""
+    out = Path(out)
+    paper = paper_tables()
+    tables = {}
+    for table, (title, methods) in TABLES.items():
+        paper_key = table if table in ("table1", "table2") else None
+        doc = {"table": table, "title": title, "methods": [], "metrics": list(TABLE_METRICS), "seeds": list(seeds),
+               "settings": {}, "cell": "mean and sample std over seeds (percent); paper = the paper's value",
+               "paper_source": paper["source"] if paper_key else None}
+        present = set()
+        for setting in settings:
+            runs = {m: r for m in methods if (r := _load_metrics(out, setting, m, seeds))}
+            if not runs:
+                continue
+            present.update(runs)
+            ptab = paper[paper_key]["results"].get(setting, {}) if paper_key else {}
+            ood_names = list(ptab) + sorted({n for r in runs.values() for m in r for n in m["ood"]} - set(ptab))
+            rows = {}
+            for name in ood_names:
+                rows[name] = {}
+                for metric in TABLE_METRICS:
+                    cells = {}
+                    for m in methods:
+                        vals = [r["ood"][name][metric] for r in runs.get(m, []) if name in r["ood"]]
+                        p = ptab.get(name, {}).get(metric, {}).get(m)
+                        if vals or p is not None:
+                            cells[m] = {**(_stats(vals) if vals else {"mean": None, "std": None, "n": 0}),
+                                        "seeds": [r["seed"] for r in runs.get(m, []) if name in r["ood"]],
+                                        "paper": p}
+                    rows[name][metric] = cells
+            acc = {m: _stats([r["accuracy"] for r in rs]) for m, rs in runs.items()}
+            plain = [r["accuracy_plain"] for r in runs.get("oodgen", []) if "accuracy_plain" in r]
+            if plain:
+                acc["plain"] = _stats(plain)
+            doc["settings"][setting] = {
+                "accuracy": acc,
+                "paper_accuracy": paper["table1"]["accuracy"].get(setting) if table == "table1" else None,
+                "rows": rows}
+        doc["methods"] = [m for m in methods if m in present or (paper_key and m in paper[paper_key]["methods"])]
+        tables[table] = doc
+        _write_table(out / "tables", table, doc, paper)
+    return tables
+
+
+def _fmt(cell: dict | None) -> str:
+    if not cell:
+        return "–"
+    ours = "–" if cell["mean"] is None else (f"{cell['mean']:.1f}" + (f" ± {cell['std']:.1f}" if cell["std"] is not None else ""))
+    return ours + (f" ({cell['paper']})" if cell.get("paper") is not None else "")
+
+
+def _write_table(folder: Path, table: str, doc: dict, paper: dict) -> None:
+    methods = doc["methods"]
+    names = {**paper["ood_names"], "kmnist": "KMNIST"}
+    lines = [f"# {doc['title']}", "",
+             f"Cells: ours mean ± std over seeds {doc['seeds']} (the paper's value in brackets), percent.", ""]
+    rows_csv = []
+    for setting, sdoc in doc["settings"].items():
+        acc = sdoc["accuracy"]
+        acc_txt = "; ".join(f"{DISPLAY.get(m, m)} {a['mean']:.2f}" + (f" ± {a['std']:.2f}" if a["std"] is not None else "")
+                            for m, a in acc.items() if a["n"])
+        lines += [f"## {paper['setting_names'].get(setting, setting)}", "", f"Test accuracy: {acc_txt}"
+                  + (f" (paper: plain {sdoc['paper_accuracy']['plain']}, ours {sdoc['paper_accuracy']['oodgen']})"
+                     if sdoc.get("paper_accuracy") else ""), "",
+                  "| OOD set | metric | " + " | ".join(DISPLAY.get(m, m) for m in methods) + " |",
+                  "|---|---|" + "---|" * len(methods)]
+        for name, metrics in sdoc["rows"].items():
+            for metric, cells in metrics.items():
+                lines.append(f"| {names.get(name, name)} | {METRIC_LABELS[metric]} | "
+                             + " | ".join(_fmt(cells.get(m)) for m in methods) + " |")
+                for m in methods:
+                    c = cells.get(m)
+                    if c:
+                        rows_csv.append([setting, name, metric, m, c["mean"], c["std"], c["n"], c["paper"]])
+        lines.append("")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / f"{table}.md", "\n".join(lines).encode())
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["setting", "ood", "metric", "method", "mean", "std", "n_seeds", "paper"])
+    for r in rows_csv:
+        w.writerow(["" if v is None else (f"{v:.4f}" if isinstance(v, float) else v) for v in r])
+    atomic_write_bytes(folder / f"{table}.csv", buf.getvalue().encode())
+    atomic_write_json(folder / f"{table}.json", doc)
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+def bench(settings, methods, seeds, profile: str, out, data_dir=None, device: str = "auto", mc_passes: int = 50,
+          confident_epochs: int | None = None, progress: bool = False, log=print) -> dict:
+    """Every (setting, seed, method), then the tables; returns the tables' JSON documents."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; use any of {', '.join(METHODS)}")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; use one of {sorted(PROFILES)}")
+    for setting in settings:
+        for seed in seeds:
+            bench_one(setting, seed, methods, profile, out, data_dir, device, mc_passes, confident_epochs,
+                      progress, log)
+    return build_tables(out, settings, seeds)
+
+
+def _main(a: argparse.Namespace) -> int:
+    from .detectors.base import InputError
+    from .run import RunError
+    settings = SETTINGS if a.id == "all" else (a.id,)
+    try:
+        if a.tables_only:
+            build_tables(a.out, settings, a.seeds)
+        else:
+            bench(settings, a.methods, a.seeds, a.profile, a.out, a.data_dir, a.device, a.mc_passes,
+                  a.confident_epochs, progress=not a.no_progress)
+        print(f"tables written to {Path(a.out) / 'tables'}")
+        return 0
+    except (D.DataError, InputError, RunError, BenchError, ValueError) as exc:
+        print(f"oodgen bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("oodgen bench: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``oodgen bench`` to an argparse sub-parser collection."""
+    b = subparsers.add_parser("bench", help="compare against the baselines (the paper's Tables 1 and 2)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--id", required=True, choices=list(SETTINGS) + ["all"], help="in-distribution setting(s)")
+    b.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS), metavar="METHOD",
+                   help=f"methods to run (default: all but the -fair variants); any of {', '.join(METHODS)}")
+    b.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    b.add_argument("--profile", default="quick", choices=sorted(PROFILES))
+    b.add_argument("--out", required=True, help="benchmark folder (resumed: finished runs are skipped)")
+    b.add_argument("--data-dir", default=None, help="folder searched first for datasets")
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--mc-passes", type=int, default=50, help="dropout passes of MC-dropout / mutual information")
+    b.add_argument("--confident-epochs", type=int, default=None,
+                   help="confident-classifier epochs (default per profile: "
+                        + ", ".join(f"{k} {v}" for k, v in CONFIDENT_EPOCHS.items()) + ")")
+    b.add_argument("--tables-only", action="store_true", help="only rebuild the tables from existing results")
+    b.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    b.set_defaults(func=_main)
+    return b

@@ -1,0 +1,275 @@
+"""Figures and a report for a finished run directory (``oodgen run ... --out DIR``).
+
+``oodgen figures DIR [--out DOCS_DIR]``
+    The paper's Figure 3 for that run: ``<id>_type1.png`` (training images next to the Type I
+    outliers generated from them) and ``<id>_type2.png`` (training images of each class next to
+    Type II outliers of that class), from the run's CVAE (``DIR/detector.pt``) and its variant
+    options (beta range, null-space method, clipping, Type II radius).
+
+``oodgen report DIR``
+    ``DIR/report.md`` (PNGs in ``DIR/report_files/``) and a self-contained ``DIR/report.html``
+    (PNGs embedded as base64): ROC curves and score histograms of the in-distribution test set
+    against every OOD set, the Figure 3 grids, the metrics table of ``DIR/metrics.json`` for every
+    score rule, and the run's configuration.  Scores are recomputed from ``detector.pt`` on the
+    same test and OOD samples the run evaluated (first ``n_eval`` of each set, the run's seed and
+    Sphere-OOD radius), so the curves match ``metrics.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import data as D
+from .config import Variant
+from .detectors.oodgen import nplus1_scores
+from .generate import off_manifold_samples, on_manifold_samples
+from .metrics import METRIC_NAMES
+from .models import CVAE
+from .plots import roc_curves, sample_grid, score_histograms
+from .score import load_detector
+from .train import fit_ellipsoids, predict_logits
+from .utils import atomic_write_bytes, generator
+
+ELLIPSOID_FIT_MAX = 10_000     # training images encoded to refit the Type II ellipsoids (quantiles barely move beyond)
+METRIC_LABELS = {"fpr95": "FPR95 ↓", "detection_error": "Det. err ↓", "auroc": "AUROC ↑",
+                 "aupr_in": "AUPR-in ↑", "aupr_out": "AUPR-out ↑"}
+
+
+class ReportError(ValueError):
+    """The run directory lacks what a figure or the report needs."""
+
+
+def _load_blob(run_dir: Path) -> dict[str, Any]:
+    det = load_detector(run_dir)          # validates the file and the classifier weights
+    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+        blob = torch.load(det.path, map_location="cpu", weights_only=True)
+    for key in ("cvae", "config"):
+        if key not in blob:
+            raise ReportError(f"{det.path}: detector file has no {key!r} entry; rerun `oodgen run` to rewrite it")
+    for key in ("id", "latent_dim", "variant"):
+        if key not in blob["config"]:
+            raise ReportError(f"{det.path}: the stored config lacks {key!r}; rerun `oodgen run` to rewrite it")
+    blob["_detector"] = det
+    return blob
+
+
+def _load_metrics(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise ReportError(f"{path}: no metrics; the run did not finish - run the same `oodgen run` command again")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def load_run_cvae(blob: dict[str, Any]) -> CVAE:
+    """The run's CVAE from a detector blob (eval mode)."""
+    cfg = blob["config"]
+    variant = Variant(**cfg["variant"])
+    cvae = CVAE(int(blob["n_classes"]), int(cfg["latent_dim"]), sample_z=variant.sample_z)
+    try:
+        cvae.load_state_dict(blob["cvae"])
+    except (RuntimeError, TypeError) as exc:
+        raise ReportError(f"CVAE weights do not fit a CVAE with latent dimension {cfg['latent_dim']} "
+                          f"({str(exc).splitlines()[0]})") from None
+    return cvae.eval()
+
+
+def figure3(run_dir, out_dir=None, data_dir=None, n_per_class: int = 4, seed: int = 0) -> list[Path]:
+    """Write ``<id>_type1.png`` and ``<id>_type2.png`` (paper Figure 3) for a run; returns the paths.
+
+    Parameters
+    ----------
+    run_dir : a finished run directory (needs ``detector.pt``).
+    out_dir : where to write; default ``run_dir/figures``.
+    data_dir : folder searched first for the datasets.
+    n_per_class : source images per class (one row per class).
+    seed : seed of the outlier generation.
+    """
+    run_dir = Path(run_dir)
+    blob = _load_blob(run_dir)
+    cfg = blob["config"]
+    setting = cfg["id"]
+    variant = Variant(**cfg["variant"])
+    cvae = load_run_cvae(blob)
+    n_classes = int(blob["n_classes"])
+    n_train = (cfg.get("profile_settings") or {}).get("n_train")
+    train = D.load(setting, "train", data_dir, n=min(n_train or ELLIPSOID_FIT_MAX, ELLIPSOID_FIT_MAX))
+    x_all, y_all = torch.from_numpy(train.images), torch.from_numpy(train.labels)
+    picks = [torch.nonzero(y_all == k).flatten()[:n_per_class] for k in range(n_classes)]
+    if any(len(p) < n_per_class for p in picks):
+        raise ReportError(f"{setting}: fewer than {n_per_class} training images in some class")
+    idx = torch.cat(picks)
+    x, y = x_all[idx], y_all[idx]
+    gen = generator(seed, "figure3")
+    type1 = off_manifold_samples(cvae, x, y, beta=variant.beta_range(), nullspace=variant.nullspace,
+                                 generator=gen, clip=variant.clip_type1)
+    type2 = on_manifold_samples(cvae, fit_ellipsoids(cvae, x_all, y_all), y, radius=variant.type2_radius,
+                                generator=gen)
+    out = Path(out_dir) if out_dir is not None else run_dir / "figures"
+    shown = "" if variant.clip_type1 else " (shown clipped to [0, 1])"
+    return [
+        sample_grid({"training images": x, f"Type I outliers{shown}": type1}, out / f"{setting}_type1.png",
+                    nrow=n_per_class, title=f"{setting}: Type I (off-manifold), beta {variant.beta}, one row per class"),
+        sample_grid({"training images": x, "Type II outliers (same class)": type2}, out / f"{setting}_type2.png",
+                    nrow=n_per_class, title=f"{setting}: Type II (on-manifold, {variant.type2_radius}), one row per class"),
+    ]
+
+
+def run_scores(run_dir, data_dir=None) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+    """(in-distribution test scores, {OOD set: scores}, score rule) recomputed from ``detector.pt``
+    on the samples the run evaluated."""
+    run_dir = Path(run_dir)
+    det = load_detector(run_dir)
+    metrics = _load_metrics(run_dir)
+    cfg = det.config
+    setting = cfg.get("id") or metrics.get("id")
+    n_eval = (cfg.get("profile_settings") or {}).get("n_eval")
+    if "sphere_radius" not in metrics:
+        raise ReportError(f"{run_dir / 'metrics.json'}: no 'sphere_radius'; rerun `oodgen run`")
+    rule = metrics.get("score", det.score_rule)
+    test = D.load(setting, "test", data_dir, n=n_eval)
+
+    def score(images: np.ndarray) -> np.ndarray:
+        return nplus1_scores(predict_logits(det.classifier, torch.from_numpy(images), det.batch_size), rule)
+
+    scores_out = {}
+    for name in metrics.get("ood", {}) or D.ood_sets(setting, data_dir):
+        ood = D.load(name, "test", data_dir, n=n_eval, seed=int(cfg.get("seed", metrics.get("seed", 0))),
+                     sphere_radius=float(metrics["sphere_radius"]))
+        scores_out[name] = score(ood.images)
+    return score(test.images), scores_out, rule
+
+
+# ----------------------------------------------------------------------------- report
+
+def _metrics_rows(by_set: dict[str, dict[str, float]]) -> list[list[str]]:
+    return [[name] + [f"{m[k]:.1f}" for k in METRIC_NAMES] for name, m in by_set.items()]
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _render(blocks: list[tuple], base: Path) -> tuple[str, str]:
+    """Markdown (images linked relative to ``base``) and self-contained HTML of the same blocks."""
+    md, body = [], []
+    for kind, *args in blocks:
+        if kind in ("h1", "h2"):
+            md.append(("# " if kind == "h1" else "## ") + args[0])
+            body.append(f"<{kind}>{html.escape(args[0])}</{kind}>")
+        elif kind == "p":
+            md.append(args[0])
+            body.append(f"<p>{html.escape(args[0])}</p>")
+        elif kind == "table":
+            md.append(_md_table(*args))
+            body.append(_html_table(*args))
+        elif kind == "img":
+            path, caption = args
+            md.append(f"![{caption}]({os.path.relpath(path, base)})")
+            data = base64.b64encode(Path(path).read_bytes()).decode()
+            body.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        elif kind == "pre":
+            md.append("```\n" + args[0] + "\n```")
+            body.append(f"<pre>{html.escape(args[0])}</pre>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
+             "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+             "pre{background:#f5f5f5;padding:1em;overflow-x:auto;font-size:12px}figcaption{color:#555}")
+    title = html.escape(blocks[0][1]) if blocks and blocks[0][0] == "h1" else "oodgen report"
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return "\n\n".join(md) + "\n", page
+
+
+def report(run_dir, data_dir=None) -> tuple[Path, Path]:
+    """Write ``DIR/report.md`` (+ ``DIR/report_files/*.png``) and ``DIR/report.html``; returns both paths."""
+    run_dir = Path(run_dir)
+    metrics = _load_metrics(run_dir)
+    files = run_dir / "report_files"
+    s_in, s_out, rule = run_scores(run_dir, data_dir)
+    setting = metrics.get("id", "?")
+    roc = roc_curves(s_in, s_out, files / "roc.png", title=f"{setting}: ROC per OOD set (score {rule})")
+    hist = score_histograms(s_in, s_out, files / "score_histograms.png",
+                            title=f"{setting}: score {rule}, in-distribution test vs each OOD set",
+                            score_name=f"{rule} score (higher = more OOD)")
+    grids = figure3(run_dir, files, data_dir)
+    header = ["OOD set"] + [METRIC_LABELS[k] for k in METRIC_NAMES]
+    blocks: list[tuple] = [
+        ("h1", f"oodgen report: {setting}, profile {metrics.get('profile')}, seed {metrics.get('seed')}"),
+        ("p", f"Method {metrics.get('method', 'oodgen')}; primary score {rule} (higher = more OOD). "
+              f"Accuracy of the n+1 classifier {metrics.get('accuracy', float('nan')):.2f} %, plain classifier "
+              f"{metrics.get('accuracy_plain', float('nan')):.2f} %; {metrics.get('n_test_in', len(s_in))} "
+              "in-distribution test images. Metrics in percent, in-distribution positive."),
+        ("h2", f"Metrics (score {rule})"),
+        ("table", header, _metrics_rows(metrics.get("ood", {}))),
+    ]
+    for other, by_set in (metrics.get("ood_by_score") or {}).items():
+        if other != rule:
+            blocks += [("h2", f"Metrics (score {other})"), ("table", header, _metrics_rows(by_set))]
+    blocks += [
+        ("h2", "ROC curves"), ("img", roc, "ROC curves, one per OOD set (AUROC in the legend)"),
+        ("h2", "Score histograms"), ("img", hist, "OOD-score histograms: in-distribution test set vs each OOD set"),
+        ("h2", "Generated outliers (paper Figure 3)"),
+        ("img", grids[0], "Type I (off-manifold) outliers next to the training images they were generated from"),
+        ("img", grids[1], "Type II (on-manifold) outliers next to training images of the same class"),
+        ("h2", "Configuration"), ("pre", json.dumps(metrics.get("config", {}), indent=2)),
+    ]
+    if metrics.get("timings_s"):
+        blocks += [("h2", "Timings (s)"),
+                   ("table", ["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in metrics["timings_s"].items()])]
+    if metrics.get("environment"):
+        blocks += [("h2", "Environment"), ("pre", json.dumps(metrics["environment"], indent=2))]
+    md, page = _render(blocks, run_dir)
+    md_path, html_path = run_dir / "report.md", run_dir / "report.html"
+    atomic_write_bytes(md_path, md.encode())
+    atomic_write_bytes(html_path, page.encode())
+    return md_path, html_path
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _cmd_figures(args: argparse.Namespace) -> int:
+    for p in figure3(args.dir, args.out, args.data_dir, n_per_class=args.n_per_class, seed=args.seed):
+        print(p)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    md_path, html_path = report(args.dir, args.data_dir)
+    print(md_path)
+    print(html_path)
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    """Add ``oodgen figures`` and ``oodgen report`` to an argparse sub-parser collection."""
+    f = subparsers.add_parser("figures", help="paper Figure 3 (Type I / Type II sample grids) for a run directory")
+    f.add_argument("dir", help="run directory written by `oodgen run`")
+    f.add_argument("--out", default=None, help="output folder (default DIR/figures)")
+    f.add_argument("--data-dir", default=None, help="folder searched first for datasets")
+    f.add_argument("--n-per-class", type=int, default=4, help="source images per class (default 4)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the outlier generation")
+    f.set_defaults(func=_cmd_figures)
+    r = subparsers.add_parser("report", help="report.md and self-contained report.html for a run directory")
+    r.add_argument("dir", help="run directory written by `oodgen run`")
+    r.add_argument("--data-dir", default=None, help="folder searched first for datasets")
+    r.set_defaults(func=_cmd_report)

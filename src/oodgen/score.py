@@ -1,0 +1,433 @@
+"""Use a trained detector: load ``DIR/detector.pt``, read images from files, score them.
+
+``oodgen run ... --out DIR`` leaves ``DIR/detector.pt``; this module turns it back into an
+object that scores new images (higher = more OOD) and calls them OOD or in-distribution
+with the threshold stored at training time (95 % TPR on the in-distribution validation split)::
+
+    from oodgen.score import load_detector, load_inputs
+    det = load_detector("runs/mnist-quick")
+    images, names = load_inputs(["digit.png", "batch.npy"])
+    det.score(images), det.decide(images), det.predict(images)
+
+The command line is ``oodgen score DIR INPUT... [--out FILE.csv|FILE.json] [--threshold X]``.
+
+Inputs are never silently reinterpreted: a file whose meaning is ambiguous (alpha channel
+that is not fully opaque, non-square image, integer array that is not uint8, float array
+outside [0, 1], NaN) is refused with a one-line message that names the file.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .data.idx import IDXError, read_idx
+from .detectors.base import InputError, check_images
+from .detectors.oodgen import SCORES, nplus1_scores
+from .models import Fig6cCNN
+from .train import predict_logits
+
+DETECTOR_FORMAT = "oodgen-detector/1"
+IMAGE_SIZE = 28
+_REQUIRED_KEYS = ("format", "n_classes", "classifier", "score", "thresholds")
+
+
+class DetectorFileError(ValueError):
+    """``detector.pt`` is missing, unreadable, or not a detector this version understands."""
+
+
+@dataclass
+class ScoringDetector:
+    """A trained n+1 classifier restored from ``detector.pt``, ready to score images.
+
+    Attributes
+    ----------
+    classifier : the Fig. 6c CNN with ``n_classes + 1`` outputs (eval mode, CPU).
+    n_classes : number of in-distribution classes.
+    score_rule : ``"ood-class"`` (p(n+1 | x)) or ``"max-in"`` (1 - max in-distribution
+        probability), as chosen by the run; see :func:`oodgen.detectors.oodgen.nplus1_scores`.
+    thresholds : the stored 95 %-TPR threshold of every score rule.
+    config : the run configuration (``RunConfig.to_dict()``).
+    path : the file it was loaded from.
+    """
+
+    classifier: Fig6cCNN
+    n_classes: int
+    score_rule: str
+    thresholds: dict[str, float]
+    config: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    batch_size: int = 1000
+
+    @property
+    def threshold(self) -> float:
+        """Threshold of :attr:`score_rule`: scores above it are called OOD (95 % of the
+        in-distribution validation images score at or below it)."""
+        return self.thresholds[self.score_rule]
+
+    def logits(self, x) -> torch.Tensor:
+        """The n+1 logits of images ``x`` ((N, 1, 28, 28) or (N, 28, 28), numpy or torch)."""
+        return predict_logits(self.classifier, check_images(x, "score input"), self.batch_size)
+
+    def score(self, x) -> np.ndarray:
+        """OOD scores, float64 (N,), higher = more OOD, by the stored rule."""
+        return nplus1_scores(self.logits(x), self.score_rule)
+
+    def predict(self, x) -> np.ndarray:
+        """Predicted in-distribution class, int64 (N,): argmax over the first n outputs."""
+        return self.logits(x)[:, :self.n_classes].argmax(1).numpy()
+
+    def decide(self, x, threshold: float | None = None) -> np.ndarray:
+        """True where an image is called OOD: ``score(x) > threshold`` (default: the stored one)."""
+        t = self.threshold if threshold is None else _check_threshold(threshold)
+        return self.score(x) > t
+
+    def evaluate(self, x, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores, OOD decisions, predicted classes) from one forward pass."""
+        t = self.threshold if threshold is None else _check_threshold(threshold)
+        logits = self.logits(x)
+        scores = nplus1_scores(logits, self.score_rule)
+        return scores, scores > t, logits[:, :self.n_classes].argmax(1).numpy()
+
+
+def _check_threshold(t: float) -> float:
+    t = float(t)
+    if not math.isfinite(t):
+        raise ValueError(f"threshold must be a finite number, got {t}")
+    return t
+
+
+def _detector_file(run_dir: str | os.PathLike) -> Path:
+    p = Path(run_dir)
+    if p.is_dir():
+        p = p / "detector.pt"
+    if not p.is_file():
+        where = p.parent if p.name == "detector.pt" else p
+        raise DetectorFileError(
+            f"{p}: no trained detector here; train one first with "
+            f"`oodgen run --id mnist --out {where}` (detector.pt is written at the end of a run)")
+    return p
+
+
+def load_detector(run_dir: str | os.PathLike) -> ScoringDetector:
+    """Load the detector written by :func:`oodgen.run.run` into ``run_dir`` (or a detector.pt path).
+
+    The file is read with ``torch.load(weights_only=True)``: only tensors and plain Python
+    values are unpickled, never arbitrary objects.
+
+    Raises
+    ------
+    DetectorFileError
+        If the file is missing or corrupt, has an unknown ``format``, or its weights do not fit
+        the Fig. 6c classifier with ``n_classes + 1`` outputs.
+    """
+    path = _detector_file(run_dir)
+    try:
+        # The environment stamp holds torch.__version__, a str subclass that the safe loader
+        # must be told about.
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file; all mean the same here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DetectorFileError(f"{path}: cannot read detector file ({first}); it is corrupt or "
+                                "not a detector.pt - rerun `oodgen run` to rewrite it") from None
+    if not isinstance(blob, dict) or "format" not in blob:
+        raise DetectorFileError(f"{path}: not an oodgen detector file (no 'format' field)")
+    if blob["format"] != DETECTOR_FORMAT:
+        raise DetectorFileError(f"{path}: unknown detector format {blob['format']!r}; this version of "
+                                f"oodgen reads {DETECTOR_FORMAT!r}")
+    missing = [k for k in _REQUIRED_KEYS if k not in blob]
+    if missing:
+        raise DetectorFileError(f"{path}: detector file lacks {missing}; it is damaged - rerun `oodgen run`")
+    n_classes, rule, thresholds = blob["n_classes"], blob["score"], blob["thresholds"]
+    if not isinstance(n_classes, int) or n_classes < 1:
+        raise DetectorFileError(f"{path}: invalid n_classes {n_classes!r}")
+    if rule not in SCORES:
+        raise DetectorFileError(f"{path}: unknown score rule {rule!r}; this version knows {SCORES}")
+    if not isinstance(thresholds, dict) or rule not in thresholds:
+        raise DetectorFileError(f"{path}: no stored threshold for score rule {rule!r}")
+    classifier = Fig6cCNN(n_classes + 1)
+    try:
+        classifier.load_state_dict(blob["classifier"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise DetectorFileError(f"{path}: classifier weights do not fit a Fig6cCNN with "
+                                f"{n_classes + 1} outputs ({first})") from None
+    classifier.eval()
+    return ScoringDetector(classifier=classifier, n_classes=n_classes, score_rule=rule,
+                           thresholds={k: float(v) for k, v in thresholds.items()},
+                           config=blob.get("config", {}), environment=blob.get("environment", {}),
+                           path=path)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+ARRAY_SHAPES = "(28, 28), (N, 28, 28), (N, 1, 28, 28) or (N, 784)"
+
+
+def load_inputs(paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, list[str]]:
+    """Read images from files into one float32 batch (N, 1, 28, 28) in [0, 1].
+
+    Accepted files (recognised by their first bytes, so the extension does not matter):
+
+    * **PNG / JPEG** (Pillow), one image per file. Grayscale is used as is. RGB is converted
+      with Pillow's ``convert("L")`` (ITU-R 601-2 luma, L = 0.299 R + 0.587 G + 0.114 B);
+      an alpha channel is accepted only if fully opaque (there is no right background to
+      composite on). A square image of another size is resized to 28 x 28 with Pillow's
+      ``BOX`` filter when shrinking (area average, the filter the Omniglot set was made
+      with) and ``LANCZOS`` when enlarging, in floating point, then clipped to [0, 1]; a
+      non-square image is refused (cropping or padding would be a guess).
+    * **.npy / .npz** arrays (an .npz must hold one array, or one named ``images``) of shape
+      (28, 28), (N, 28, 28), (N, 1, 28, 28) or (N, 784): uint8 is divided by 255, float
+      must already lie in [0, 1]; other integer types are refused.
+    * **IDX** files (``*-ubyte``, gzip'd or not), as the MNIST-format datasets ship.
+
+    Images keep MNIST's convention: a light glyph on a dark background.  A dark-on-light
+    scan is a different distribution and will (correctly) score as OOD; invert it first.
+
+    Returns
+    -------
+    images : float32 array (N, 1, 28, 28) in [0, 1].
+    names : one name per image: the path as given, with ``[i]`` appended for multi-image files.
+
+    Raises
+    ------
+    InputError
+        With a one-line message naming the offending file.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if len(paths) == 0:
+        raise InputError("no input files given")
+    batches, names = [], []
+    for p in paths:
+        images, single = _load_file(Path(p))
+        batches.append(images)
+        label = str(p)
+        names.extend([label] if single else [f"{label}[{i}]" for i in range(len(images))])
+    return np.concatenate(batches).astype(np.float32, copy=False), names
+
+
+def _load_file(path: Path) -> tuple[np.ndarray, bool]:
+    """(images (N, 1, 28, 28) float32, whether the file holds a single image)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory; give image files (e.g. {path}/*.png)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if not head:
+        raise InputError(f"{path}: file is empty")
+    if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8\xff"):
+        return _load_picture(path), True
+    if head.startswith(b"\x93NUMPY"):
+        arr = _np_load(path)
+        return _array_to_images(arr, str(path)), _single(arr)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        arr = _npz_array(path)
+        return _array_to_images(arr, str(path)), _single(arr)
+    if head.startswith(b"\x1f\x8b") or head.startswith(b"\x00\x00"):
+        try:
+            arr = read_idx(path)
+        except IDXError as exc:
+            raise InputError(str(exc)) from None
+        return _array_to_images(arr, str(path)), _single(arr)
+    raise InputError(f"{path}: unrecognised file type; give PNG or JPEG images, .npy/.npz arrays "
+                     "or IDX (MNIST-format) files")
+
+
+def _single(arr: np.ndarray) -> bool:
+    return arr.shape == (IMAGE_SIZE, IMAGE_SIZE)
+
+
+def _np_load(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        # allow_pickle=False turns object arrays into a ValueError: say so plainly.
+        raise InputError(f"{path}: cannot read .npy ({str(exc).splitlines()[0]})") from None
+
+
+def _npz_array(path: Path) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.keys())
+            if len(keys) == 1:
+                return z[keys[0]]
+            if "images" in keys:
+                return z["images"]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: cannot read .npz ({str(exc).splitlines()[0]})") from None
+    if not keys:
+        raise InputError(f"{path}: .npz archive holds no arrays")
+    raise InputError(f"{path}: .npz holds several arrays {keys}; keep one, or name the images 'images'")
+
+
+def _array_to_images(arr: np.ndarray, name: str) -> np.ndarray:
+    shape = arr.shape
+    if arr.ndim == 2 and shape == (IMAGE_SIZE, IMAGE_SIZE):
+        arr = arr[None, None]
+    elif arr.ndim == 2 and shape[1] == IMAGE_SIZE * IMAGE_SIZE:
+        arr = arr.reshape(len(arr), 1, IMAGE_SIZE, IMAGE_SIZE)
+    elif arr.ndim == 3 and shape[1:] == (IMAGE_SIZE, IMAGE_SIZE):
+        arr = arr[:, None]
+    elif arr.ndim == 4 and shape[1:] == (1, IMAGE_SIZE, IMAGE_SIZE):
+        pass
+    else:
+        raise InputError(f"{name}: array of shape {shape} is not 28x28 images; accepted shapes "
+                         f"are {ARRAY_SHAPES}")
+    if len(arr) == 0:
+        raise InputError(f"{name}: holds no images (shape {shape})")
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            n_bad = int(bad.reshape(len(arr), -1).any(1).sum())
+            raise InputError(f"{name}: {n_bad} image(s) contain NaN or Inf values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(f"{name}: float pixel values must be in [0, 1], got range [{lo:.4g}, {hi:.4g}]; "
+                             "divide 0-255 data by 255 or save it as uint8")
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
+        raise InputError(f"{name}: integer pixels must be uint8 (0-255), got {arr.dtype}; "
+                         "convert with .astype(np.uint8) or to floats in [0, 1]")
+    raise InputError(f"{name}: unsupported array dtype {arr.dtype}; use uint8 or float in [0, 1]")
+
+
+def _load_picture(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            img = im.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{path}: cannot decode image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        alpha = np.asarray(img.getchannel("A"))
+        if alpha.size and alpha.min() < 255:
+            raise InputError(f"{path}: image has transparent pixels (alpha < 255); flatten it onto "
+                             "a background first - the right background colour cannot be guessed")
+        img = img.convert("L")
+    elif img.mode in ("RGB", "1"):
+        img = img.convert("L")
+    elif img.mode != "L":
+        raise InputError(f"{path}: unsupported image mode {img.mode}; save it as 8-bit grayscale or RGB")
+    w, h = img.size
+    if w != h:
+        raise InputError(f"{path}: image is {w}x{h}, not square; crop or pad it to a square "
+                         "(ideally 28x28) first - the right crop cannot be guessed")
+    x = np.asarray(img, dtype=np.float32) / 255.0
+    if w != IMAGE_SIZE:
+        flt = Image.Resampling.BOX if w > IMAGE_SIZE else Image.Resampling.LANCZOS
+        resized = Image.fromarray(x, mode="F").resize((IMAGE_SIZE, IMAGE_SIZE), flt)
+        x = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    return x[None, None]
+
+
+# ----------------------------------------------------------------------------- command line
+
+RESULT_FIELDS = ("name", "score", "decision", "predicted_class")
+
+
+def score_files(run_dir: str | os.PathLike, paths: Sequence[str | os.PathLike],
+                threshold: float | None = None) -> tuple[ScoringDetector, list[dict[str, Any]], float]:
+    """Score files with the detector of ``run_dir``: (detector, one row per image, threshold used)."""
+    det = load_detector(run_dir)
+    images, names = load_inputs(paths)
+    t = det.threshold if threshold is None else _check_threshold(threshold)
+    scores, ood, pred = det.evaluate(images, t)
+    rows = [{"name": n, "score": float(s), "decision": "ood" if o else "in", "predicted_class": int(c)}
+            for n, s, o, c in zip(names, scores, ood, pred)]
+    return det, rows, t
+
+
+def write_results(path: str | os.PathLike, rows: list[dict[str, Any]], det: ScoringDetector,
+                  threshold: float) -> None:
+    """Write rows as CSV or JSON, chosen by the file extension (atomically)."""
+    from .utils import atomic_write_bytes
+
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext == ".csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=RESULT_FIELDS, lineterminator="\n")
+        w.writeheader()
+        w.writerows({**r, "score": repr(r["score"])} for r in rows)
+        data = buf.getvalue()
+    elif ext == ".json":
+        data = json.dumps({
+            "detector": str(det.path),
+            "score_rule": det.score_rule,
+            "threshold": threshold,
+            "threshold_rule": "score > threshold is OOD" + (
+                "" if threshold == det.threshold else " (threshold given on the command line)"),
+            "n_classes": det.n_classes,
+            "results": rows,
+        }, indent=2) + "\n"
+    else:
+        raise ValueError(f"--out {path}: unknown extension {path.suffix!r}; use .csv or .json")
+    atomic_write_bytes(path, data.encode())
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".json"):
+        raise ValueError(f"--out {args.out}: unknown extension {Path(args.out).suffix!r}; use .csv or .json")
+    det, rows, t = score_files(args.run_dir, args.inputs, args.threshold)
+    if args.out is not None:
+        write_results(args.out, rows, det, t)
+    if not args.quiet:
+        width = max(len("name"), *(len(r["name"]) for r in rows))
+        try:
+            print(f"{'name':<{width}}  {'score':>10}  decision  class")
+            for r in rows:
+                print(f"{r['name']:<{width}}  {r['score']:>10.6f}  {r['decision']:<8}  {r['predicted_class']}")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # `oodgen score ... | head` closed the pipe: not an error.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+    n_ood = sum(r["decision"] == "ood" for r in rows)
+    print(f"{len(rows)} image(s): {n_ood} ood, {len(rows) - n_ood} in "
+          f"(score {det.score_rule}, threshold {t:.6g}{'' if args.out is None else ', written to ' + str(args.out)})",
+          file=sys.stderr)
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``oodgen score`` to the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "score", help="score images with a trained detector (higher = more OOD)",
+        description="Score images with the detector of a run directory. One row per image: name, "
+                    "score (higher = more OOD), decision (ood if score > threshold, else in), "
+                    "predicted in-distribution class.")
+    p.add_argument("run_dir", metavar="DIR", help="run directory written by `oodgen run --out DIR`")
+    p.add_argument("inputs", metavar="INPUT", nargs="+",
+                   help="PNG/JPEG images, .npy/.npz arrays or IDX files")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="also write the rows to FILE.csv or FILE.json (by extension)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="OOD if score > X (default: the run's 95%% TPR threshold)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
+    p.set_defaults(func=_cmd_score)
+    return p

@@ -1,0 +1,90 @@
+"""``oodgen bench`` end to end on the smoke profile, and the transcribed paper tables."""
+import argparse
+import csv
+import json
+
+import pytest
+
+from oodgen import bench
+from oodgen.data import SETTINGS
+from oodgen.metrics import METRIC_NAMES
+
+
+def test_paper_tables_transcription():
+    paper = bench.paper_tables()
+    t1, t2 = paper["table1"], paper["table2"]
+    assert paper["metric_block_order"] == ["fpr95", "detection_error", "auroc", "aupr_out", "aupr_in"]
+    assert t1["results"]["mnist"]["fmnist"]["auroc"]["oodgen"] == 100.0
+    assert t1["results"]["fmnist"]["mnist"]["auroc"]["oodgen"] == 98.7
+    assert t1["results"]["fmnist"]["mnist"]["fpr95"]["oodgen"] == 4.1          # authors' log: 4.1 %
+    assert t1["results"]["mnist0-4"]["mnist5-9"]["auroc"]["oodgen"] == 93.8
+    assert t2["results"]["fmnist"]["mnist"]["auroc"]["msp"] == 70.6            # authors' log: 0.704
+    assert t1["accuracy"]["fmnist"] == {"plain": 91.9, "oodgen": 91.2}
+    for table in (t1, t2):
+        for setting, sets in table["results"].items():
+            assert setting in SETTINGS
+            # every paper OOD set is one of ours (KMNIST is our extra set)
+            assert set(sets) <= set(SETTINGS[setting]) - {"kmnist"}
+            for cells in sets.values():
+                assert set(cells) == set(METRIC_NAMES)
+                for cell in cells.values():
+                    vals = [cell[m] for m in table["methods"]]
+                    assert all(0.0 <= v <= 100.0 for v in vals)
+
+
+def test_parser_defaults():
+    ap = argparse.ArgumentParser()
+    bench.add_parser(ap.add_subparsers(dest="command"))
+    a = ap.parse_args(["bench", "--id", "all", "--out", "x"])
+    assert a.seeds == [0, 1, 2] and "oodgen" in a.methods and "odin-fair" not in a.methods
+    assert callable(a.func)
+    with pytest.raises(SystemExit):
+        ap.parse_args(["bench", "--id", "cifar", "--out", "x"])
+
+
+def test_bench_smoke_end_to_end(tmp_path):
+    methods = ["oodgen", "msp", "energy", "mahalanobis"]
+    tables = bench.bench(["mnist"], methods, [0], "smoke", tmp_path, log=lambda *_: None)
+    run_dir = tmp_path / "mnist" / "oodgen" / "seed0"
+    assert (run_dir / "checkpoints" / "plain.pt").exists() and (run_dir / "plain_outputs.npz").exists()
+    for m in methods:
+        metrics = json.loads((tmp_path / "mnist" / m / "seed0" / "metrics.json").read_text())
+        assert metrics["id"] == "mnist" and metrics["method"] == m and metrics["seed"] == 0
+        assert metrics["profile"] == "smoke" and "environment" in metrics and "config" in metrics
+        assert set(metrics["ood"]) >= {"fmnist", "notmnist", "uniform", "sphere"}
+        for cell in metrics["ood"].values():
+            assert set(cell) == set(METRIC_NAMES)
+    md = json.loads((tmp_path / "mnist" / "mahalanobis" / "seed0" / "metrics.json").read_text())
+    assert md["tuning"]["mode"] == "test-ood" and set(md["tuning"]["chosen"]) == set(md["ood"])
+    assert all(n == 150 for n in md["n_ood"].values())           # 300 smoke images, half held out
+
+    for name in ("table1", "table2", "extra"):
+        for ext in ("md", "csv", "json"):
+            assert (tmp_path / "tables" / f"{name}.{ext}").exists()
+    t1 = json.loads((tmp_path / "tables" / "table1.json").read_text())
+    assert t1 == json.loads(json.dumps(tables["table1"]))
+    rows = t1["settings"]["mnist"]["rows"]
+    ours = rows["fmnist"]["auroc"]["oodgen"]
+    assert ours["n"] == 1 and ours["std"] is None and ours["paper"] == 100.0 and 0 <= ours["mean"] <= 100
+    assert rows["fmnist"]["auroc"]["confident"] == {"mean": None, "std": None, "n": 0, "seeds": [], "paper": 98.5}
+    assert rows["kmnist"]["auroc"].keys() == {"oodgen", "mahalanobis"}   # no paper value for KMNIST
+    with open(tmp_path / "tables" / "table1.csv") as fh:
+        lines = list(csv.DictReader(fh))
+    # 7 paper sets x 5 metrics x 4 paper methods, plus KMNIST x 5 metrics x our 2 methods
+    assert len(lines) == 7 * 5 * 4 + 5 * 2
+    with open(tmp_path / "tables" / "table2.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 7 * 5 * 3 + 5 * 1
+
+    # Resume: finished runs are skipped, nothing is rewritten.
+    stamp = (tmp_path / "mnist" / "msp" / "seed0" / "metrics.json").stat().st_mtime_ns
+    bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, log=lambda *_: None)
+    assert (tmp_path / "mnist" / "msp" / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_bench_refuses_a_run_of_another_profile(tmp_path):
+    run_dir = tmp_path / "mnist" / "oodgen" / "seed0"
+    run_dir.mkdir(parents=True)
+    from oodgen.config import RunConfig
+    (run_dir / "config.json").write_text(json.dumps(RunConfig(id="mnist", profile="quick").to_dict()))
+    with pytest.raises(bench.BenchError, match="profile=quick"):
+        bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, log=lambda *_: None)

@@ -1,0 +1,145 @@
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from oodgen.generate import (ClassEllipsoids, NotFittedError, beta_range, decoder_jacobian,
+                             off_manifold_samples, on_manifold_samples, perturb, rref_null_direction,
+                             uniform_null_direction)
+from oodgen.models import CVAE
+
+
+@pytest.fixture(scope="module")
+def cvae():
+    torch.manual_seed(0)
+    return CVAE(10, 8).eval()
+
+
+def _jac(cvae, n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 8, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    with torch.no_grad():
+        return cvae.decoder.jacobian(z, cvae.onehot(y)), z, y
+
+
+def test_layerwise_jacobian_matches_autodiff(cvae):
+    jac, z, y = _jac(cvae)
+    ref = decoder_jacobian(cvae.decoder, z, cvae.onehot(y)).detach()
+    assert jac.shape == (16, 784, 8)
+    torch.testing.assert_close(jac, ref, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", [uniform_null_direction, rref_null_direction])
+def test_direction_is_unit_and_in_left_null_space(cvae, method):
+    jac, _, _ = _jac(cvae)
+    v = method(jac.double(), torch.Generator().manual_seed(1)).double()
+    assert torch.allclose(v.norm(dim=1), torch.ones(16, dtype=torch.float64), atol=1e-5)
+    residual = (jac.double().transpose(1, 2) @ v.unsqueeze(-1)).squeeze(-1).norm(dim=1)
+    assert residual.max() < 1e-6 * jac.abs().max()
+
+
+def test_uniform_direction_is_uniform_in_null_space():
+    # A fixed random J (D=20, d=3): project many draws onto an orthonormal basis B of null(J^T).
+    # Uniform on the unit sphere of that 17-dim space means: (a) the mean is ~0, (b) the second
+    # moment matrix is I/17, (c) each coordinate's distribution matches the sphere marginal.
+    g = torch.Generator().manual_seed(0)
+    D, d, n = 20, 3, 20000
+    J = torch.randn(D, d, generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(J, mode="complete")
+    basis = q[:, d:]                                   # (D, D-d) orthonormal basis of the null space
+    v = uniform_null_direction(J.expand(n, D, d).contiguous(), g).double()
+    c = v @ basis                                      # coordinates in the null space
+    k = D - d
+    assert torch.allclose(c.norm(dim=1), torch.ones(n, dtype=torch.float64), atol=1e-6)
+    assert c.mean(0).abs().max() < 4 / np.sqrt(n * k) * 2
+    second = (c.T @ c) / n
+    assert (second - torch.eye(k, dtype=torch.float64) / k).abs().max() < 0.01
+    # marginal of a uniform point on S^{k-1}: (c_i + 1)/2 ~ Beta((k-1)/2, (k-1)/2)
+    p = stats.kstest((c[:, 0].numpy() + 1) / 2, stats.beta((k - 1) / 2, (k - 1) / 2).cdf).pvalue
+    assert p > 1e-3
+
+
+def test_rref_direction_concentrates_on_pivot_pixels(cvae):
+    # The authors' basis puts most of the direction's energy on the first d pixels (their notes).
+    jac, _, _ = _jac(cvae, n=8)
+    v_rref = rref_null_direction(jac, torch.Generator().manual_seed(0))
+    v_unif = uniform_null_direction(jac, torch.Generator().manual_seed(0))
+    assert (v_rref[:, :8] ** 2).sum(1).mean() > 10 * (v_unif[:, :8] ** 2).sum(1).mean()
+
+
+def test_beta_ranges_and_perturb():
+    assert beta_range("paper") == (0.1, 1.0) and beta_range("authors") == (0.1, 28.0)
+    assert beta_range((0.5, 2)) == (0.5, 2.0)
+    with pytest.raises(ValueError):
+        beta_range("huge")
+    x = torch.full((1000, 1, 28, 28), 0.5)
+    v = torch.randn(1000, 784)
+    v = v / v.norm(dim=1, keepdim=True)
+    out = perturb(x, v, "paper", torch.Generator().manual_seed(0), clip=False)
+    step = (out - x).flatten(1).norm(dim=1)
+    assert step.min() >= 0.1 - 1e-5 and step.max() <= 1.0 + 1e-5
+    signs = torch.sign(((out - x).flatten(1) * v).sum(1))
+    assert 0.4 < (signs > 0).double().mean() < 0.6
+    assert perturb(x, v, "authors", torch.Generator().manual_seed(0)).max() <= 1.0
+
+
+def test_off_manifold_samples_shape_and_range(cvae):
+    x = torch.rand(40, 1, 28, 28)
+    y = torch.randint(0, 10, (40,))
+    a = off_manifold_samples(cvae, x, y, generator=torch.Generator().manual_seed(3), batch_size=16)
+    b = off_manifold_samples(cvae, x, y, generator=torch.Generator().manual_seed(3), batch_size=16)
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    torch.testing.assert_close(a, b)
+    assert (a - x).abs().sum() > 0
+    r = off_manifold_samples(cvae, x[:4], y[:4], nullspace="rref", generator=torch.Generator().manual_seed(3))
+    assert r.shape == (4, 1, 28, 28)
+
+
+def _latents(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.tensor([[2.0, 0.0, 0.0], [1.5, 0.5, 0.0], [0.3, -0.2, 0.1]])   # strong correlation
+    z0 = torch.randn(3000, 3, generator=g) @ A.T + torch.tensor([1.0, -2.0, 0.5])
+    z1 = torch.randn(3000, 3, generator=g) * 0.3 - 1.0
+    return torch.cat([z0, z1]), torch.cat([torch.zeros(3000), torch.ones(3000)]).long()
+
+
+def test_ellipsoid_radius_is_95th_percentile():
+    z, y = _latents()
+    ell = ClassEllipsoids(0.95).fit(z, y)
+    d = ell.mahalanobis(z, y)
+    for k in (0, 1):
+        assert (d[y == k] <= ell.radius_[k]).double().mean() == pytest.approx(0.95, abs=0.002)
+    # Gaussian latents: r^2 close to the chi-square(3) 95 % quantile
+    assert float(ell.radius_[0] ** 2) == pytest.approx(stats.chi2(3).ppf(0.95), rel=0.1)
+
+
+def test_type2_latents_on_surface_and_in_shell():
+    z, y = _latents()
+    ell = ClassEllipsoids().fit(z, y)
+    labels = torch.randint(0, 2, (2000,), generator=torch.Generator().manual_seed(1))
+    surf = ell.sample(labels, "surface", torch.Generator().manual_seed(2))
+    d = ell.mahalanobis(surf, labels)
+    torch.testing.assert_close(d, ell.radius_[labels], rtol=1e-4, atol=1e-4)
+    shell = ell.sample(labels, "shell", torch.Generator().manual_seed(2))
+    ratio = ell.mahalanobis(shell, labels) / ell.radius_[labels]
+    assert ratio.min() >= 1 - 1e-4 and ratio.max() <= 1.5 + 1e-4 and ratio.std() > 0.1
+
+
+def test_ellipsoids_errors():
+    with pytest.raises(NotFittedError, match="fit"):
+        ClassEllipsoids().sample(torch.zeros(3, dtype=torch.long))
+    z, y = _latents()
+    ell = ClassEllipsoids().fit(z, y)
+    with pytest.raises(ValueError, match="not fitted on"):
+        ell.sample(torch.tensor([5]))
+    with pytest.raises(ValueError, match="radius mode"):
+        ell.sample(torch.tensor([0]), "ball")
+
+
+def test_on_manifold_samples_decode(cvae):
+    z = torch.randn(500, 8)
+    y = torch.arange(500) % 10
+    ell = ClassEllipsoids().fit(z, y)
+    out = on_manifold_samples(cvae, ell, y[:20], generator=torch.Generator().manual_seed(0))
+    assert out.shape == (20, 1, 28, 28) and out.min() >= 0 and out.max() <= 1
