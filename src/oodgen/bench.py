@@ -354,7 +354,8 @@ def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None
     cfg = _run_dir_config(run_dir, setting, seed, profile, device)
     if not (run_dir / "metrics.json").exists():
         run(cfg, run_dir, data_dir, progress=progress, log=log)
-    pending = [m for m in methods if m != "oodgen" and not (out / setting / m / f"seed{seed}" / "metrics.json").exists()]
+    pending = [m for m in methods
+               if m != "oodgen" and not (out / setting / m / f"seed{seed}" / "metrics.json").exists()]
     if not pending:
         return
     if confident_epochs is None:
@@ -445,10 +446,15 @@ def build_tables(out, settings=SETTINGS, seeds=(0, 1, 2)) -> dict:
     return tables
 
 
+def _mean_std(cell: dict, digits: int) -> str:
+    text = f"{cell['mean']:.{digits}f}"
+    return text + (f" ± {cell['std']:.{digits}f}" if cell["std"] is not None else "")
+
+
 def _fmt(cell: dict | None) -> str:
     if not cell:
         return "–"
-    ours = "–" if cell["mean"] is None else (f"{cell['mean']:.1f}" + (f" ± {cell['std']:.1f}" if cell["std"] is not None else ""))
+    ours = "–" if cell["mean"] is None else _mean_std(cell, 1)
     return ours + (f" ({cell['paper']})" if cell.get("paper") is not None else "")
 
 
@@ -460,8 +466,7 @@ def _write_table(folder: Path, table: str, doc: dict, paper: dict) -> None:
     rows_csv = []
     for setting, sdoc in doc["settings"].items():
         acc = sdoc["accuracy"]
-        acc_txt = "; ".join(f"{DISPLAY.get(m, m)} {a['mean']:.2f}" + (f" ± {a['std']:.2f}" if a["std"] is not None else "")
-                            for m, a in acc.items() if a["n"])
+        acc_txt = "; ".join(f"{DISPLAY.get(m, m)} {_mean_std(a, 2)}" for m, a in acc.items() if a["n"])
         lines += [f"## {paper['setting_names'].get(setting, setting)}", "", f"Test accuracy: {acc_txt}"
                   + (f" (paper: plain {sdoc['paper_accuracy']['plain']}, ours {sdoc['paper_accuracy']['oodgen']})"
                      if sdoc.get("paper_accuracy") else ""), "",

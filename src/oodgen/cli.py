@@ -12,15 +12,15 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
     g.add_argument("--z", choices=["sampled", "mean"], default="sampled",
                    help="CVAE latent during training: sampled (paper's VAE) or mean (authors' code)")
     g.add_argument("--beta", default="paper",
-                   help="Type I step size: paper = U[0.1,1], authors = U[0.1,28], or LOW,HIGH")
+                   help="Type I step size: paper = U[0.1,1], authors = U[0.1,28], wide = log-uniform [0.1,28], or LOW,HIGH")
     g.add_argument("--nullspace", choices=["uniform", "rref"], default="uniform",
                    help="Type I direction: uniform in the null space, or the authors' RREF basis")
     g.add_argument("--type2-radius", choices=["surface", "shell"], default="surface",
                    help="Type II radius: on the 95%% ellipsoid (paper) or U(r,1.5r) (authors)")
     g.add_argument("--score", choices=["paper", "ood-class", "max-in"], default="paper",
                    help="reported score: paper = p(n+1), but 1-max p_in for mnist0-4")
-    g.add_argument("--no-clip-type1", action="store_true",
-                   help="do not clip Type I samples to [0,1] (the paper's eq. 2 has no clipping)")
+    g.add_argument("--clip-type1", choices=["clip", "none", "half"], default="clip",
+                   help="clip Type I samples to [0,1] (authors' code), not at all (eq. 2), or a random half")
     g.add_argument("--sphere-radius", choices=["paper", "authors"], default="paper",
                    help="Sphere-OOD radius: max training norm (paper) or +2 (authors)")
 
@@ -28,7 +28,7 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
 def _variant(a) -> Variant:
     return Variant(sample_z=a.z == "sampled", beta=a.beta, nullspace=a.nullspace,
                    type2_radius=a.type2_radius, score=a.score, sphere_radius=a.sphere_radius,
-                   clip_type1=not a.no_clip_type1)
+                   clip_type1=a.clip_type1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import score
     from .data import download
+    from .bench import add_parser as add_bench_parser
     score.add_parser(sub)
     download.add_parser(sub)
+    add_bench_parser(sub)
     return ap
 
 

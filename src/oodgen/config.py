@@ -17,13 +17,18 @@ class Variant:
     """Where the paper and the authors' code disagree; defaults are the paper's."""
 
     sample_z: bool = True              # paper: VAE with sampled z; authors' code: z = mu
-    beta: str = "paper"                # Type I step: paper U[0.1, 1]; "authors" U[0.1, 28]; or "LOW,HIGH"
+    beta: str = "paper"                # Type I step: paper U[0.1, 1]; "authors" U[0.1, 28];
+                                       # "wide" log-uniform [0.1, 28]; or "LOW,HIGH"
     nullspace: str = "uniform"         # uniform direction in null(J^T); "rref": authors' basis
     type2_radius: str = "surface"      # paper: on the 95 % ellipsoid; "shell": U(r, 1.5 r)
     score: str = "paper"               # "paper": p(n+1), but 1 - max p_in for mnist0-4;
                                        # "ood-class" or "max-in" everywhere
     sphere_radius: str = "paper"       # Sphere-OOD radius: paper max-norm; "authors": max-norm + 2
-    clip_type1: bool = True            # clip Type I samples to [0, 1] (authors' code)
+    clip_type1: str = "clip"           # "clip" to [0, 1] (authors' code), "none" (eq. 2 as written),
+                                       # "half" (a random half clipped)
+
+    def clip_mode(self) -> bool | str:
+        return {"clip": True, "none": False, "half": "half"}[self.clip_type1]
 
     def beta_range(self) -> str | tuple[float, float]:
         if "," in self.beta:
@@ -69,7 +74,7 @@ PROFILES: dict[str, Profile] = {
                      plain=Stage(1, lr=1e-3, schedule="cosine"), pool_fraction=0.5),
     # Tuned for CPU: paper-level detection in as few minutes as possible (see README "Profiles").
     "full": Profile("full", cvae=Stage(5, lr=2e-3, batch_size=256, schedule="cosine"),
-                    classifier=Stage(5, lr=1e-3, schedule="cosine"),
+                    classifier=Stage(8, lr=1e-3, schedule="cosine"),
                     plain=Stage(3, lr=1e-3, schedule="cosine"), pool_fraction=0.5),
     # The paper's optimiser settings (Adadelta); long, for a GPU.
     "paper": Profile("paper", cvae=Stage(100, optimizer="rmsprop", lr=1e-3, batch_size=128),
@@ -86,6 +91,10 @@ class RunConfig:
     device: str = "auto"
     variant: Variant = field(default_factory=Variant)
     latent_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.latent_dim is None:
+            object.__setattr__(self, "latent_dim", LATENT_DIMS.get(self.id, 8))
 
     @property
     def prof(self) -> Profile:

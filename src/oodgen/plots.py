@@ -43,8 +43,8 @@ def _as_hwc(images) -> np.ndarray:
     arr = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images, dtype=np.float64)
     if arr.ndim == 3:
         arr = arr[..., None]
-    elif arr.ndim == 4 and arr.shape[1] in (1, 3) and arr.shape[-1] not in (1, 3):
-        arr = arr.transpose(0, 2, 3, 1)
+    elif arr.ndim == 4 and arr.shape[1] in (1, 3):
+        arr = arr.transpose(0, 2, 3, 1)          # torch's (N, C, H, W) wins when both layouts fit
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
         raise ValueError(f"images must have shape (N, H, W), (N, C, H, W) or (N, H, W, C) with C 1 or 3, "
                          f"got {np.shape(images)}")

@@ -84,6 +84,14 @@ def load_run_cvae(blob: dict[str, Any]) -> CVAE:
     return cvae.eval()
 
 
+def _clip_mode(variant: Variant) -> bool | str:
+    """The ``clip=`` argument of the Type I generator for a run's variant (runs written before
+    ``clip_type1`` became a mode name stored a bool)."""
+    if isinstance(variant.clip_type1, bool):
+        return variant.clip_type1
+    return variant.clip_mode()
+
+
 def figure3(run_dir, out_dir=None, data_dir=None, n_per_class: int = 4, seed: int = 0) -> list[Path]:
     """Write ``<id>_type1.png`` and ``<id>_type2.png`` (paper Figure 3) for a run; returns the paths.
 
@@ -94,6 +102,9 @@ def figure3(run_dir, out_dir=None, data_dir=None, n_per_class: int = 4, seed: in
     data_dir : folder searched first for the datasets.
     n_per_class : source images per class (one row per class).
     seed : seed of the outlier generation.
+
+    The Type II ellipsoids are refitted on the first ``min(n_train, 10,000)`` training images
+    (the run fitted them on its training split; the 95 % radius hardly moves).
     """
     run_dir = Path(run_dir)
     blob = _load_blob(run_dir)
@@ -111,17 +122,20 @@ def figure3(run_dir, out_dir=None, data_dir=None, n_per_class: int = 4, seed: in
     idx = torch.cat(picks)
     x, y = x_all[idx], y_all[idx]
     gen = generator(seed, "figure3")
+    clip = _clip_mode(variant)
     type1 = off_manifold_samples(cvae, x, y, beta=variant.beta_range(), nullspace=variant.nullspace,
-                                 generator=gen, clip=variant.clip_type1)
+                                 generator=gen, clip=clip)
     type2 = on_manifold_samples(cvae, fit_ellipsoids(cvae, x_all, y_all), y, radius=variant.type2_radius,
                                 generator=gen)
     out = Path(out_dir) if out_dir is not None else run_dir / "figures"
-    shown = "" if variant.clip_type1 else " (shown clipped to [0, 1])"
+    shown = "" if clip is True else " (shown clipped to [0, 1])"
+    title1 = f"{setting}: Type I (off-manifold), beta {variant.beta}, one row per class"
+    title2 = f"{setting}: Type II (on-manifold, {variant.type2_radius}), one row per class"
     return [
         sample_grid({"training images": x, f"Type I outliers{shown}": type1}, out / f"{setting}_type1.png",
-                    nrow=n_per_class, title=f"{setting}: Type I (off-manifold), beta {variant.beta}, one row per class"),
+                    nrow=n_per_class, title=title1),
         sample_grid({"training images": x, "Type II outliers (same class)": type2}, out / f"{setting}_type2.png",
-                    nrow=n_per_class, title=f"{setting}: Type II (on-manifold, {variant.type2_radius}), one row per class"),
+                    nrow=n_per_class, title=title2),
     ]
 
 

@@ -159,7 +159,7 @@ class OutlierPools:
             sub = idx[s:s + step]
             chunks.append(off_manifold_samples(self.cvae, self.x[sub], self.y[sub], beta=self.variant.beta_range(),
                                                nullspace=self.variant.nullspace, generator=gen,
-                                               clip=self.variant.clip_type1, batch_size=256))
+                                               clip=self.variant.clip_mode(), batch_size=256))
         self.type1 = torch.cat(chunks)
         t1 = time.perf_counter()
         labels = self.y[torch.randint(0, len(self.y), (self.pool_size,), generator=gen)]

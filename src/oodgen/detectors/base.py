@@ -81,4 +81,13 @@ class Detector:
     def get_params(self) -> dict:
         import inspect
         sig = inspect.signature(type(self).__init__)
-        return {k: getattr(self, k) for k in sig.parameters if k != "self" and hasattr(self, k)}
+        # A hyper-parameter named like a method (``score``) is stored as ``<name>_rule``.
+        out = {}
+        for k in sig.parameters:
+            if k == "self":
+                continue
+            v = getattr(self, k, None)
+            if callable(v) and hasattr(self, f"{k}_rule"):
+                v = getattr(self, f"{k}_rule")
+            out[k] = v
+        return out

@@ -15,7 +15,12 @@ Two ways to draw v (``nullspace=``):
     coefficients, normalised.  Formed here in closed form, without sympy.
 
 Beta ranges (``beta=``): ``"paper"`` U[0.1, 1]; ``"authors"`` U[0.1, 28] (the authors' code for
-MNIST, F-MNIST and F-MNIST 0-4); or an explicit ``(low, high)``.
+MNIST, F-MNIST and F-MNIST 0-4); ``"wide"`` log-uniform on [0.1, 28] (beyond the paper: as many
+steps in [0.1, 1] as in [1, 5.3] and [5.3, 28], so near-boundary and far samples both occur);
+or an explicit ``(low, high)`` (uniform).
+
+Clipping (``clip=``): ``True`` clips to [0, 1] (the authors' code); ``False`` keeps x + s beta v
+(the paper's eq. 2 as written, samples may leave [0, 1]); ``"half"`` clips a random half.
 """
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import jacfwd, vmap
 
-BETA_RANGES = {"paper": (0.1, 1.0), "authors": (0.1, 28.0)}
+BETA_RANGES = {"paper": (0.1, 1.0), "authors": (0.1, 28.0), "wide": (0.1, 28.0)}
+LOG_UNIFORM = ("wide",)
 NULLSPACE_METHODS = ("uniform", "rref")
 
 
@@ -152,20 +158,30 @@ def rref_null_direction(jac: torch.Tensor, generator: torch.Generator | None = N
 
 
 def perturb(x: torch.Tensor, direction: torch.Tensor, beta: str | tuple[float, float] = "paper",
-            generator: torch.Generator | None = None, clip: bool = True) -> torch.Tensor:
-    """x + s * beta * v with beta ~ U[low, high] and a random sign s, clipped to [0, 1]."""
+            generator: torch.Generator | None = None, clip: bool | str = True) -> torch.Tensor:
+    """x + s * beta * v with beta drawn from the named range and a random sign s, then clipped
+    to [0, 1] (``clip=True``), not clipped (``False``) or a random half clipped (``"half"``)."""
     low, high = beta_range(beta)
     n = x.shape[0]
-    b = low + (high - low) * torch.rand(n, generator=generator, device=x.device)
+    u = torch.rand(n, generator=generator, device=x.device)
+    if isinstance(beta, str) and beta in LOG_UNIFORM:
+        b = low * (high / low) ** u
+    else:
+        b = low + (high - low) * u
     sign = torch.randint(0, 2, (n,), generator=generator, device=x.device) * 2 - 1
     out = x + (sign * b).view(n, *([1] * (x.dim() - 1))) * direction.view_as(x)
+    if clip == "half":
+        keep = (torch.rand(n, generator=generator, device=x.device) < 0.5).view(n, *([1] * (x.dim() - 1)))
+        return torch.where(keep, out.clamp(0.0, 1.0), out)
+    if clip not in (True, False):
+        raise ValueError(f"clip must be True, False or 'half', got {clip!r}")
     return out.clamp(0.0, 1.0) if clip else out
 
 
 @torch.no_grad()
 def off_manifold_samples(cvae, x: torch.Tensor, y: torch.Tensor, *, beta: str | tuple[float, float] = "paper",
                          nullspace: str = "uniform", generator: torch.Generator | None = None,
-                         batch_size: int = 512, clip: bool = True) -> torch.Tensor:
+                         batch_size: int = 256, clip: bool | str = True) -> torch.Tensor:
     """Type I outliers for images ``x`` (N, C, H, W) with labels ``y`` using a trained CVAE.
 
     The Jacobian is taken at the encoder mean with the true-label one-hot (as in the paper's

@@ -50,8 +50,9 @@ def _covered(targets: np.ndarray, directions: np.ndarray, tol_deg: float) -> np.
     return (targets @ directions.T).max(1) >= math.cos(math.radians(tol_deg))
 
 
-def coverage(samples, tol_deg: float = 5.0, n_rim: int = 360, n_cap: int = 400, max_offset: float = 0.5,
-             min_offset: float = 0.05, cap_angle_deg: float = CAP_ANGLE_DEG) -> dict[str, float]:
+def boundary_coverage(samples, tol_deg: float = 5.0, n_rim: int = 360, n_cap: int = 400,
+                      max_offset: float = 0.5, min_offset: float = 0.05,
+                      cap_angle_deg: float = CAP_ANGLE_DEG) -> dict[str, float]:
     """Boundary coverage and radial spread of generated samples (see the module docstring)."""
     pts = np.asarray(samples, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 3:

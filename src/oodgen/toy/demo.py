@@ -33,7 +33,7 @@ from ..metrics import ood_metrics, threshold_at_tpr
 from ..plots import COLOURS
 from ..utils import atomic_write_bytes, atomic_write_json, environment, generator
 from . import sphere as S
-from .coverage import coverage
+from .coverage import boundary_coverage
 from .gan import ConfidentGAN, mlp
 from .generator import TOY_BETA, VectorCVAE, fit_class_ellipsoids, train_vector_cvae, type1_samples, type2_samples
 
@@ -151,9 +151,10 @@ def run_seed(seed: int, budget: Budget) -> tuple[dict, dict]:
                      **{k: float((lo.argmax(1) == 2).double().mean()) for k, lo in logits_ood.items()}},
             "gan": {"test_in": float((g_in > gan_threshold).mean()),
                     **{k: float((gan.score(_tensor(v.points)) > gan_threshold).mean()) for k, v in oods.items()}}},
-        "coverage": {"ours": coverage(torch.cat([type1, type2]).numpy()),
-                     "ours_type1": coverage(type1.numpy()), "ours_type2": coverage(type2.numpy()),
-                     "gan": coverage(gan_samples.numpy())},
+        "coverage": {"ours": boundary_coverage(torch.cat([type1, type2]).numpy()),
+                     "ours_type1": boundary_coverage(type1.numpy()),
+                     "ours_type2": boundary_coverage(type2.numpy()),
+                     "gan": boundary_coverage(gan_samples.numpy())},
         "metrics": metrics,
         "timings_s": {**timings, "total": time.perf_counter() - t_start},
     }
@@ -343,12 +344,19 @@ def markdown_summary(summary: dict) -> str:
         return f"{mean[key]:{fmt}} ± {std[key]:{fmt}}" if key in mean else "n/a"
 
     seeds = ", ".join(map(str, summary["seeds"]))
+    command = f"oodgen demo --out DIR --seeds {' '.join(map(str, summary['seeds']))} --budget {summary['budget']}"
+    rows = [("in-distribution accuracy (%)", "accuracy.{m}", ".2f")]
+    rows += [(f"AUROC {name} (%)", f"auroc.{{m}}.{name}", ".1f") for name in S.OOD_SETS]
+    rows += [(f"FPR at 95 % TPR {name} (%)", f"metrics.{{m}}.{name}.fpr95", ".1f") for name in S.OOD_SETS]
+    rows += [("rim coverage (on-manifold boundary)", "coverage.{m}.rim", ".3f"),
+             ("shell coverage (off-manifold boundary)", "coverage.{m}.shell", ".3f"),
+             ("distance from sphere, mean", "coverage.{m}.radial_mean", ".3f"),
+             ("distance from sphere, std", "coverage.{m}.radial_std", ".3f")]
     lines = [
         "# Sphere toy (paper appendix A): generated boundary outliers vs a jointly trained GAN",
         "",
         f"Budget `{summary['budget']}`, seeds {seeds}; mean ± std over seeds (ddof 1). "
-        f"Wall time {summary['wall_s']:.1f} s. Produced by `oodgen demo --out DIR --seeds {' '.join(map(str, summary['seeds']))} "
-        f"--budget {summary['budget']}`.",
+        f"Wall time {summary['wall_s']:.1f} s. Produced by `{command}`.",
         "",
         "Data: two classes on the unit sphere, caps of "
         f"{S.CAP_ANGLE_DEG:.2f}° around ±(1,1,1)/√3. OOD test sets: `off_sphere` (uniform directions, radius in "
@@ -357,17 +365,10 @@ def markdown_summary(summary: dict) -> str:
         "",
         "| quantity | ours (CVAE Type I + II, n+1 classifier) | GAN + confident classifier |",
         "|---|---|---|",
-        f"| in-distribution accuracy (%) | {pm('accuracy.ours', '.2f')} | {pm('accuracy.gan', '.2f')} |",
     ]
-    for name in S.OOD_SETS:
-        lines.append(f"| AUROC {name} (%) | {pm(f'auroc.ours.{name}')} | {pm(f'auroc.gan.{name}')} |")
-    for name in S.OOD_SETS:
-        lines.append(f"| FPR at 95 % TPR {name} (%) | {pm(f'metrics.ours.{name}.fpr95')} | {pm(f'metrics.gan.{name}.fpr95')} |")
+    lines += [f"| {label} | {pm(key.format(m='ours'), fmt)} | {pm(key.format(m='gan'), fmt)} |"
+              for label, key, fmt in rows]
     lines += [
-        f"| rim coverage (on-manifold boundary) | {pm('coverage.ours.rim', '.3f')} | {pm('coverage.gan.rim', '.3f')} |",
-        f"| shell coverage (off-manifold boundary) | {pm('coverage.ours.shell', '.3f')} | {pm('coverage.gan.shell', '.3f')} |",
-        f"| distance from sphere, mean | {pm('coverage.ours.radial_mean', '.3f')} | {pm('coverage.gan.radial_mean', '.3f')} |",
-        f"| distance from sphere, std | {pm('coverage.ours.radial_std', '.3f')} | {pm('coverage.gan.radial_std', '.3f')} |",
         "",
         f"Coverage: fraction of boundary points with a generated sample within {summary['coverage_tol_deg']:.0f}° "
         f"(same number of samples, {summary['budget_settings']['n_coverage']}, for both methods; ours is half "

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+
+from oodgen.detectors import InputError, OODGen, check_images
+from oodgen.generate import NotFittedError
+from oodgen.models import CVAE, Fig6cCNN
+from oodgen.train import OutlierPools, fit_ellipsoids, train_nplus1
+from oodgen.config import PROFILES, Variant
+
+
+def test_cvae_shapes_and_loss():
+    m = CVAE(10, 8)
+    x = torch.rand(4, 1, 28, 28)
+    y = torch.tensor([0, 1, 2, 3])
+    logits, mu, lv = m(x, y)
+    assert logits.shape == x.shape and mu.shape == (4, 8) and lv.shape == (4, 8)
+    loss = m.loss(logits, x, mu, lv)
+    assert loss.ndim == 0 and loss > 0
+    assert m.decode(mu, y).min() >= 0 and m.decode(mu, y).max() <= 1
+
+
+def test_cvae_sampling_option():
+    torch.manual_seed(0)
+    x, y = torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)
+    sampled, det = CVAE(10, 8, sample_z=True).train(), CVAE(10, 8, sample_z=False).train()
+    det.load_state_dict(sampled.state_dict())
+    a1, _, _ = sampled(x, y)
+    a2, _, _ = sampled(x, y)
+    b1, _, _ = det(x, y)
+    b2, _, _ = det(x, y)
+    assert not torch.allclose(a1, a2) and torch.allclose(b1, b2)
+
+
+def test_classifier_shapes():
+    m = Fig6cCNN(11).eval()
+    x = torch.rand(3, 1, 28, 28)
+    assert m(x).shape == (3, 11) and m.features(x).shape == (3, 128)
+    assert sum(p.numel() for p in m.parameters()) == pytest.approx(1.2e6, rel=0.05)
+
+
+def test_ood_class_weight_is_plain_mean(monkeypatch):
+    # One step on a batch whose OOD part is weighted 0.1: the loss must equal the plain mean of
+    # weighted per-sample losses, not the sum-of-weights normalisation of CrossEntropyLoss(weight=).
+    import torch.nn.functional as F
+    logits = torch.randn(6, 3)
+    y = torch.tensor([0, 1, 0, 2, 2, 2])
+    w = torch.tensor([1, 1, 1, 0.1, 0.1, 0.1])
+    plain_mean = (F.cross_entropy(logits, y, reduction="none") * w).mean()
+    torch_weighted = F.cross_entropy(logits, y, weight=torch.tensor([1, 1, 0.1]))
+    assert not torch.isclose(plain_mean, torch_weighted)
+
+
+def test_check_images_errors():
+    with pytest.raises(InputError, match="shape"):
+        check_images(np.zeros((2, 3, 28, 28)))
+    with pytest.raises(InputError, match="NaN"):
+        check_images(np.full((1, 28, 28), np.nan, np.float32))
+    with pytest.raises(InputError, match="empty"):
+        check_images(np.zeros((0, 28, 28)))
+    with pytest.raises(InputError, match="numeric"):
+        check_images(np.array([["a"] * 28] * 28, dtype=object)[None])
+    assert check_images(np.zeros((2, 28, 28), np.uint8)).shape == (2, 1, 28, 28)
+
+
+def test_oodgen_estimator_contract(mnist_small):
+    tr, te = mnist_small
+    det = OODGen(latent_dim=4, profile="smoke", seed=0)
+    with pytest.raises(NotFittedError, match="fit"):
+        det.score(te.images[:5])
+    assert det.fit(tr.images[:300], tr.labels[:300]) is det
+    s = det.score(te.images[:50])
+    assert s.shape == (50,) and s.dtype == np.float64 and np.isfinite(s).all()
+    assert ((0 <= s) & (s <= 1)).all()
+    again = OODGen(latent_dim=4, profile="smoke", seed=0).fit(tr.images[:300], tr.labels[:300]).score(te.images[:50])
+    np.testing.assert_allclose(s, again, rtol=1e-5, atol=1e-7)
+    assert det.predict(te.images[:7]).shape == (7,)
+    assert hasattr(det, "cvae_") and hasattr(det, "ellipsoids_") and det.n_classes_ == 10

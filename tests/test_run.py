@@ -1,0 +1,77 @@
+"""Integration: `oodgen run` with the smoke profile on a small MNIST subset."""
+import json
+import math
+
+import pytest
+import torch
+
+from oodgen.cli import main
+from oodgen.config import PROFILES, RunConfig, Variant
+from oodgen.metrics import METRIC_NAMES
+from oodgen.run import RunError, run
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["run", "--id", "mnist", "--profile", "smoke", "--seed", "0", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_metrics_schema(smoke_run):
+    m = json.loads((smoke_run / "metrics.json").read_text())
+    for key in ("id", "method", "seed", "profile", "variant", "accuracy", "accuracy_plain", "ood", "score",
+                "config", "environment", "timings_s"):
+        assert key in m, key
+    assert m["id"] == "mnist" and m["method"] == "oodgen" and m["seed"] == 0 and m["profile"] == "smoke"
+    assert m["variant"] == {"sample_z": True, "beta": "paper", "nullspace": "uniform", "type2_radius": "surface",
+                            "score": "paper", "sphere_radius": "paper", "clip_type1": "clip"}
+    assert set(m["ood"]) >= {"fmnist", "notmnist", "omniglot", "kmnist", "gaussian", "uniform", "sphere"}
+    for name, row in m["ood"].items():
+        assert set(row) == set(METRIC_NAMES)
+        assert all(math.isfinite(v) and 0 <= v <= 100 for v in row.values()), name
+    assert m["environment"]["torch"].startswith("2.")
+    assert 0 <= m["accuracy"] <= 100
+
+
+def test_auroc_floor_on_uniform_noise(smoke_run):
+    m = json.loads((smoke_run / "metrics.json").read_text())
+    # Even a 1-epoch model on 550 images must tell uniform noise from digits.
+    assert m["ood"]["uniform"]["auroc"] >= 90
+    assert (smoke_run / "results.md").read_text().count("|") > 20
+    assert (smoke_run / "detector.pt").exists()
+
+
+def test_rerun_with_other_config_is_refused(smoke_run):
+    with pytest.raises(RunError, match="different configuration"):
+        run(RunConfig(id="mnist", profile="smoke", variant=Variant(beta="authors")), smoke_run, progress=False)
+
+
+def test_rerun_resumes_without_training(smoke_run, capsys):
+    before = json.loads((smoke_run / "metrics.json").read_text())
+    after = run(RunConfig(id="mnist", profile="smoke", device="cpu"), smoke_run, progress=False)
+    out = capsys.readouterr().out
+    assert "] epoch 1/1" not in out and "[cvae] resuming after epoch 1/1" in out
+    assert after["ood"] == before["ood"] and after["accuracy"] == before["accuracy"]
+
+
+def test_cli_errors_are_one_line(capsys, tmp_path):
+    assert main(["run", "--id", "mnist", "--profile", "smoke", "--out", str(tmp_path), "--beta", "huge",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and "Traceback" not in err
+
+
+def test_profiles_and_score_rule():
+    assert set(PROFILES) == {"smoke", "quick", "full", "paper"}
+    assert RunConfig(id="mnist0-4").score_rule == "max-in"
+    assert RunConfig(id="mnist").score_rule == "ood-class"
+    assert RunConfig(id="fmnist0-4").score_rule == "ood-class"
+    assert RunConfig(id="mnist", variant=Variant(score="max-in")).score_rule == "max-in"
+    assert RunConfig(id="fmnist").latent == 10 and RunConfig(id="mnist0-4").latent == 8
+    paper_f = RunConfig(id="fmnist", profile="paper").prof
+    assert paper_f.classifier.optimizer == "adadelta" and paper_f.classifier.lr == 0.1
+    assert RunConfig(id="mnist", profile="paper").prof.classifier.lr == 0.01
+    cfg = RunConfig(id="fmnist0-4", seed=3, variant=Variant(beta="0.5,2"))
+    assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert cfg.variant.beta_range() == (0.5, 2.0)
