@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_parser(sub)
     download.add_parser(sub)
     add_bench_parser(sub)
+    from . import report
+    from .toy import demo
+    demo.add_parser(sub)
+    report.add_parser(sub)
     return ap
 
 

@@ -1,0 +1,66 @@
+"""Summarise committed runs of our method: mean ± std over seeds of every metric, beside the
+paper's Table 1 "Ours" numbers (from src/oodgen/paper_tables.json).
+
+    python scripts/summarize_results.py [--results results] [--out results/summary_oodgen.md]
+
+Reads results/<id>/oodgen/seed*/metrics.json; writes a Markdown table and a JSON twin.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+METRICS = ("fpr95", "detection_error", "auroc", "aupr_in", "aupr_out")
+SHORT = {"fpr95": "FPR95 ↓", "detection_error": "Det. err ↓", "auroc": "AUROC ↑", "aupr_in": "AUPR-in ↑",
+         "aupr_out": "AUPR-out ↑"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", default="results")
+    ap.add_argument("--out", default="results/summary_oodgen.md")
+    a = ap.parse_args()
+    root = Path(a.results)
+    paper = json.loads((Path(__file__).resolve().parents[1] / "src/oodgen/paper_tables.json").read_text())
+    lines, doc = [], {}
+    for setting in ("mnist", "fmnist", "mnist0-4", "fmnist0-4"):
+        runs = [json.loads(p.read_text()) for p in sorted((root / setting / "oodgen").glob("seed*/metrics.json"))]
+        if not runs:
+            continue
+        seeds = [r["seed"] for r in runs]
+        variants = {json.dumps(r["variant"], sort_keys=True) for r in runs}
+        profiles = {r["profile"] for r in runs}
+        acc = np.array([r["accuracy"] for r in runs])
+        acc_plain = np.array([r["accuracy_plain"] for r in runs])
+        pt = paper["table1"]["results"].get(setting, {})
+        pacc = paper["table1"]["accuracy"].get(setting, {})
+        lines.append(f"### {setting} (profile {', '.join(sorted(profiles))}; seeds {seeds}; "
+                     f"score {runs[0]['score']})\n")
+        lines.append(f"Variant: `{', '.join(sorted(variants))}`\n")
+        lines.append(f"Accuracy: n+1 {acc.mean():.2f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.2f} %, "
+                     f"plain n-class {acc_plain.mean():.2f} ± {acc_plain.std(ddof=1) if len(acc) > 1 else 0:.2f} % "
+                     f"(paper: {pacc.get('oodgen')} / {pacc.get('plain')})\n")
+        lines.append("| OOD set | " + " | ".join(f"{SHORT[m]} ours (paper)" for m in METRICS) + " |")
+        lines.append("|---|" + "---|" * len(METRICS))
+        doc[setting] = {"seeds": seeds, "accuracy": acc.tolist(), "accuracy_plain": acc_plain.tolist(), "ood": {}}
+        for name in runs[0]["ood"]:
+            cells = []
+            doc[setting]["ood"][name] = {}
+            for m in METRICS:
+                vals = np.array([r["ood"][name][m] for r in runs])
+                std = vals.std(ddof=1) if len(vals) > 1 else 0.0
+                p = pt.get(name, {}).get(m, {}).get("oodgen")
+                cells.append(f"{vals.mean():.1f} ± {std:.1f} ({'—' if p is None else p})")
+                doc[setting]["ood"][name][m] = {"mean": float(vals.mean()), "std": float(std), "paper": p}
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    Path(a.out).write_text("\n".join(lines) + "\n")
+    Path(a.out).with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
