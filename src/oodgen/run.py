@@ -76,6 +76,10 @@ def _check_config(out: Path, cfg: RunConfig) -> None:
         atomic_write_json(path, cfg.to_dict())
 
 
+def _cpu_state(model) -> dict:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -86,8 +90,6 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, cfg)
     device = resolve_device(cfg.device)
-    if device.type != "cpu":
-        log("note: this version trains on the CPU; --device cuda is accepted but not used yet")
     prof = cfg.prof
     t_start = time.perf_counter()
     log(f"oodgen run: id={cfg.id} profile={cfg.profile} seed={cfg.seed} out={out}")
@@ -98,13 +100,14 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     ckpt = out / "checkpoints"
 
     detector = OODGen(latent_dim=cfg.latent, profile=prof, variant=cfg.variant, score=cfg.score_rule,
-                      seed=cfg.seed, checkpoint_dir=str(ckpt), progress=progress, verbose=True).fit(x, y)
+                      seed=cfg.seed, checkpoint_dir=str(ckpt), progress=progress, verbose=True,
+                      device=str(device)).fit(x, y)
     timings = dict(detector.timings_)
 
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed + 2)
-    plain = Fig6cCNN(n_classes)
-    train_plain(plain, x, y, prof.plain, ckpt / "plain.pt", cfg.seed, progress, log)
+    plain = Fig6cCNN(n_classes).to(device)
+    train_plain(plain, x.to(device), y.to(device), prof.plain, ckpt / "plain.pt", cfg.seed, progress, log)
     timings["plain_training"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -129,8 +132,8 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
         "format": "oodgen-detector/1",
         "config": cfg.to_dict(),
         "n_classes": n_classes,
-        "classifier": detector.classifier_.state_dict(),
-        "cvae": detector.cvae_.state_dict(),
+        "classifier": _cpu_state(detector.classifier_),
+        "cvae": _cpu_state(detector.cvae_),
         "score": primary,
         "thresholds": thresholds,
         "threshold_rule": "95% TPR on the in-distribution validation split",
@@ -154,6 +157,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
         "sphere_radius": radius,
         "threshold_95tpr": thresholds[primary],
         "timings_s": timings,
+        "device": str(device),
         "peak_rss_mb": peak_rss_mb(),
         "config": cfg.to_dict(),
         "environment": environment(),

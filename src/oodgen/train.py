@@ -200,8 +200,8 @@ def train_nplus1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pools: Outl
             i1 = torch.randint(0, len(pools.type1), (k1,), generator=gen)
             i2 = torch.randint(0, len(pools.type2), (k2,), generator=gen)
             xb = torch.cat([x[idx], pools.type1[i1], pools.type2[i2]])
-            yb = torch.cat([y[idx], torch.full((k1 + k2,), n_classes, dtype=y.dtype)])
-            w = torch.cat([torch.ones(m), torch.full((k1 + k2,), prof.w_ood)])
+            yb = torch.cat([y[idx], torch.full((k1 + k2,), n_classes, dtype=y.dtype, device=y.device)])
+            w = torch.cat([torch.ones(m, device=y.device), torch.full((k1 + k2,), prof.w_ood, device=y.device)])
             loss = (F.cross_entropy(model(xb), yb, reduction="none") * w).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -215,5 +215,9 @@ def train_nplus1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pools: Outl
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` in batches, computed on the model's device, returned on the CPU."""
     model.eval()
-    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else torch.empty(0)
+    device = next(model.parameters()).device
+    if not len(x):
+        return torch.empty(0)
+    return torch.cat([model(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])

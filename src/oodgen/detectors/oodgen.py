@@ -44,7 +44,7 @@ def nplus1_scores(logits: torch.Tensor, rule: str) -> np.ndarray:
 class OODGen(Detector):
     def __init__(self, latent_dim: int = 8, profile: str | Profile = "full", variant: Variant | None = None,
                  score: str = "ood-class", seed: int = 0, checkpoint_dir: str | None = None,
-                 progress: bool = False, verbose: bool = False):
+                 progress: bool = False, verbose: bool = False, device: str = "cpu"):
         self.latent_dim = latent_dim
         self.profile = profile
         self.variant = variant
@@ -53,6 +53,7 @@ class OODGen(Detector):
         self.checkpoint_dir = checkpoint_dir
         self.progress = progress
         self.verbose = verbose
+        self.device = device
 
     def _log(self, msg: str) -> None:
         if self.verbose:
@@ -72,10 +73,12 @@ class OODGen(Detector):
         prof = PROFILES[self.profile] if isinstance(self.profile, str) else self.profile
         variant = self.variant or Variant()
         n_classes = int(y.max()) + 1
+        device = torch.device(self.device)
+        x, y = x.to(device), y.to(device)
         torch.manual_seed(self.seed)
         timings = {}
         t0 = time.perf_counter()
-        self.cvae_ = CVAE(n_classes, self.latent_dim, sample_z=variant.sample_z)
+        self.cvae_ = CVAE(n_classes, self.latent_dim, sample_z=variant.sample_z).to(device)
         self.cvae_history_ = train_cvae(self.cvae_, x, y, prof.cvae, self._ckpt("cvae.pt"), self.seed,
                                         self.progress, self._log)
         self.cvae_.eval()
@@ -86,7 +89,7 @@ class OODGen(Detector):
         pools = OutlierPools(self.cvae_, self.ellipsoids_, x, y, variant,
                              max(1, int(prof.pool_fraction * len(x))))
         torch.manual_seed(self.seed + 1)
-        self.classifier_ = Fig6cCNN(n_classes + 1)
+        self.classifier_ = Fig6cCNN(n_classes + 1).to(device)
         t0 = time.perf_counter()
         self.classifier_history_ = train_nplus1(self.classifier_, x, y, pools, prof, self._ckpt("nplus1.pt"),
                                                 self.seed, self.progress, self._log)

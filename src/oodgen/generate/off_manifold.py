@@ -110,7 +110,8 @@ def sequential_jacobian(net: nn.Sequential, inputs: torch.Tensor, n_dirs: int,
 def uniform_null_direction(jac: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Unit vectors uniform in the left null space of each Jacobian (B, D, d) -> (B, D)."""
     q, _ = torch.linalg.qr(jac.double(), mode="reduced")
-    g = torch.randn(jac.shape[:2], generator=generator, dtype=torch.float64, device=jac.device)
+    # Random numbers are drawn on the CPU (and moved) so that a seed means the same on every device.
+    g = torch.randn(jac.shape[:2], generator=generator, dtype=torch.float64).to(jac.device)
     v = g - torch.einsum("bdk,bk->bd", q, torch.einsum("bdk,bd->bk", q, g))
     return (v / v.norm(dim=1, keepdim=True)).to(jac.dtype)
 
@@ -149,7 +150,7 @@ def rref_null_direction(jac: torch.Tensor, generator: torch.Generator | None = N
         # Basis vector for free pixel f: 1 at f, a = -(J_P^T)^-1 J_f^T at the pivot pixels.
         a = -torch.linalg.solve(j[pivots].T, j[free].T)             # (d, D - d)
         norms = torch.sqrt(1.0 + (a * a).sum(0))
-        c = (torch.rand(dim - d, generator=generator, dtype=torch.float64, device=jac.device) * 2 - 1) / norms
+        c = (torch.rand(dim - d, generator=generator, dtype=torch.float64).to(jac.device) * 2 - 1) / norms
         v = torch.zeros(dim, dtype=torch.float64, device=jac.device)
         v[free] = c
         v[pivots] = a @ c
@@ -163,15 +164,15 @@ def perturb(x: torch.Tensor, direction: torch.Tensor, beta: str | tuple[float, f
     to [0, 1] (``clip=True``), not clipped (``False``) or a random half clipped (``"half"``)."""
     low, high = beta_range(beta)
     n = x.shape[0]
-    u = torch.rand(n, generator=generator, device=x.device)
+    u = torch.rand(n, generator=generator).to(x.device)
     if isinstance(beta, str) and beta in LOG_UNIFORM:
         b = low * (high / low) ** u
     else:
         b = low + (high - low) * u
-    sign = torch.randint(0, 2, (n,), generator=generator, device=x.device) * 2 - 1
+    sign = torch.randint(0, 2, (n,), generator=generator).to(x.device) * 2 - 1
     out = x + (sign * b).view(n, *([1] * (x.dim() - 1))) * direction.view_as(x)
     if clip == "half":
-        keep = (torch.rand(n, generator=generator, device=x.device) < 0.5).view(n, *([1] * (x.dim() - 1)))
+        keep = (torch.rand(n, generator=generator).to(x.device) < 0.5).view(n, *([1] * (x.dim() - 1)))
         return torch.where(keep, out.clamp(0.0, 1.0), out)
     if clip not in (True, False):
         raise ValueError(f"clip must be True, False or 'half', got {clip!r}")

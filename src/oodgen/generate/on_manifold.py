@@ -40,7 +40,8 @@ class ClassEllipsoids:
     def fit(self, z: torch.Tensor, y: torch.Tensor) -> "ClassEllipsoids":
         if not 0.0 < self.coverage < 1.0:
             raise ValueError(f"coverage must be in (0, 1), got {self.coverage}")
-        z = z.detach().double()
+        z = z.detach().double().cpu()
+        y = y.cpu()
         classes = torch.unique(y)
         self.classes_ = classes
         d = z.shape[1]
@@ -78,8 +79,9 @@ class ClassEllipsoids:
     def mahalanobis(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mahalanobis distance of each latent to its class's mean."""
         self._check()
+        y = y.cpu()
         idx = self._index(y)
-        diff = (z.double() - self.means_[idx]).unsqueeze(-1)
+        diff = (z.double().cpu() - self.means_[idx]).unsqueeze(-1)
         sol = torch.linalg.solve_triangular(self.cholesky_[idx], diff, upper=False)
         return sol.squeeze(-1).norm(dim=1)
 
@@ -89,6 +91,7 @@ class ClassEllipsoids:
         self._check()
         if radius not in RADIUS_MODES:
             raise ValueError(f"unknown radius mode {radius!r}; use one of {RADIUS_MODES}")
+        y = y.cpu()
         idx = self._index(y)
         n, d = len(y), self.means_.shape[1]
         u = torch.randn(n, d, generator=generator, dtype=torch.float64)
@@ -106,7 +109,8 @@ def on_manifold_samples(cvae, ellipsoids: ClassEllipsoids, y: torch.Tensor, *, r
     """Type II outliers: decode boundary latents of classes ``y`` with that class's one-hot."""
     was_training = cvae.training
     cvae.eval()
-    z = ellipsoids.sample(y, radius, generator)
+    device = next(cvae.parameters()).device
+    z, y = ellipsoids.sample(y, radius, generator).to(device), y.to(device)
     out = [cvae.decode(z[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
     cvae.train(was_training)
     return torch.cat(out) if out else z.new_empty((0, 1, 28, 28))
