@@ -75,3 +75,5 @@ def test_profiles_and_score_rule():
     cfg = RunConfig(id="fmnist0-4", seed=3, variant=Variant(beta="0.5,2"))
     assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert cfg.variant.beta_range() == (0.5, 2.0)
+    assert RunConfig(id="fmnist", profile="quick", w_ood=0.5).prof.w_ood == 0.5
+    assert RunConfig(id="fmnist", profile="quick").prof.w_ood == 0.1

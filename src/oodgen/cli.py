@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("--data-dir", default=None, help="folder searched first for datasets")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    r.add_argument("--w-ood", type=float, default=None,
+                   help="weight of the OOD class per sample (default: the profile's, 0.1 as in the paper)")
     _add_variant(r)
 
     from . import score
@@ -71,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             return a.func(a)
         if a.command == "run":
             from .run import run
-            cfg = RunConfig(id=a.id, seed=a.seed, profile=a.profile, device=a.device, variant=_variant(a))
+            if a.w_ood is not None and not a.w_ood > 0:
+                raise ValueError(f"--w-ood must be positive, got {a.w_ood}")
+            cfg = RunConfig(id=a.id, seed=a.seed, profile=a.profile, device=a.device, variant=_variant(a),
+                            w_ood=a.w_ood)
             run(cfg, a.out, data_dir=a.data_dir, progress=not a.no_progress)
             return 0
     except (DataError, InputError, RunError, ValueError) as exc:

@@ -91,6 +91,7 @@ class RunConfig:
     device: str = "auto"
     variant: Variant = field(default_factory=Variant)
     latent_dim: int | None = None
+    w_ood: float | None = None         # overrides the profile's OOD-class weight when set
 
     def __post_init__(self) -> None:
         if self.latent_dim is None:
@@ -101,6 +102,8 @@ class RunConfig:
         if self.profile not in PROFILES:
             raise ValueError(f"unknown profile {self.profile!r}; use one of {sorted(PROFILES)}")
         base = PROFILES[self.profile]
+        if self.w_ood is not None:
+            base = replace(base, w_ood=float(self.w_ood))
         if self.profile == "paper" and self.id.startswith("fmnist"):
             # The paper: Adadelta lr 0.1 for Fashion-MNIST, 0.01 for MNIST.
             base = replace(base, classifier=replace(base.classifier, lr=0.1),

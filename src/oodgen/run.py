@@ -63,11 +63,10 @@ def load_setting(cfg: RunConfig, data_dir=None):
 
 def _check_config(out: Path, cfg: RunConfig) -> None:
     path = out / "config.json"
-    mine = json.loads(json.dumps(cfg.to_dict()))
-    mine.pop("device", None)
+    # Options left at their default (None) may be absent from configs written by older versions.
+    mine = {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if v is not None and k != "device"}
     if path.exists():
-        theirs = json.loads(path.read_text())
-        theirs.pop("device", None)
+        theirs = {k: v for k, v in json.loads(path.read_text()).items() if v is not None and k != "device"}
         if theirs != mine:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise RunError(f"{out} holds a run with a different configuration (differs in {diff}); "
