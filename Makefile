@@ -1,7 +1,7 @@
 # `make quick`: install everything and run the README's main job; `make test`: install and test.
 PYTHON ?= python3
 
-.PHONY: install quick test test-slow
+.PHONY: install quick test
 
 install:
 	PYTHON=$(PYTHON) ./scripts/install.sh
@@ -11,6 +11,3 @@ quick: install
 
 test: install
 	$(PYTHON) -m pytest -q
-
-test-slow: install
-	$(PYTHON) -m pytest -q -m slow

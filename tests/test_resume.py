@@ -2,8 +2,8 @@
 
 The runs are real ``oodgen.run.run`` calls in subprocesses, on a profile derived from
 ``smoke`` with two epochs in the CVAE and n+1 stages (so a kill can land mid-stage).
-Five training processes in all (about a minute on 2 busy cores): marked slow, run with
-``pytest -m slow tests/test_resume.py``.
+Five training processes in all (about a minute on 2 cores); part of the default run, so CI
+exercises the kill-and-resume path on every submission.
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ config.PROFILES["resume-test"] = dataclasses.replace(
 run(config.RunConfig(id="mnist", profile="resume-test", seed=int(sys.argv[2])), sys.argv[1], progress=False)
 """
 TIMEOUT_S = 240
-pytestmark = pytest.mark.slow
 
 
 def _env() -> dict:
