@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from oodgen.generate import (ClassEllipsoids, decoder_jacobian, off_manifold_samples, on_manifold_samples,  # noqa: E402
                              perturb, uniform_null_direction)
+from oodgen._runtime import tune_allocator  # noqa: E402
 from oodgen.models import CVAE  # noqa: E402
 from oodgen.utils import atomic_write_json, environment  # noqa: E402
 
@@ -60,12 +61,14 @@ def main() -> None:
     ap.add_argument("--latent", type=int, default=8)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "generation.json"))
     a = ap.parse_args()
+    allocator = tune_allocator()       # as the oodgen command does; same process for every method
     torch.manual_seed(0)
     cvae = CVAE(10, a.latent).eval()
     x = torch.rand(a.n, 1, 28, 28)
     y = torch.randint(0, 10, (a.n,))
     gen = torch.Generator().manual_seed(0)
-    res: dict = {"n": a.n, "naive_n": a.naive_n, "batch": a.batch, "latent_dim": a.latent}
+    res: dict = {"n": a.n, "naive_n": a.naive_n, "batch": a.batch, "latent_dim": a.latent,
+                 "allocator_tuned": allocator}
 
     with torch.no_grad():
         mu, _ = cvae.encode(x, y)
