@@ -462,7 +462,9 @@ def _write_table(folder: Path, table: str, doc: dict, paper: dict) -> None:
     methods = doc["methods"]
     names = {**paper["ood_names"], "kmnist": "KMNIST"}
     lines = [f"# {doc['title']}", "",
-             f"Cells: ours mean ± std over seeds {doc['seeds']} (the paper's value in brackets), percent.", ""]
+             f"Cells: ours mean ± std over those of seeds {doc['seeds']} that have results (a cell without "
+             "± has one seed; the CSV/JSON give n per cell), the paper's value in brackets, percent; "
+             "– = not run.", ""]
     rows_csv = []
     for setting, sdoc in doc["settings"].items():
         acc = sdoc["accuracy"]
