@@ -40,8 +40,8 @@ def main() -> None:
         lines.append(f"### {setting} (profile {', '.join(sorted(profiles))}; seeds {seeds}; "
                      f"score {runs[0]['score']})\n")
         lines.append(f"Variant: `{', '.join(sorted(variants))}`\n")
-        lines.append(f"Accuracy: n+1 {acc.mean():.2f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.2f} %, "
-                     f"plain n-class {acc_plain.mean():.2f} ± {acc_plain.std(ddof=1) if len(acc) > 1 else 0:.2f} % "
+        pm = (lambda a: f" ± {a.std(ddof=1):.2f}") if len(acc) > 1 else (lambda a: "")
+        lines.append(f"Accuracy: n+1 {acc.mean():.2f}{pm(acc)} %, plain n-class {acc_plain.mean():.2f}{pm(acc_plain)} % "
                      f"(paper: {pacc.get('oodgen')} / {pacc.get('plain')})\n")
         lines.append("| OOD set | " + " | ".join(f"{SHORT[m]} ours (paper)" for m in METRICS) + " |")
         lines.append("|---|" + "---|" * len(METRICS))
@@ -53,7 +53,8 @@ def main() -> None:
                 vals = np.array([r["ood"][name][m] for r in runs])
                 std = vals.std(ddof=1) if len(vals) > 1 else 0.0
                 p = pt.get(name, {}).get(m, {}).get("oodgen")
-                cells.append(f"{vals.mean():.1f} ± {std:.1f} ({'—' if p is None else p})")
+                spread = f" ± {std:.1f}" if len(vals) > 1 else ""     # one seed: no spread to show
+                cells.append(f"{vals.mean():.1f}{spread} ({'—' if p is None else p})")
                 doc[setting]["ood"][name][m] = {"mean": float(vals.mean()), "std": float(std), "paper": p}
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
