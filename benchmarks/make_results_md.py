@@ -55,7 +55,16 @@ def main() -> None:
         for k, v in s["images_per_s"].items():
             ratio = s["oodgen_speedup"].get(k)
             out.append(f"| {k} | {v:.0f} | {'' if ratio is None else f'{ratio:.1f}x'} |")
-        out += ["", "Target: n+1 scoring >= 3x ODIN and Mahalanobis with pre-processing.", ""]
+        odin = next((v for k, v in s["oodgen_speedup"].items() if k.startswith("odin")), None)
+        maha = next((v for k, v in s["oodgen_speedup"].items() if k.startswith("mahalanobis")), None)
+        out += ["", "Target: n+1 scoring >= 3x ODIN and Mahalanobis with pre-processing."]
+        for name, r in (("ODIN", odin), ("Mahalanobis", maha)):
+            if r is not None:
+                out.append(f"- vs {name}: {r:.2f}x, " + ("met" if r >= 3 else
+                           f"missed by {100 * (1 - r / 3):.0f} %: the pre-processing detectors cost one forward, "
+                           "one backward and one more forward pass per image, ours one forward pass, so "
+                           "the ratio is bounded by the backward pass's cost on this CPU"))
+        out.append("")
     e = _load("end_to_end")
     if e:
         out += ["## End to end: `oodgen run --id mnist`", "", f"`{e['command']}` on {_machine(e)}", "",
@@ -70,8 +79,10 @@ def main() -> None:
                        f"{st['plain_classifier_training']:.0f} s | {st['evaluation']:.0f} s | "
                        f"{r['peak_rss_mb'] / 1024:.2f} | {r['mean_auroc']:.2f} / {r['min_auroc']:.2f} | "
                        f"{r['mean_auroc_per_minute']:.1f} | {r.get('source', 'fresh run')} |")
-        out += ["", "Targets: `full` <= 30 min, `quick` <= 10 min, peak RSS <= 3 GB. Rows read from results/ "
-                "took their time while other jobs may have shared the machine; the `quick` row ran alone.", ""]
+        out += ["", "Targets: `full` <= 30 min, `quick` <= 10 min, peak RSS <= 3 GB: met. Rows read from results/ "
+                "took their time while other jobs may have shared the machine; the `quick` row ran alone.",
+                "The core issue's AUROC targets are *not* all met by these runs (min AUROC column: Omniglot); "
+                "see the README's Results section.", ""]
     (HERE / "RESULTS.md").write_text("\n".join(out) + "\n")
     print((HERE / "RESULTS.md").read_text())
 

@@ -458,6 +458,13 @@ def _fmt(cell: dict | None) -> str:
     return ours + (f" ({cell['paper']})" if cell.get("paper") is not None else "")
 
 
+def _report_links(folder: Path, setting: str, seeds) -> list[str]:
+    """Links from a table to the per-run reports (`oodgen report DIR`) that exist for a setting."""
+    links = [f"[seed {s}](../{setting}/oodgen/seed{s}/report.md)" for s in seeds
+             if (folder.parent / setting / "oodgen" / f"seed{s}" / "report.md").exists()]
+    return [f"Reports of our runs (ROC curves, score histograms, samples): {', '.join(links)}", ""] if links else []
+
+
 def _write_table(folder: Path, table: str, doc: dict, paper: dict) -> None:
     methods = doc["methods"]
     names = {**paper["ood_names"], "kmnist": "KMNIST"}
@@ -472,6 +479,7 @@ def _write_table(folder: Path, table: str, doc: dict, paper: dict) -> None:
         lines += [f"## {paper['setting_names'].get(setting, setting)}", "", f"Test accuracy: {acc_txt}"
                   + (f" (paper: plain {sdoc['paper_accuracy']['plain']}, ours {sdoc['paper_accuracy']['oodgen']})"
                      if sdoc.get("paper_accuracy") else ""), "",
+                  *_report_links(folder, setting, doc["seeds"]),
                   "| OOD set | metric | " + " | ".join(DISPLAY.get(m, m) for m in methods) + " |",
                   "|---|---|" + "---|" * len(methods)]
         for name, metrics in sdoc["rows"].items():
