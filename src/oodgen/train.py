@@ -49,8 +49,9 @@ def make_schedule(stage: Stage, optimizer, total_steps: int):
     raise ValueError(f"unknown schedule {stage.schedule!r}; use constant or cosine")
 
 
-def _show_progress(progress: bool) -> bool | None:
-    return None if progress else True   # tqdm: disable=None hides the bar when not on a TTY
+def _tqdm_disable(progress: bool) -> bool | None:
+    """tqdm's ``disable``: None shows the bar only on a terminal; True hides it."""
+    return None if progress else True
 
 
 def fit_epochs(stage_name: str, model: nn.Module, stage: Stage, steps_per_epoch: int,
@@ -102,7 +103,7 @@ def train_cvae(cvae: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, 
     def epoch_fn(epoch, gen, opt, sched):
         perm = torch.randperm(n, generator=gen)
         total = 0.0
-        for i in tqdm(range(steps), desc=f"CVAE epoch {epoch + 1}", leave=False, disable=_show_progress(progress)):
+        for i in tqdm(range(steps), desc=f"CVAE epoch {epoch + 1}", leave=False, disable=_tqdm_disable(progress)):
             idx = perm[i * stage.batch_size:(i + 1) * stage.batch_size]
             xb, yb = x[idx], y[idx]
             logits, mu, log_var = cvae(xb, yb)
@@ -126,7 +127,7 @@ def train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage
         perm = torch.randperm(n, generator=gen)
         total = 0.0
         for i in tqdm(range(steps), desc=f"{stage_name} epoch {epoch + 1}", leave=False,
-                      disable=_show_progress(progress)):
+                      disable=_tqdm_disable(progress)):
             idx = perm[i * stage.batch_size:(i + 1) * stage.batch_size]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
@@ -155,7 +156,7 @@ class OutlierPools:
         chunks = []
         step = 2048
         for s in tqdm(range(0, self.pool_size, step), desc="Type I outliers", leave=False,
-                      disable=_show_progress(progress)):
+                      disable=_tqdm_disable(progress)):
             sub = idx[s:s + step]
             chunks.append(off_manifold_samples(self.cvae, self.x[sub], self.y[sub], beta=self.variant.beta_range(),
                                                nullspace=self.variant.nullspace, generator=gen,
@@ -192,7 +193,7 @@ def train_nplus1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pools: Outl
         perm = torch.randperm(n, generator=gen)
         total = 0.0
         for i in tqdm(range(steps), desc=f"n+1 classifier epoch {epoch + 1}", leave=False,
-                      disable=_show_progress(progress)):
+                      disable=_tqdm_disable(progress)):
             idx = perm[i * stage.batch_size:(i + 1) * stage.batch_size]
             m = len(idx)
             k1 = max(1, nb1 * m // stage.batch_size)

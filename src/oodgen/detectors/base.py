@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 import torch
 
@@ -55,8 +57,9 @@ def check_labels(y, n: int, name: str = "labels") -> torch.Tensor:
     return y.long()
 
 
-class Detector:
-    """Base class: subclasses implement ``_fit`` and ``_score``."""
+class Detector(abc.ABC):
+    """Base class: subclasses implement ``_fit`` and ``_score`` (abstract, so a detector that
+    forgets one cannot be instantiated)."""
 
     def fit(self, x, y=None) -> "Detector":
         x = check_images(x, "fit input")
@@ -72,11 +75,13 @@ class Detector:
         out = np.asarray(self._score(x), dtype=np.float64).reshape(-1)
         return out
 
+    @abc.abstractmethod
     def _fit(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
-        raise NotImplementedError
+        """Learn from validated training images (and labels, when given)."""
 
+    @abc.abstractmethod
     def _score(self, x: torch.Tensor) -> np.ndarray:
-        raise NotImplementedError
+        """Scores of validated images, higher = more OOD."""
 
     def get_params(self) -> dict:
         import inspect

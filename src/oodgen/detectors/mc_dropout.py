@@ -54,15 +54,20 @@ def _split(model: nn.Module) -> tuple[Callable, Callable]:
     return (lambda x: x), model
 
 
+def require_dropout(model: nn.Module, who: str) -> None:
+    """Refuse a model without dropout layers (MC-dropout and mutual information need them)."""
+    if not dropout_layers(model):
+        raise InputError(f"{who}: {type(model).__name__} has no dropout layers")
+
+
 def mc_dropout_moments(model: nn.Module, x, n_passes: int = 50, seed: int = 0, batch_size: int = 500
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Mean softmax over ``n_passes`` dropout passes, shape (N, K), and the mean per-pass
     entropy, shape (N,), both float64."""
     if not (isinstance(n_passes, (int, np.integer)) and n_passes >= 1):
         raise ValueError(f"MC-dropout: n_passes must be a positive integer, got {n_passes!r}")
+    require_dropout(model, "MC-dropout")
     drops = dropout_layers(model)
-    if not drops:
-        raise InputError(f"MC-dropout: {type(model).__name__} has no dropout layers")
     x = check_images(x, "MC-dropout input")
     device = model_device(model)
     was_training = model.training
@@ -116,8 +121,7 @@ class MCDropout(PostHocDetector):
         self._check_model()
         if self.score_rule not in SCORES:
             raise ValueError(f"MC-dropout: unknown score {self.score_rule!r}; use one of {SCORES}")
-        if not dropout_layers(self.model):
-            raise InputError(f"MC-dropout: {type(self.model).__name__} has no dropout layers")
+        require_dropout(self.model, "MC-dropout")
 
     def _score(self, x: torch.Tensor) -> np.ndarray:
         mean_p, _ = mc_dropout_moments(self.model, x, self.n_passes, self.seed, self.batch_size)

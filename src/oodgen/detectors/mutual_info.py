@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import InputError
-from .mc_dropout import dropout_layers, mc_dropout_moments
+from .mc_dropout import mc_dropout_moments, require_dropout
 from .posthoc import PostHocDetector, entropy
 
 
@@ -48,8 +47,7 @@ class MutualInformation(PostHocDetector):
 
     def _fit(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
         self._check_model()
-        if not dropout_layers(self.model):
-            raise InputError(f"mutual information: {type(self.model).__name__} has no dropout layers")
+        require_dropout(self.model, "mutual information")
 
     def _score(self, x: torch.Tensor) -> np.ndarray:
         return mutual_information(*mc_dropout_moments(self.model, x, self.n_passes, self.seed, self.batch_size))

@@ -198,4 +198,6 @@ class PostHocDetector(Detector):
         """Learn statistics from training outputs; nothing to learn by default."""
 
     def _score_outputs(self, **outputs: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        # Only detectors that need the images (MC passes, input pre-processing) lack this, and
+        # score_outputs refuses them before getting here.
+        raise InputError(f"{type(self).__name__} cannot score precomputed outputs: call score(x)")
