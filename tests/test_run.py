@@ -77,3 +77,15 @@ def test_profiles_and_score_rule():
     assert cfg.variant.beta_range() == (0.5, 2.0)
     assert RunConfig(id="fmnist", profile="quick", w_ood=0.5).prof.w_ood == 0.5
     assert RunConfig(id="fmnist", profile="quick").prof.w_ood == 0.1
+
+
+def test_rerun_of_finished_run_reevaluates_and_keeps_training_cost(tmp_path):
+    from oodgen.config import RunConfig
+    from oodgen.run import run
+    cfg = RunConfig(id="mnist", profile="smoke")
+    first = run(cfg, tmp_path, progress=False, log=lambda *_a: None)
+    assert first["reevaluated"] is None
+    second = run(cfg, tmp_path, progress=False, log=lambda *_a: None)
+    assert second["reevaluated"] is not None and second["reevaluated"]["evaluation_s"] > 0
+    assert second["timings_s"] == first["timings_s"]
+    assert second["ood"] == first["ood"]          # same weights, same data: same numbers

@@ -34,7 +34,9 @@ import torch
 
 from .data.idx import IDXError, read_idx
 from .detectors.base import InputError, check_images
+from .detectors.fusion import RULE as FUSED_RULE, FeatureKNNFusion
 from .detectors.oodgen import SCORES, nplus1_scores
+from .detectors.posthoc import model_outputs
 from .models import Fig6cCNN
 from .train import predict_logits
 
@@ -70,6 +72,7 @@ class ScoringDetector:
     environment: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     batch_size: int = 1000
+    fusion: FeatureKNNFusion | None = None
 
     @property
     def threshold(self) -> float:
@@ -81,9 +84,18 @@ class ScoringDetector:
         """The n+1 logits of images ``x`` ((N, 1, 28, 28) or (N, 28, 28), numpy or torch)."""
         return predict_logits(self.classifier, check_images(x, "score input"), self.batch_size)
 
+    def _scores_and_logits(self, x) -> tuple[np.ndarray, torch.Tensor]:
+        x = check_images(x, "score input")
+        if self.score_rule != FUSED_RULE:
+            logits = predict_logits(self.classifier, x, self.batch_size)
+            return nplus1_scores(logits, self.score_rule), logits
+        out = model_outputs(self.classifier, x, ("features", "logits"), self.batch_size)
+        logits = torch.from_numpy(out["logits"])
+        return self.fusion.score(out["features"], nplus1_scores(logits, "ood-class")), logits
+
     def score(self, x) -> np.ndarray:
         """OOD scores, float64 (N,), higher = more OOD, by the stored rule."""
-        return nplus1_scores(self.logits(x), self.score_rule)
+        return self._scores_and_logits(x)[0]
 
     def predict(self, x) -> np.ndarray:
         """Predicted in-distribution class, int64 (N,): argmax over the first n outputs."""
@@ -97,8 +109,7 @@ class ScoringDetector:
     def evaluate(self, x, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scores, OOD decisions, predicted classes) from one forward pass."""
         t = self.threshold if threshold is None else _check_threshold(threshold)
-        logits = self.logits(x)
-        scores = nplus1_scores(logits, self.score_rule)
+        scores, logits = self._scores_and_logits(x)
         return scores, scores > t, logits[:, :self.n_classes].argmax(1).numpy()
 
 
@@ -166,7 +177,16 @@ def load_detector(run_dir: str | os.PathLike) -> ScoringDetector:
         raise DetectorFileError(f"{path}: classifier weights do not fit a Fig6cCNN with "
                                 f"{n_classes + 1} outputs ({first})") from None
     classifier.eval()
-    return ScoringDetector(classifier=classifier, n_classes=n_classes, score_rule=rule,
+    fusion = None
+    if rule == FUSED_RULE:
+        if not isinstance(blob.get("fusion"), dict):
+            raise DetectorFileError(f"{path}: score rule {rule!r} needs the stored feature bank ('fusion'), "
+                                    "which this file lacks - rerun `oodgen run` with this version")
+        try:
+            fusion = FeatureKNNFusion.from_state_dict(blob["fusion"])
+        except (KeyError, AttributeError, TypeError, ValueError) as exc:
+            raise DetectorFileError(f"{path}: damaged feature bank ({exc})") from None
+    return ScoringDetector(fusion=fusion, classifier=classifier, n_classes=n_classes, score_rule=rule,
                            thresholds={k: float(v) for k, v in thresholds.items()},
                            config=blob.get("config", {}), environment=blob.get("environment", {}),
                            path=path)

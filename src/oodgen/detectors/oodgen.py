@@ -10,7 +10,10 @@ Scores (higher = more OOD):
 
 * ``"ood-class"``: p(n+1 | x), the paper's OOD-class probability;
 * ``"max-in"``: 1 - max_k p(k | x) over the n in-distribution classes (the paper's
-  "in-distribution max probability", sign flipped); the authors use it for MNIST 0-4.
+  "in-distribution max probability", sign flipped); the authors use it for MNIST 0-4;
+* ``"ood-class+knn"`` (beyond the paper): p(n+1) fused with the KNN distance in the same
+  classifier's penultimate features (:mod:`oodgen.detectors.fusion`).  ``fit`` calibrates the
+  fusion on 5,000 training images; ``oodgen run`` recalibrates it on its held-out validation split.
 
 Hyper-parameters: ``latent_dim`` (8 MNIST, 10 F-MNIST), ``profile`` (training budget, see
 :mod:`oodgen.config`), ``variant`` (paper vs authors'-code choices), ``score``, ``seed``.
@@ -27,8 +30,11 @@ from ..config import PROFILES, Profile, Variant
 from ..models import CVAE, Fig6cCNN
 from ..train import OutlierPools, fit_ellipsoids, predict_logits, train_cvae, train_nplus1
 from .base import Detector
+from .fusion import RULE as FUSED_RULE, FeatureKNNFusion
+from .posthoc import model_outputs
 
-SCORES = ("ood-class", "max-in")
+SCORES = ("ood-class", "max-in", FUSED_RULE)
+N_CALIBRATION = 5000
 
 
 def nplus1_scores(logits: torch.Tensor, rule: str) -> np.ndarray:
@@ -38,6 +44,9 @@ def nplus1_scores(logits: torch.Tensor, rule: str) -> np.ndarray:
         return p[:, -1].numpy()
     if rule == "max-in":
         return (1.0 - p[:, :-1].max(dim=1).values).numpy()
+    if rule == FUSED_RULE:
+        raise ValueError(f"score {rule!r} needs the classifier's features too: use OODGen.score or "
+                         "oodgen.score.ScoringDetector.score")
     raise ValueError(f"unknown score {rule!r}; use one of {SCORES}")
 
 
@@ -100,12 +109,21 @@ class OODGen(Detector):
         self.timings_ = timings
         self.pools_ = pools
         self.n_classes_ = n_classes
+        self.fusion_ = None
+        if self.score_rule == FUSED_RULE:
+            out = model_outputs(self.classifier_, x, ("features", "logits"))
+            calib = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[:N_CALIBRATION].numpy()
+            p_ood = nplus1_scores(torch.from_numpy(out["logits"][calib]), "ood-class")
+            self.fusion_ = FeatureKNNFusion().fit(out["features"], out["features"][calib], p_ood)
 
     def logits(self, x) -> torch.Tensor:
         from .base import check_images
         return predict_logits(self.classifier_, check_images(x))
 
     def _score(self, x: torch.Tensor) -> np.ndarray:
+        if self.score_rule == FUSED_RULE:
+            out = model_outputs(self.classifier_, x, ("features", "logits"))
+            return self.fusion_.score(out["features"], nplus1_scores(torch.from_numpy(out["logits"]), "ood-class"))
         return nplus1_scores(predict_logits(self.classifier_, x), self.score_rule)
 
     def predict(self, x) -> np.ndarray:

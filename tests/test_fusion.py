@@ -1,0 +1,102 @@
+"""The ``ood-class+knn`` score: p(n+1) fused with a feature KNN distance (beyond the paper)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from oodgen.detectors.base import InputError
+from oodgen.detectors.fusion import FeatureKNNFusion
+from oodgen.generate import NotFittedError
+from oodgen.metrics import ood_metrics
+
+
+def auroc(a, b):
+    return ood_metrics(a, b)["auroc"]
+
+
+def _blobs(n, rng, shift=0.0):
+    f = rng.normal(size=(n, 16)).astype(np.float32)
+    f[:, 0] += 5.0 + shift        # in-distribution features point along e0
+    return np.maximum(f, 0)
+
+
+@pytest.fixture
+def fitted():
+    rng = np.random.default_rng(0)
+    train, calib = _blobs(2000, rng), _blobs(300, rng)
+    p_calib = rng.uniform(0, 0.1, 300)
+    return FeatureKNNFusion(k=10).fit(train, calib, p_calib), rng
+
+
+def test_flags_what_either_score_flags(fitted):
+    fus, rng = fitted
+    f_in, p_in = _blobs(500, rng), rng.uniform(0, 0.1, 500)
+    # OOD of kind A: features like ID but p(n+1) high; kind B: p(n+1) low but features far away.
+    f_a, p_a = _blobs(500, rng), rng.uniform(0.5, 1.0, 500)
+    f_b = np.maximum(rng.normal(size=(500, 16)).astype(np.float32), 0)
+    f_b[:, 1] += 5.0
+    p_b = rng.uniform(0, 0.1, 500)
+    s_in = fus.score(f_in, p_in)
+    assert auroc(s_in, fus.score(f_a, p_a)) > 99.0
+    assert auroc(s_in, fus.score(f_b, p_b)) > 99.0
+    # each component alone misses one kind
+    assert auroc(p_in, p_b) < 70.0
+
+
+def test_monotone_in_each_component(fitted):
+    fus, rng = fitted
+    f, p = _blobs(200, rng), rng.uniform(0, 0.2, 200)
+    base = fus.score(f, p)
+    assert np.all(fus.score(f, np.minimum(p + 0.5, 1.0)) >= base)
+    assert np.all(fus.score(f * 0.0, p) >= base)      # all-zero features: maximal KNN distance
+
+
+def test_state_dict_round_trip(fitted):
+    fus, rng = fitted
+    f, p = _blobs(100, rng), rng.uniform(0, 1, 100)
+    again = FeatureKNNFusion.from_state_dict(fus.state_dict())
+    np.testing.assert_array_equal(again.score(f, p), fus.score(f, p))
+
+
+def test_errors(fitted):
+    fus, rng = fitted
+    with pytest.raises(NotFittedError):
+        FeatureKNNFusion().score(np.zeros((2, 16), np.float32), np.zeros(2))
+    with pytest.raises(InputError, match="calibration"):
+        FeatureKNNFusion(k=5).fit(_blobs(100, rng), _blobs(10, rng), np.zeros(10))
+    with pytest.raises(InputError, match="probabilities"):
+        fus.score(_blobs(5, rng), np.zeros(4))
+
+
+def test_run_records_fused_score_and_scoring_reproduces_it(tmp_path):
+    from oodgen import data as D
+    from oodgen.config import RunConfig, Variant
+    from oodgen.run import run
+    from oodgen.score import load_detector
+    cfg = RunConfig(id="mnist", profile="smoke", variant=Variant(score="ood-class+knn"))
+    m = run(cfg, tmp_path, progress=False, log=lambda *_a: None)
+    assert m["score"] == "ood-class+knn"
+    assert set(m["ood_by_score"]) == {"ood-class", "max-in", "ood-class+knn"}
+    assert m["ood"] == m["ood_by_score"]["ood-class+knn"]
+    assert all(np.isfinite(v["auroc"]) for v in m["ood"].values())
+    det = load_detector(tmp_path)
+    assert det.score_rule == "ood-class+knn"
+    x = D.load("uniform", "test", n=50, seed=0).images
+    s = det.score(x)
+    assert s.shape == (50,) and np.all(np.isfinite(s))
+    scores, decisions, _ = det.evaluate(x)
+    np.testing.assert_array_equal(scores, s)
+    np.testing.assert_array_equal(decisions, s > det.threshold)
+
+
+def test_oodgen_estimator_fused_rule():
+    from oodgen.data import load
+    from oodgen.detectors import OODGen
+    tr = load("mnist", "train", n=400)
+    det = OODGen(profile="smoke", score="ood-class+knn").fit(tr.images, tr.labels)
+    s = det.score(load("uniform", "test", n=30, seed=1).images)
+    assert s.shape == (30,) and np.all(np.isfinite(s))
+    with pytest.raises(ValueError, match="features"):
+        from oodgen.detectors.oodgen import nplus1_scores
+        nplus1_scores(torch.zeros(3, 11), "ood-class+knn")
