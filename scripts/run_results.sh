@@ -8,11 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 variant() {
   case "$1" in
-    mnist|fmnist) echo "--beta wide --clip-type1 half" ;;
+    mnist|fmnist|mnist0-4|fmnist0-4) echo "--beta wide --clip-type1 half" ;;
     *) echo "" ;;
   esac
 }
-for id in ${IDS:-mnist fmnist}; do
+for id in ${IDS:-mnist fmnist mnist0-4 fmnist0-4}; do
   for seed in ${SEEDS:-0 1 2}; do
     out=results/$id/oodgen/seed$seed
     [ -f "$out/metrics.json" ] && continue

@@ -3,6 +3,7 @@ import argparse
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from oodgen import bench
@@ -67,11 +68,19 @@ def test_bench_smoke_end_to_end(tmp_path):
     ours = rows["fmnist"]["auroc"]["oodgen"]
     assert ours["n"] == 1 and ours["std"] is None and ours["paper"] == 100.0 and 0 <= ours["mean"] <= 100
     assert rows["fmnist"]["auroc"]["confident"] == {"mean": None, "std": None, "n": 0, "seeds": [], "paper": 98.5}
-    assert rows["kmnist"]["auroc"].keys() == {"oodgen", "mahalanobis"}   # no paper value for KMNIST
+    # no paper value for KMNIST; "oodgen+knn" is the same run scored by the fused rule
+    assert rows["kmnist"]["auroc"].keys() == {"oodgen", "oodgen+knn", "mahalanobis"}
+    run0 = json.loads((tmp_path / "mnist" / "oodgen" / "seed0" / "metrics.json").read_text())
+    assert rows["kmnist"]["auroc"]["oodgen+knn"]["mean"] == run0["ood_by_score"]["ood-class+knn"]["kmnist"]["auroc"]
+    summary = json.loads((tmp_path / "tables" / "summary.json").read_text())["settings"]["mnist"]
+    assert {"oodgen", "oodgen+knn", "mahalanobis", "msp"} <= set(summary)
+    assert summary["msp"]["mean_auroc"] == pytest.approx(
+        np.mean([c["auroc"] for c in json.loads((tmp_path / "mnist" / "msp" / "seed0" / "metrics.json").read_text())["ood"].values()]))
     with open(tmp_path / "tables" / "table1.csv") as fh:
         lines = list(csv.DictReader(fh))
-    # 7 paper sets x 5 metrics x 4 paper methods, plus KMNIST x 5 metrics x our 2 methods
-    assert len(lines) == 7 * 5 * 4 + 5 * 2
+    # 5 metrics x: 6 run paper sets x (4 paper methods + Ours+KNN), EMNIST-letters (paper values
+    # only) x 4, KMNIST (no paper value) x our 3 columns
+    assert len(lines) == 5 * (6 * 5 + 4 + 3)
     with open(tmp_path / "tables" / "table2.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 7 * 5 * 3 + 5 * 1
 

@@ -60,11 +60,11 @@ METHODS = ("oodgen", "confident") + TUNED_METHODS + ("msp",) + MC_METHODS + ("en
 DEFAULT_METHODS = tuple(m for m in METHODS if not m.endswith("-fair"))
 TABLES = {
     "table1": ("Table 1: Ours / Confident classifier / ODIN / Mahalanobis",
-               ("oodgen", "confident", "odin", "mahalanobis", "odin-fair", "mahalanobis-fair")),
+               ("oodgen", "oodgen+knn", "confident", "odin", "mahalanobis", "odin-fair", "mahalanobis-fair")),
     "table2": ("Table 2: max-softmax / MC-dropout / mutual information", ("msp", "mc-dropout", "mutual-info")),
     "extra": ("Extra baselines (not in the paper)", ("energy", "max-logit", "knn", "vim")),
 }
-DISPLAY = {"oodgen": "Ours", "confident": "Confident", "odin": "ODIN", "mahalanobis": "MD",
+DISPLAY = {"oodgen": "Ours", "oodgen+knn": "Ours+KNN", "confident": "Confident", "odin": "ODIN", "mahalanobis": "MD",
            "odin-fair": "ODIN (fair)", "mahalanobis-fair": "MD (fair)", "msp": "Softmax",
            "mc-dropout": "MC-Dropout", "mutual-info": "Mutual-Info", "energy": "Energy",
            "max-logit": "MaxLogit", "knn": "KNN", "vim": "ViM"}
@@ -396,9 +396,53 @@ def _stats(values: list[float]) -> dict:
     return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": len(arr)}
 
 
+#: Table columns computed from another method's runs: (source method, its score rule).
+DERIVED = {"oodgen+knn": ("oodgen", "ood-class+knn")}
+
+
 def _load_metrics(out: Path, setting: str, method: str, seeds) -> list[dict]:
-    paths = [out / setting / method / f"seed{s}" / "metrics.json" for s in seeds]
-    return [json.loads(p.read_text()) for p in paths if p.exists()]
+    source, rule = DERIVED.get(method, (method, None))
+    paths = [out / setting / source / f"seed{s}" / "metrics.json" for s in seeds]
+    runs = [json.loads(p.read_text()) for p in paths if p.exists()]
+    if rule is None:
+        return runs
+    # The same trained n+1 classifier scored by another rule (recorded by `oodgen run`).
+    return [{**r, "method": method, "score": rule, "ood": r["ood_by_score"][rule]}
+            for r in runs if rule in r.get("ood_by_score", {})]
+
+
+def _write_summary(out: Path, settings, seeds) -> dict:
+    """Mean AUROC over every OOD set of a setting, per method (seeds averaged first)."""
+    methods = [m for _t, (_title, ms) in TABLES.items() for m in ms]
+    doc = {"title": "Mean AUROC over the OOD sets of each setting", "seeds": list(seeds), "settings": {}}
+    lines = ["# Mean AUROC over the OOD sets of each setting", "",
+             f"Each cell: AUROC averaged over seeds (those of {list(seeds)} that ran), then over the OOD sets; "
+             "the best of each setting in bold; n = seeds.  Methods whose runs miss an OOD set are left out.", ""]
+    for setting in settings:
+        row = {}
+        for m in methods:
+            runs = _load_metrics(out, setting, m, seeds)
+            if not runs:
+                continue
+            names = set(runs[0]["ood"])
+            if any(set(r["ood"]) != names for r in runs):
+                continue
+            row[m] = {"mean_auroc": float(np.mean([np.mean([r["ood"][n]["auroc"] for r in runs]) for n in names])),
+                      "n": len(runs), "ood_sets": sorted(names)}
+        if not row:
+            continue
+        doc["settings"][setting] = row
+        best = max(v["mean_auroc"] for v in row.values())
+        lines += [f"## {setting}", "", "| method | mean AUROC | n |", "|---|---|---|"]
+        for m, v in sorted(row.items(), key=lambda kv: -kv[1]["mean_auroc"]):
+            cell = f"{v['mean_auroc']:.2f}"
+            lines.append(f"| {DISPLAY.get(m, m)} | {'**' + cell + '**' if v['mean_auroc'] == best else cell} | {v['n']} |")
+        lines.append("")
+    folder = out / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / "summary.md", "\n".join(lines).encode())
+    atomic_write_json(folder / "summary.json", doc)
+    return doc
 
 
 def build_tables(out, settings=SETTINGS, seeds=(0, 1, 2)) -> dict:
@@ -443,6 +487,7 @@ def build_tables(out, settings=SETTINGS, seeds=(0, 1, 2)) -> dict:
         doc["methods"] = [m for m in methods if m in present or (paper_key and m in paper[paper_key]["methods"])]
         tables[table] = doc
         _write_table(out / "tables", table, doc, paper)
+    tables["summary"] = _write_summary(out, settings, seeds)
     return tables
 
 
