@@ -88,6 +88,13 @@ def test_run_records_fused_score_and_scoring_reproduces_it(tmp_path):
     scores, decisions, _ = det.evaluate(x)
     np.testing.assert_array_equal(scores, s)
     np.testing.assert_array_equal(decisions, s > det.threshold)
+    # the report recomputes the run's numbers from detector.pt with the fused rule
+    from oodgen.metrics import ood_metrics as om
+    from oodgen.report import run_scores
+    s_in, s_out, rule = run_scores(tmp_path)
+    assert rule == "ood-class+knn"
+    for name, scores in s_out.items():
+        assert om(s_in, scores)["auroc"] == pytest.approx(m["ood"][name]["auroc"], abs=1e-6)
 
 
 def test_oodgen_estimator_fused_rule():
