@@ -72,6 +72,12 @@ def test_bench_smoke_end_to_end(tmp_path):
     assert rows["kmnist"]["auroc"].keys() == {"oodgen", "oodgen+knn", "mahalanobis"}
     run0 = json.loads((tmp_path / "mnist" / "oodgen" / "seed0" / "metrics.json").read_text())
     assert rows["kmnist"]["auroc"]["oodgen+knn"]["mean"] == run0["ood_by_score"]["ood-class+knn"]["kmnist"]["auroc"]
+    dev = json.loads((tmp_path / "tables" / "deviations.json").read_text())
+    assert all(abs(c["ours"] - c["paper"]) > 5 for c in dev["cells"])
+    expected = sum(1 for m, c in rows["fmnist"]["auroc"].items()
+                   if c["mean"] is not None and c["paper"] is not None and abs(c["mean"] - c["paper"]) > 5)
+    assert expected == sum(1 for c in dev["cells"] if c["table"] == "table1" and c["setting"] == "mnist"
+                           and c["ood"] == "fmnist")
     summary = json.loads((tmp_path / "tables" / "summary.json").read_text())["settings"]["mnist"]
     assert {"oodgen", "oodgen+knn", "mahalanobis", "msp"} <= set(summary)
     assert summary["msp"]["mean_auroc"] == pytest.approx(
