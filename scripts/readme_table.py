@@ -1,8 +1,11 @@
-"""Rewrite the README's results table (between <!-- RESULTS-TABLE --> markers) from
-results/summary_oodgen.json (written by scripts/summarize_results.py), so that every number
-in it comes from committed runs.
+"""Rewrite the README's generated blocks from committed results, so that every number in them
+comes from a run:
 
-    python scripts/summarize_results.py && python scripts/readme_table.py
+* <!-- RESULTS-TABLE --> from results/summary_oodgen.json (scripts/summarize_results.py);
+* <!-- BENCH-SUMMARY --> from results/tables/summary.json (`oodgen bench ... --tables-only`).
+
+    python scripts/summarize_results.py && oodgen bench --id all --out results --tables-only \
+        && python scripts/readme_table.py
 """
 from __future__ import annotations
 
@@ -44,17 +47,45 @@ def block(doc: dict) -> str:
     return "\n".join(out)
 
 
+def bench_block(doc: dict) -> str:
+    from oodgen.bench import DISPLAY
+    settings = [s for s in ("mnist", "fmnist", "mnist0-4", "fmnist0-4") if s in doc["settings"]]
+    methods = []
+    for s in settings:
+        for m in doc["settings"][s]:
+            if m not in methods:
+                methods.append(m)
+    out = ["| method | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+    best = {s: max(v["mean_auroc"] for v in doc["settings"][s].values()) for s in settings}
+    for m in methods:
+        cells = []
+        for s in settings:
+            v = doc["settings"][s].get(m)
+            if v is None:
+                cells.append("–")
+                continue
+            txt = f"{v['mean_auroc']:.2f} ({v['n']})"
+            cells.append(f"**{txt}**" if v["mean_auroc"] == best[s] else txt)
+        out.append(f"| {DISPLAY.get(m, m)} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _replace(text: str, tag: str, body: str) -> str:
+    start, end = f"<!-- {tag} -->", f"<!-- /{tag} -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md lacks the {tag} markers")
+    return re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _m: start + "\n" + body + end, text, flags=re.S)
+
+
 def main() -> None:
-    doc = json.loads((ROOT / "results" / "summary_oodgen.json").read_text())
     readme = ROOT / "README.md"
     text = readme.read_text()
-    start, end = "<!-- RESULTS-TABLE -->", "<!-- /RESULTS-TABLE -->"
-    if start not in text or end not in text:
-        raise SystemExit("README.md lacks the RESULTS-TABLE markers")
-    new = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _m: start + "\n" + block(doc) + end, text,
-                 flags=re.S)
-    readme.write_text(new)
-    print(block(doc))
+    text = _replace(text, "RESULTS-TABLE", block(json.loads((ROOT / "results" / "summary_oodgen.json").read_text())))
+    bench = ROOT / "results" / "tables" / "summary.json"
+    if bench.exists():
+        text = _replace(text, "BENCH-SUMMARY", bench_block(json.loads(bench.read_text())))
+    readme.write_text(text)
+    print(text[text.index("<!-- RESULTS-TABLE -->"):text.index("<!-- /RESULTS-TABLE -->")])
 
 
 if __name__ == "__main__":
