@@ -21,7 +21,7 @@ import torch
 
 from . import data as D
 from .config import RunConfig
-from .detectors.fusion import RULE as FUSED_RULE, FeatureKNNFusion
+from .detectors.fusion import RULE as FUSED_RULE
 from .detectors.oodgen import OODGen, nplus1_scores
 from .detectors.posthoc import model_outputs
 from .metrics import METRIC_NAMES, ood_metrics, threshold_at_tpr
@@ -145,7 +145,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     acc_plain = float((predict_logits(plain, xt, prof.eval_batch).argmax(1) == yt).double().mean() * 100)
     # Beyond the paper: p(n+1) fused with a KNN distance in the same classifier's features,
     # calibrated on the validation split (no OOD data); see oodgen.detectors.fusion.
-    fusion = FeatureKNNFusion().fit(outputs(x)[0], feats_val, nplus1_scores(logits_val, "ood-class"))
+    fusion = detector.calibrate(xv, x_train=x).fusion_
 
     def all_scores(feats, logits):
         s = {r: nplus1_scores(logits, r) for r in ("ood-class", "max-in")}

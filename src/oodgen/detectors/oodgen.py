@@ -110,11 +110,22 @@ class OODGen(Detector):
         self.pools_ = pools
         self.n_classes_ = n_classes
         self.fusion_ = None
+        self.train_features_ = None
         if self.score_rule == FUSED_RULE:
-            out = model_outputs(self.classifier_, x, ("features", "logits"))
-            calib = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[:N_CALIBRATION].numpy()
-            p_ood = nplus1_scores(torch.from_numpy(out["logits"][calib]), "ood-class")
-            self.fusion_ = FeatureKNNFusion().fit(out["features"], out["features"][calib], p_ood)
+            calib = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[:N_CALIBRATION]
+            self.calibrate(x[calib], x_train=x)
+
+    def calibrate(self, x_calib, x_train=None) -> "OODGen":
+        """Fit the ``ood-class+knn`` fusion: memory bank = features of ``x_train`` (computed once and
+        kept), percentiles from the in-distribution images ``x_calib`` (ideally held out)."""
+        if self.train_features_ is None:
+            if x_train is None:
+                raise ValueError("OODGen.calibrate: pass x_train the first time (the KNN memory bank)")
+            self.train_features_ = model_outputs(self.classifier_, x_train, ("features",))["features"]
+        out = model_outputs(self.classifier_, x_calib, ("features", "logits"))
+        p_ood = nplus1_scores(torch.from_numpy(out["logits"]), "ood-class")
+        self.fusion_ = FeatureKNNFusion().fit(self.train_features_, out["features"], p_ood)
+        return self
 
     def logits(self, x) -> torch.Tensor:
         from .base import check_images
