@@ -117,16 +117,35 @@ class _Context:
             self.images[name] = torch.from_numpy(ood.images)
         self.n_classes = int(y.max()) + 1
         self.device = resolve_device(cfg.device)
-        plain_path = run_dir / "checkpoints" / "plain.pt"
-        if not plain_path.exists():
-            raise BenchError(f"{plain_path} is missing: the run in {run_dir} did not train its plain classifier")
-        self.plain_sha = hashlib.sha256(plain_path.read_bytes()).hexdigest()
-        state = torch.load(plain_path, map_location="cpu", weights_only=False)
-        self.plain = Fig6cCNN(self.n_classes)
-        self.plain.load_state_dict(state["model"])
-        self.plain.to(self.device).eval()
+        self._plain = None
+        self._plain_sha = None
         self._outputs = None
         self._mc = None
+
+    def _load_plain(self) -> None:
+        # Loaded on first use: the confident classifier trains its own model and needs none.
+        plain_path = self.run_dir / "checkpoints" / "plain.pt"
+        if not plain_path.exists():
+            raise BenchError(f"{plain_path} is missing: the run in {self.run_dir} did not train its plain "
+                             "classifier (its checkpoints are not in git: rerun `oodgen run` for it)")
+        self._plain_sha = hashlib.sha256(plain_path.read_bytes()).hexdigest()
+        state = torch.load(plain_path, map_location="cpu", weights_only=False)
+        model = Fig6cCNN(self.n_classes)
+        model.load_state_dict(state["model"])
+        self._plain = model.to(self.device).eval()
+
+    @property
+    def plain(self) -> Fig6cCNN:
+        """The run's plain n-class classifier, the one every post-hoc baseline scores."""
+        if self._plain is None:
+            self._load_plain()
+        return self._plain
+
+    @property
+    def plain_sha(self) -> str:
+        if self._plain_sha is None:
+            self._load_plain()
+        return self._plain_sha
 
     def outputs(self) -> dict[str, dict[str, np.ndarray]]:
         """Cached features and logits of the plain classifier for every image set."""
@@ -184,7 +203,7 @@ class _Context:
         type1 = off_manifold_samples(cvae, xv[n_noise:], yv[n_noise:], beta=self.cfg.variant.beta_range(),
                                      nullspace=self.cfg.variant.nullspace,
                                      generator=generator(self.cfg.seed, "fair-type1"),
-                                     clip=self.cfg.variant.clip_type1)
+                                     clip=self.cfg.variant.clip_mode())
         return xv, torch.cat([noise, type1])
 
 

@@ -53,16 +53,19 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 def git_revision() -> str | None:
+    """HEAD of the source checkout (``-dirty`` if tracked files changed); where the code runs from a
+    copy without ``.git`` (a lent GPU machine), the revision given in ``OODGEN_GIT_REVISION``."""
+    fallback = os.environ.get("OODGEN_GIT_REVISION") or None
     try:
         here = Path(__file__).resolve().parent
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         if out.returncode != 0:
-            return None
+            return fallback
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return None
+        return fallback
 
 
 def environment() -> dict[str, Any]:
