@@ -103,3 +103,27 @@ def test_bench_refuses_a_run_of_another_profile(tmp_path):
     (run_dir / "config.json").write_text(json.dumps(RunConfig(id="mnist", profile="quick").to_dict()))
     with pytest.raises(bench.BenchError, match="profile=quick"):
         bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, log=lambda *_: None)
+
+
+def test_context_loads_the_plain_classifier_only_when_needed(tmp_path):
+    """The confident classifier trains its own model: a run whose plain.pt is gone (checkpoints
+    are not in git) can still be benchmarked with it; the post-hoc methods then fail clearly."""
+    from oodgen.config import RunConfig
+    from oodgen.run import run
+    cfg = RunConfig(id="mnist", seed=0, profile="smoke")
+    run_dir = tmp_path / "mnist" / "oodgen" / "seed0"
+    run(cfg, run_dir, progress=False, log=lambda *_: None)
+    # The fair tuning outliers use the run's own variant; the default "clip" used to be passed
+    # as a string that off_manifold_samples refused.
+    ctx = bench._Context(cfg, run_dir, None, 2, lambda *_: None)
+    x_in, x_out = ctx.fair_outliers()
+    assert len(x_in) == len(x_out) and float(x_out.min()) >= 0.0 and float(x_out.max()) <= 1.0
+    (run_dir / "checkpoints" / "plain.pt").unlink()
+    ctx = bench._Context(cfg, run_dir, None, 2, lambda *_: None)   # no error yet
+    with pytest.raises(bench.BenchError, match="plain.pt is missing"):
+        ctx.outputs()
+    bench.bench(["mnist"], ["confident"], [0], "smoke", tmp_path, log=lambda *_: None)
+    metrics = json.loads((tmp_path / "mnist" / "confident" / "seed0" / "metrics.json").read_text())
+    assert metrics["method"] == "confident" and set(metrics["ood"]) >= {"fmnist", "uniform"}
+    with pytest.raises(bench.BenchError, match="plain.pt is missing"):
+        bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, log=lambda *_: None)
