@@ -89,3 +89,14 @@ def test_rerun_of_finished_run_reevaluates_and_keeps_training_cost(tmp_path):
     assert second["reevaluated"] is not None and second["reevaluated"]["evaluation_s"] > 0
     assert second["timings_s"] == first["timings_s"]
     assert second["ood"] == first["ood"]          # same weights, same data: same numbers
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    """``python -m oodgen`` is the ``oodgen`` command (used where no console script is installed)."""
+    import subprocess
+    import sys
+    ok = subprocess.run([sys.executable, "-m", "oodgen", "run", "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "--profile" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "oodgen", "run", "--id", "mnist", "--profile", "smoke",
+                          "--out", str(tmp_path), "--beta", "huge", "--no-progress"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "beta" in bad.stderr
