@@ -3,7 +3,8 @@
 # seeds 0-2, with the variant options chosen by the ablation in results/ablation/: log-uniform
 # beta, half the Type I samples unclipped, for MNIST and Fashion-MNIST alike (on F-MNIST it beats
 # the paper's defaults on every OOD set at the full profile: results/ablation/fmnist-full-*).
-# Resumable: rerun to continue. IDS / SEEDS select a subset.
+# Resumable: rerun to continue. IDS / SEEDS select a subset. REEVALUATE=1 also re-scores finished
+# runs whose checkpoints are here (no retraining: new score rules, fixed evaluation code).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 variant() {
@@ -15,7 +16,9 @@ variant() {
 for id in ${IDS:-mnist fmnist mnist0-4 fmnist0-4}; do
   for seed in ${SEEDS:-0 1 2}; do
     out=results/$id/oodgen/seed$seed
-    [ -f "$out/metrics.json" ] && continue
+    if [ -f "$out/metrics.json" ]; then
+      [ "${REEVALUATE:-0}" = 1 ] && [ -f "$out/checkpoints/nplus1.pt" ] || continue
+    fi
     # shellcheck disable=SC2046
     oodgen run --id "$id" --profile full --seed "$seed" --out "$out" --no-progress $(variant "$id")
   done

@@ -1,4 +1,4 @@
-"""The ``ood-class+knn`` score: p(n+1) fused with a feature KNN distance (beyond the paper)."""
+"""The ``ood-class+knn`` and ``reject+knn`` scores: p(n+1) with a feature KNN distance (beyond the paper)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from oodgen.detectors.base import InputError
-from oodgen.detectors.fusion import FeatureKNNFusion
+from oodgen.detectors.fusion import REJECT_RULE, RULE, FeatureKNNFusion
 from oodgen.generate import NotFittedError
 from oodgen.metrics import ood_metrics
 
@@ -69,19 +69,42 @@ def test_errors(fitted):
         fus.score(_blobs(5, rng), np.zeros(4))
 
 
-def test_run_records_fused_score_and_scoring_reproduces_it(tmp_path):
+def test_reject_rule_ranks_rejected_first_then_by_distance(fitted):
+    fus, rng = fitted
+    f = _blobs(400, rng)
+    f[200:] = np.maximum(rng.normal(size=(200, 16)).astype(np.float32), 0)     # far from the bank
+    p = rng.uniform(0, 1, 400)
+    s = fus.score(f, p, REJECT_RULE)
+    rejected = p > 0.5
+    assert s[rejected].min() > s[~rejected].max()
+    # among rejected images the order is p(n+1)'s; among accepted ones the KNN distance's
+    assert np.array_equal(np.argsort(s[rejected], kind="stable"), np.argsort(p[rejected], kind="stable"))
+    dist = fus.knn_.score_outputs(features=f)
+    assert np.array_equal(np.argsort(s[~rejected], kind="stable"), np.argsort(dist[~rejected], kind="stable"))
+    # in-distribution images the classifier accepts are never pushed up by p(n+1) < 0.5
+    f_in = _blobs(300, rng)
+    s_low = fus.score(f_in, np.full(300, 0.01), REJECT_RULE)
+    s_mid = fus.score(f_in, np.full(300, 0.49), REJECT_RULE)
+    np.testing.assert_array_equal(s_low, s_mid)
+    assert not np.array_equal(fus.score(f_in, np.full(300, 0.01)), fus.score(f_in, np.full(300, 0.49)))
+    with pytest.raises(ValueError, match="fusion rule"):
+        fus.score(f_in, np.zeros(300), "max")
+
+
+@pytest.mark.parametrize("rule", [RULE, REJECT_RULE])
+def test_run_records_fused_score_and_scoring_reproduces_it(tmp_path, rule):
     from oodgen import data as D
     from oodgen.config import RunConfig, Variant
     from oodgen.run import run
     from oodgen.score import load_detector
-    cfg = RunConfig(id="mnist", profile="smoke", variant=Variant(score="ood-class+knn"))
+    cfg = RunConfig(id="mnist", profile="smoke", variant=Variant(score=rule))
     m = run(cfg, tmp_path, progress=False, log=lambda *_a: None)
-    assert m["score"] == "ood-class+knn"
-    assert set(m["ood_by_score"]) == {"ood-class", "max-in", "ood-class+knn"}
-    assert m["ood"] == m["ood_by_score"]["ood-class+knn"]
+    assert m["score"] == rule
+    assert set(m["ood_by_score"]) == {"ood-class", "max-in", "ood-class+knn", "reject+knn"}
+    assert m["ood"] == m["ood_by_score"][rule]
     assert all(np.isfinite(v["auroc"]) for v in m["ood"].values())
     det = load_detector(tmp_path)
-    assert det.score_rule == "ood-class+knn"
+    assert det.score_rule == rule
     x = D.load("uniform", "test", n=50, seed=0).images
     s = det.score(x)
     assert s.shape == (50,) and np.all(np.isfinite(s))
@@ -91,8 +114,8 @@ def test_run_records_fused_score_and_scoring_reproduces_it(tmp_path):
     # the report recomputes the run's numbers from detector.pt with the fused rule
     from oodgen.metrics import ood_metrics as om
     from oodgen.report import run_scores
-    s_in, s_out, rule = run_scores(tmp_path)
-    assert rule == "ood-class+knn"
+    s_in, s_out, used = run_scores(tmp_path)
+    assert used == rule
     for name, scores in s_out.items():
         assert om(s_in, scores)["auroc"] == pytest.approx(m["ood"][name]["auroc"], abs=1e-6)
 

@@ -17,9 +17,10 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
                    help="Type I direction: uniform in the null space, or the authors' RREF basis")
     g.add_argument("--type2-radius", choices=["surface", "shell"], default="surface",
                    help="Type II radius: on the 95%% ellipsoid (paper) or U(r,1.5r) (authors)")
-    g.add_argument("--score", choices=["paper", "ood-class", "max-in", "ood-class+knn"], default="paper",
+    g.add_argument("--score", choices=["paper", "ood-class", "max-in", "ood-class+knn", "reject+knn"], default="paper",
                    help="primary score: paper = p(n+1), but 1-max p_in for mnist0-4; ood-class+knn = "
-                        "p(n+1) fused with a feature KNN distance (beyond the paper); all are always recorded")
+                        "p(n+1) fused with a feature KNN distance, reject+knn = rejected by the n+1 class, else ranked by "
+                        "that distance (both beyond the paper); all are always recorded")
     g.add_argument("--clip-type1", choices=["clip", "none", "half"], default="clip",
                    help="clip Type I samples to [0,1] (authors' code), not at all (eq. 2), or a random half")
     g.add_argument("--sphere-radius", choices=["paper", "authors"], default="paper",

@@ -21,7 +21,7 @@ import torch
 
 from . import data as D
 from .config import RunConfig
-from .detectors.fusion import RULE as FUSED_RULE
+from .detectors.fusion import RULES as FUSION_RULES
 from .detectors.oodgen import OODGen, nplus1_scores
 from .detectors.posthoc import model_outputs
 from .metrics import METRIC_NAMES, ood_metrics, threshold_at_tpr
@@ -149,7 +149,8 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
 
     def all_scores(feats, logits):
         s = {r: nplus1_scores(logits, r) for r in ("ood-class", "max-in")}
-        s[FUSED_RULE] = fusion.score(feats, s["ood-class"])
+        for rule in FUSION_RULES:
+            s[rule] = fusion.score(feats, s["ood-class"], rule)
         return s
 
     scores_in = all_scores(feats_test, logits_test)

@@ -34,7 +34,7 @@ import torch
 
 from .data.idx import IDXError, read_idx
 from .detectors.base import InputError, check_images
-from .detectors.fusion import RULE as FUSED_RULE, FeatureKNNFusion
+from .detectors.fusion import RULES as FUSION_RULES, FeatureKNNFusion
 from .detectors.oodgen import SCORES, nplus1_scores
 from .detectors.posthoc import model_outputs
 from .models import Fig6cCNN
@@ -86,12 +86,12 @@ class ScoringDetector:
 
     def _scores_and_logits(self, x) -> tuple[np.ndarray, torch.Tensor]:
         x = check_images(x, "score input")
-        if self.score_rule != FUSED_RULE:
+        if self.score_rule not in FUSION_RULES:
             logits = predict_logits(self.classifier, x, self.batch_size)
             return nplus1_scores(logits, self.score_rule), logits
         out = model_outputs(self.classifier, x, ("features", "logits"), self.batch_size)
         logits = torch.from_numpy(out["logits"])
-        return self.fusion.score(out["features"], nplus1_scores(logits, "ood-class")), logits
+        return self.fusion.score(out["features"], nplus1_scores(logits, "ood-class"), self.score_rule), logits
 
     def score(self, x) -> np.ndarray:
         """OOD scores, float64 (N,), higher = more OOD, by the stored rule."""
@@ -178,7 +178,7 @@ def load_detector(run_dir: str | os.PathLike) -> ScoringDetector:
                                 f"{n_classes + 1} outputs ({first})") from None
     classifier.eval()
     fusion = None
-    if rule == FUSED_RULE:
+    if rule in FUSION_RULES:
         if not isinstance(blob.get("fusion"), dict):
             raise DetectorFileError(f"{path}: score rule {rule!r} needs the stored feature bank ('fusion'), "
                                     "which this file lacks - rerun `oodgen run` with this version")

@@ -13,7 +13,9 @@ Scores (higher = more OOD):
   "in-distribution max probability", sign flipped); the authors use it for MNIST 0-4;
 * ``"ood-class+knn"`` (beyond the paper): p(n+1) fused with the KNN distance in the same
   classifier's penultimate features (:mod:`oodgen.detectors.fusion`).  ``fit`` calibrates the
-  fusion on 5,000 training images; ``oodgen run`` recalibrates it on its held-out validation split.
+  fusion on 5,000 training images; ``oodgen run`` recalibrates it on its held-out validation split;
+* ``"reject+knn"`` (beyond the paper): images with p(n+1) > 0.5 first, the others ranked by that
+  KNN distance (no calibration needed).
 
 Hyper-parameters: ``latent_dim`` (8 MNIST, 10 F-MNIST), ``profile`` (training budget, see
 :mod:`oodgen.config`), ``variant`` (paper vs authors'-code choices), ``score``, ``seed``.
@@ -30,10 +32,10 @@ from ..config import PROFILES, Profile, Variant
 from ..models import CVAE, Fig6cCNN
 from ..train import OutlierPools, fit_ellipsoids, predict_logits, train_cvae, train_nplus1
 from .base import Detector
-from .fusion import RULE as FUSED_RULE, FeatureKNNFusion
+from .fusion import RULES as FUSION_RULES, FeatureKNNFusion
 from .posthoc import model_outputs
 
-SCORES = ("ood-class", "max-in", FUSED_RULE)
+SCORES = ("ood-class", "max-in") + FUSION_RULES
 N_CALIBRATION = 5000
 
 
@@ -44,7 +46,7 @@ def nplus1_scores(logits: torch.Tensor, rule: str) -> np.ndarray:
         return p[:, -1].numpy()
     if rule == "max-in":
         return (1.0 - p[:, :-1].max(dim=1).values).numpy()
-    if rule == FUSED_RULE:
+    if rule in FUSION_RULES:
         raise ValueError(f"score {rule!r} needs the classifier's features too: use OODGen.score or "
                          "oodgen.score.ScoringDetector.score")
     raise ValueError(f"unknown score {rule!r}; use one of {SCORES}")
@@ -111,7 +113,7 @@ class OODGen(Detector):
         self.n_classes_ = n_classes
         self.fusion_ = None
         self.train_features_ = None
-        if self.score_rule == FUSED_RULE:
+        if self.score_rule in FUSION_RULES:
             calib = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[:N_CALIBRATION]
             self.calibrate(x[calib], x_train=x)
 
@@ -132,9 +134,10 @@ class OODGen(Detector):
         return predict_logits(self.classifier_, check_images(x))
 
     def _score(self, x: torch.Tensor) -> np.ndarray:
-        if self.score_rule == FUSED_RULE:
+        if self.score_rule in FUSION_RULES:
             out = model_outputs(self.classifier_, x, ("features", "logits"))
-            return self.fusion_.score(out["features"], nplus1_scores(torch.from_numpy(out["logits"]), "ood-class"))
+            return self.fusion_.score(out["features"], nplus1_scores(torch.from_numpy(out["logits"]), "ood-class"),
+                                      self.score_rule)
         return nplus1_scores(predict_logits(self.classifier_, x), self.score_rule)
 
     def predict(self, x) -> np.ndarray:
