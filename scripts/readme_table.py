@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FUSED = "ood-class+knn"
+FUSED = ("ood-class+knn", "reject+knn")
 
 
 def _cell(c: dict, n: int) -> str:
@@ -30,7 +30,7 @@ def block(doc: dict) -> str:
         d = doc[setting]
         n = len(d["seeds"])
         primary = d["score"]
-        rules = [primary] + ([FUSED] if FUSED in d["ood_by_score"] and FUSED != primary else [])
+        rules = [primary] + [r for r in FUSED if r in d["ood_by_score"] and r != primary]
         out.append(f"**{label}** as in-distribution: seeds {d['seeds']}; accuracy n+1 "
                    f"{sum(d['accuracy']) / n:.2f} %, plain n-class {sum(d['accuracy_plain']) / n:.2f} %.\n")
         out.append("| OOD set | " + " | ".join(f"AUROC ↑ `{r}`" for r in rules) + " | AUROC paper | "
