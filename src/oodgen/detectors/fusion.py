@@ -83,7 +83,7 @@ class FeatureKNNFusion:
         if len(dist) != len(ood_prob):
             raise InputError(f"fusion: {len(dist)} feature rows but {len(ood_prob)} OOD-class probabilities")
         if rule == REJECT_RULE:
-            # Rejected images in (2, 3], accepted ones by distance in [0, 1).
+            # Rejected images score in (2.5, 3], accepted ones d / (1 + d) in [0, 1).
             return np.where(ood_prob > 0.5, 2.0 + ood_prob, dist / (1.0 + dist))
         a, b = _percentile(self.calib_p_, ood_prob), _percentile(self.calib_knn_, dist)
         # Percentiles move in steps of 1/n_calib; the tie-breakers stay far below one step.
