@@ -57,6 +57,9 @@ def test_state_dict_round_trip(fitted):
     f, p = _blobs(100, rng), rng.uniform(0, 1, 100)
     again = FeatureKNNFusion.from_state_dict(fus.state_dict())
     np.testing.assert_array_equal(again.score(f, p), fus.score(f, p))
+    both = fus.score_all(f, p)           # one KNN search, the same scores as one rule at a time
+    for rule in (RULE, REJECT_RULE):
+        np.testing.assert_array_equal(both[rule], fus.score(f, p, rule))
 
 
 def test_errors(fitted):

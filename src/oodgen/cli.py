@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from .config import PROFILES, RunConfig, Variant
+from .detectors.oodgen import SCORES
 
 
 def _add_variant(p: argparse.ArgumentParser) -> None:
@@ -17,7 +18,7 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
                    help="Type I direction: uniform in the null space, or the authors' RREF basis")
     g.add_argument("--type2-radius", choices=["surface", "shell"], default="surface",
                    help="Type II radius: on the 95%% ellipsoid (paper) or U(r,1.5r) (authors)")
-    g.add_argument("--score", choices=["paper", "ood-class", "max-in", "ood-class+knn", "reject+knn"], default="paper",
+    g.add_argument("--score", choices=["paper", *SCORES], default="paper",
                    help="primary score: paper = p(n+1), but 1-max p_in for mnist0-4; ood-class+knn = "
                         "p(n+1) fused with a feature KNN distance, reject+knn = rejected by the n+1 class, else ranked by "
                         "that distance (both beyond the paper); all are always recorded")

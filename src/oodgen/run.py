@@ -149,8 +149,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
 
     def all_scores(feats, logits):
         s = {r: nplus1_scores(logits, r) for r in ("ood-class", "max-in")}
-        for rule in FUSION_RULES:
-            s[rule] = fusion.score(feats, s["ood-class"], rule)
+        s.update(fusion.score_all(feats, s["ood-class"], FUSION_RULES))   # one KNN search for both
         return s
 
     scores_in = all_scores(feats_test, logits_test)

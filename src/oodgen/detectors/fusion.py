@@ -74,14 +74,22 @@ class FeatureKNNFusion:
 
     def score(self, features: np.ndarray, ood_prob: np.ndarray, rule: str = RULE) -> np.ndarray:
         """Fused scores (higher = more OOD) by ``rule``: ``"ood-class+knn"`` or ``"reject+knn"``."""
-        if rule not in RULES:
-            raise ValueError(f"unknown fusion rule {rule!r}; use one of {RULES}")
+        return self.score_all(features, ood_prob, (rule,))[rule]
+
+    def score_all(self, features: np.ndarray, ood_prob: np.ndarray, rules=RULES) -> dict[str, np.ndarray]:
+        """Scores by each of ``rules``, from one KNN search (the expensive part)."""
+        for rule in rules:
+            if rule not in RULES:
+                raise ValueError(f"unknown fusion rule {rule!r}; use one of {RULES}")
         if not hasattr(self, "knn_"):
             raise NotFittedError("FeatureKNNFusion is not fitted: call fit(...) first")
         ood_prob = np.asarray(ood_prob, dtype=np.float64).reshape(-1)
         dist = self.knn_.score_outputs(features=features)
         if len(dist) != len(ood_prob):
             raise InputError(f"fusion: {len(dist)} feature rows but {len(ood_prob)} OOD-class probabilities")
+        return {rule: self._combine(dist, ood_prob, rule) for rule in rules}
+
+    def _combine(self, dist: np.ndarray, ood_prob: np.ndarray, rule: str) -> np.ndarray:
         if rule == REJECT_RULE:
             # Rejected images score in (2.5, 3], accepted ones d / (1 + d) in [0, 1).
             return np.where(ood_prob > 0.5, 2.0 + ood_prob, dist / (1.0 + dist))

@@ -118,7 +118,7 @@ class OODGen(Detector):
             self.calibrate(x[calib], x_train=x)
 
     def calibrate(self, x_calib, x_train=None) -> "OODGen":
-        """Fit the ``ood-class+knn`` fusion: memory bank = features of ``x_train`` (computed once and
+        """Fit the fusion behind ``ood-class+knn`` and ``reject+knn``: memory bank = features of ``x_train`` (computed once and
         kept), percentiles from the in-distribution images ``x_calib`` (ideally held out)."""
         if self.train_features_ is None:
             if x_train is None:
