@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FUSED = ("ood-class+knn", "reject+knn")
+FUSED = ("ood-class+knn", "reject+knn", "reject+fisher")
 
 
 def _cell(c: dict, n: int) -> str:

@@ -1,6 +1,6 @@
 """Summarise committed runs of our method: mean ± std over seeds of every metric, beside the
 paper's Table 1 "Ours" numbers (from src/oodgen/paper_tables.json), for the run's primary
-score and, where every run of a setting recorded them, for the ``ood-class+knn`` and ``reject+knn``
+score and, where every run of a setting recorded them, for the ``ood-class+knn``, ``reject+knn`` and ``reject+fisher``
 scores (beyond the paper).
 
     python scripts/summarize_results.py [--results results] [--out results/summary_oodgen.md]
@@ -47,7 +47,7 @@ def main() -> None:
                      f"(paper: {pacc.get('oodgen')} / {pacc.get('plain')})\n")
         doc[setting] = {"seeds": seeds, "accuracy": acc.tolist(), "accuracy_plain": acc_plain.tolist(),
                         "score": runs[0]["score"], "ood": {}, "ood_by_score": {}}
-        scores = [runs[0]["score"]] + [r for r in ("ood-class+knn", "reject+knn")
+        scores = [runs[0]["score"]] + [r for r in ("ood-class+knn", "reject+knn", "reject+fisher")
                                        if r != runs[0]["score"] and all(r in x.get("ood_by_score", {}) for x in runs)]
         for rule in scores:
             lines.append(f"Score `{rule}`:\n")

@@ -68,11 +68,13 @@ def test_bench_smoke_end_to_end(tmp_path):
     ours = rows["fmnist"]["auroc"]["oodgen"]
     assert ours["n"] == 1 and ours["std"] is None and ours["paper"] == 100.0 and 0 <= ours["mean"] <= 100
     assert rows["fmnist"]["auroc"]["confident"] == {"mean": None, "std": None, "n": 0, "seeds": [], "paper": 98.5}
-    # no paper value for KMNIST; "oodgen+knn" / "oodgen+reject" are the same run scored by the fused rules
-    assert rows["kmnist"]["auroc"].keys() == {"oodgen", "oodgen+knn", "oodgen+reject", "mahalanobis"}
+    # no paper value for KMNIST; "oodgen+knn" / "oodgen+reject" / "oodgen+fisher" are the same run scored by
+    # the fused rules
+    assert rows["kmnist"]["auroc"].keys() == {"oodgen", "oodgen+knn", "oodgen+reject", "oodgen+fisher", "mahalanobis"}
     run0 = json.loads((tmp_path / "mnist" / "oodgen" / "seed0" / "metrics.json").read_text())
     assert rows["kmnist"]["auroc"]["oodgen+knn"]["mean"] == run0["ood_by_score"]["ood-class+knn"]["kmnist"]["auroc"]
     assert rows["kmnist"]["auroc"]["oodgen+reject"]["mean"] == run0["ood_by_score"]["reject+knn"]["kmnist"]["auroc"]
+    assert rows["kmnist"]["auroc"]["oodgen+fisher"]["mean"] == run0["ood_by_score"]["reject+fisher"]["kmnist"]["auroc"]
     dev = json.loads((tmp_path / "tables" / "deviations.json").read_text())
     assert all(abs(c["ours"] - c["paper"]) > 5 for c in dev["cells"])
     expected = sum(1 for m, c in rows["fmnist"]["auroc"].items()
@@ -80,14 +82,14 @@ def test_bench_smoke_end_to_end(tmp_path):
     assert expected == sum(1 for c in dev["cells"] if c["table"] == "table1" and c["setting"] == "mnist"
                            and c["ood"] == "fmnist")
     summary = json.loads((tmp_path / "tables" / "summary.json").read_text())["settings"]["mnist"]
-    assert {"oodgen", "oodgen+knn", "oodgen+reject", "mahalanobis", "msp"} <= set(summary)
+    assert {"oodgen", "oodgen+knn", "oodgen+reject", "oodgen+fisher", "mahalanobis", "msp"} <= set(summary)
     assert summary["msp"]["mean_auroc"] == pytest.approx(
         np.mean([c["auroc"] for c in json.loads((tmp_path / "mnist" / "msp" / "seed0" / "metrics.json").read_text())["ood"].values()]))
     with open(tmp_path / "tables" / "table1.csv") as fh:
         lines = list(csv.DictReader(fh))
-    # 5 metrics x: 6 run paper sets x (4 paper methods + our 2 fused rules), EMNIST-letters (paper
-    # values only) x 4, KMNIST (no paper value) x our 4 columns
-    assert len(lines) == 5 * (6 * 6 + 4 + 4)
+    # 5 metrics x: 6 run paper sets x (4 paper methods + our 3 fused rules), EMNIST-letters (paper
+    # values only) x 4, KMNIST (no paper value) x the 5 columns that ran
+    assert len(lines) == 5 * (6 * 7 + 4 + 5)
     with open(tmp_path / "tables" / "table2.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 7 * 5 * 3 + 5 * 1
 

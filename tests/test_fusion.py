@@ -1,4 +1,5 @@
-"""The ``ood-class+knn`` and ``reject+knn`` scores: p(n+1) with a feature KNN distance (beyond the paper)."""
+"""The fused scores (beyond the paper): ``ood-class+knn`` and ``reject+knn`` (p(n+1) with a feature
+KNN distance) and ``reject+fisher`` (with the CVAE statistics too)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from oodgen.detectors.base import InputError
-from oodgen.detectors.fusion import REJECT_RULE, RULE, FeatureKNNFusion
+from oodgen.detectors.fusion import FISHER_RULE, REJECT_RULE, RULE, RULES, FeatureKNNFusion
 from oodgen.generate import NotFittedError
 from oodgen.metrics import ood_metrics
 
@@ -57,7 +58,7 @@ def test_state_dict_round_trip(fitted):
     f, p = _blobs(100, rng), rng.uniform(0, 1, 100)
     again = FeatureKNNFusion.from_state_dict(fus.state_dict())
     np.testing.assert_array_equal(again.score(f, p), fus.score(f, p))
-    both = fus.score_all(f, p)           # one KNN search, the same scores as one rule at a time
+    both = fus.score_all(f, p, (RULE, REJECT_RULE))   # one KNN search, the same scores as one rule at a time
     for rule in (RULE, REJECT_RULE):
         np.testing.assert_array_equal(both[rule], fus.score(f, p, rule))
 
@@ -94,7 +95,82 @@ def test_reject_rule_ranks_rejected_first_then_by_distance(fitted):
         fus.score(f_in, np.zeros(300), "max")
 
 
-@pytest.mark.parametrize("rule", [RULE, REJECT_RULE])
+def _stats(n, rng, nll_shift=0.0, cx_shift=0.0, pix_shift=0.0):
+    return {"nll": rng.normal(100.0 + nll_shift, 5.0, n), "nll-complexity": rng.normal(-50.0 + cx_shift, 5.0, n),
+            "pixel-knn": rng.normal(0.5 + pix_shift, 0.05, n)}
+
+
+@pytest.fixture
+def fitted_stats():
+    rng = np.random.default_rng(1)
+    train, calib = _blobs(2000, rng), _blobs(400, rng)
+    fus = FeatureKNNFusion(k=10).fit(train, calib, rng.uniform(0, 0.1, 400), _stats(400, rng))
+    return fus, rng
+
+
+def test_fisher_rule_flags_what_any_statistic_flags(fitted_stats):
+    fus, rng = fitted_stats
+    n = 400
+    f_in, p_in = _blobs(n, rng), rng.uniform(0, 0.1, n)
+    s_in = fus.score(f_in, p_in, FISHER_RULE, _stats(n, rng))
+    f_far = np.maximum(rng.normal(size=(n, 16)).astype(np.float32), 0)
+    f_far[:, 1] += 5.0
+    kinds = {"features far": (f_far, _stats(n, rng)),
+             "high nll": (_blobs(n, rng), _stats(n, rng, nll_shift=40.0)),
+             "high nll-complexity": (_blobs(n, rng), _stats(n, rng, cx_shift=40.0)),
+             "high pixel-knn": (_blobs(n, rng), _stats(n, rng, pix_shift=0.4))}
+    for kind, (f, st) in kinds.items():
+        # (one saturated p-value of 1/401 against the sum of four: not quite 100)
+        assert auroc(s_in, fus.score(f, rng.uniform(0, 0.1, n), FISHER_RULE, st)) > 97.0, kind
+    # a set that no statistic separates is not separated either
+    assert abs(auroc(s_in, fus.score(_blobs(n, rng), rng.uniform(0, 0.1, n), FISHER_RULE, _stats(n, rng))) - 50) < 8
+
+
+def test_fisher_rule_rejects_first_and_is_monotone(fitted_stats):
+    fus, rng = fitted_stats
+    f, st = _blobs(300, rng), _stats(300, rng)
+    p = rng.uniform(0, 1, 300)
+    s = fus.score(f, p, FISHER_RULE, st)
+    rejected = p > 0.5
+    assert s[rejected].min() > s[~rejected].max()
+    low = np.full(300, 0.01)
+    base = fus.score(f, low, FISHER_RULE, st)
+    np.testing.assert_array_equal(base, fus.score(f, np.full(300, 0.49), FISHER_RULE, st))
+    for name in ("nll", "nll-complexity", "pixel-knn"):
+        up = {**st, name: st[name] + 10.0}
+        assert np.all(fus.score(f, low, FISHER_RULE, up) >= base)
+    assert np.all(fus.score(f * 0.0, low, FISHER_RULE, st) >= base)
+    # conformal p-values: an image above every calibration value of all three gets the largest score
+    top = fus.score(f[:1] * 0.0, low[:1], FISHER_RULE, {k: np.array([1e6]) for k in st})
+    assert top[0] >= s[~rejected].max()
+    n_cal = len(fus.calib_knn_)
+    f_max = 4 * np.log(n_cal + 1.0)
+    assert top[0] == pytest.approx(f_max / (1 + f_max))
+
+
+def test_fisher_rule_state_and_errors(fitted_stats, fitted):
+    fus, rng = fitted_stats
+    f, p, st = _blobs(50, rng), rng.uniform(0, 1, 50), _stats(50, rng)
+    again = FeatureKNNFusion.from_state_dict(fus.state_dict())
+    all_rules = again.score_all(f, p, RULES, st)
+    for rule in RULES:
+        np.testing.assert_array_equal(all_rules[rule], fus.score(f, p, rule, st))
+    with pytest.raises(InputError, match="image statistics"):
+        fus.score(f, p, FISHER_RULE)
+    with pytest.raises(InputError, match="nll-complexity"):
+        fus.score(f, p, FISHER_RULE, {"nll": st["nll"]})
+    with pytest.raises(InputError, match="50 scored images but 49"):
+        fus.score(f, p, FISHER_RULE, {**st, "nll": st["nll"][:49]})
+    with pytest.raises(InputError, match="non-finite"):
+        fus.score(f, p, FISHER_RULE, {**st, "nll": np.full(50, np.nan)})
+    plain, _ = fitted                     # fitted without statistics: the other rules still work
+    with pytest.raises(NotFittedError, match="calibration statistics"):
+        plain.score(f, p, FISHER_RULE, st)
+    assert "calib_stats" not in plain.state_dict()
+    assert FeatureKNNFusion.from_state_dict(plain.state_dict()).calib_stats_ is None
+
+
+@pytest.mark.parametrize("rule", [RULE, REJECT_RULE, FISHER_RULE])
 def test_run_records_fused_score_and_scoring_reproduces_it(tmp_path, rule):
     from oodgen import data as D
     from oodgen.config import RunConfig, Variant
@@ -103,7 +179,7 @@ def test_run_records_fused_score_and_scoring_reproduces_it(tmp_path, rule):
     cfg = RunConfig(id="mnist", profile="smoke", variant=Variant(score=rule))
     m = run(cfg, tmp_path, progress=False, log=lambda *_a: None)
     assert m["score"] == rule
-    assert set(m["ood_by_score"]) == {"ood-class", "max-in", "ood-class+knn", "reject+knn"}
+    assert set(m["ood_by_score"]) == {"ood-class", "max-in", "ood-class+knn", "reject+knn", "reject+fisher"}
     assert m["ood"] == m["ood_by_score"][rule]
     assert all(np.isfinite(v["auroc"]) for v in m["ood"].values())
     det = load_detector(tmp_path)
@@ -123,11 +199,12 @@ def test_run_records_fused_score_and_scoring_reproduces_it(tmp_path, rule):
         assert om(s_in, scores)["auroc"] == pytest.approx(m["ood"][name]["auroc"], abs=1e-6)
 
 
-def test_oodgen_estimator_fused_rule():
+@pytest.mark.parametrize("rule", [RULE, FISHER_RULE])
+def test_oodgen_estimator_fused_rule(rule):
     from oodgen.data import load
     from oodgen.detectors import OODGen
     tr = load("mnist", "train", n=400)
-    det = OODGen(profile="smoke", score="ood-class+knn").fit(tr.images, tr.labels)
+    det = OODGen(profile="smoke", score=rule).fit(tr.images, tr.labels)
     s = det.score(load("uniform", "test", n=30, seed=1).images)
     assert s.shape == (30,) and np.all(np.isfinite(s))
     with pytest.raises(ValueError, match="features"):

@@ -77,7 +77,7 @@ def test_load_detector_matches_run(run_dir, det):
     assert det.n_classes == 10
     assert det.score_rule == metrics["score"] == "ood-class"
     assert det.threshold == pytest.approx(metrics["threshold_95tpr"], abs=0)
-    assert set(det.thresholds) == {"ood-class", "max-in", "ood-class+knn", "reject+knn"}
+    assert set(det.thresholds) == {"ood-class", "max-in", "ood-class+knn", "reject+knn", "reject+fisher"}
 
 
 def test_score_predict_decide(det, mnist_test):

@@ -60,11 +60,12 @@ METHODS = ("oodgen", "confident") + TUNED_METHODS + ("msp",) + MC_METHODS + ("en
 DEFAULT_METHODS = tuple(m for m in METHODS if not m.endswith("-fair"))
 TABLES = {
     "table1": ("Table 1: Ours / Confident classifier / ODIN / Mahalanobis",
-               ("oodgen", "oodgen+knn", "oodgen+reject", "confident", "odin", "mahalanobis", "odin-fair", "mahalanobis-fair")),
+               ("oodgen", "oodgen+knn", "oodgen+reject", "oodgen+fisher", "confident", "odin", "mahalanobis", "odin-fair", "mahalanobis-fair")),
     "table2": ("Table 2: max-softmax / MC-dropout / mutual information", ("msp", "mc-dropout", "mutual-info")),
     "extra": ("Extra baselines (not in the paper)", ("energy", "max-logit", "knn", "vim")),
 }
-DISPLAY = {"oodgen": "Ours", "oodgen+knn": "Ours+KNN", "oodgen+reject": "Ours reject+KNN", "confident": "Confident", "odin": "ODIN", "mahalanobis": "MD",
+DISPLAY = {"oodgen": "Ours", "oodgen+knn": "Ours+KNN", "oodgen+reject": "Ours reject+KNN", "oodgen+fisher": "Ours reject+Fisher",
+           "confident": "Confident", "odin": "ODIN", "mahalanobis": "MD",
            "odin-fair": "ODIN (fair)", "mahalanobis-fair": "MD (fair)", "msp": "Softmax",
            "mc-dropout": "MC-Dropout", "mutual-info": "Mutual-Info", "energy": "Energy",
            "max-logit": "MaxLogit", "knn": "KNN", "vim": "ViM"}
@@ -416,7 +417,8 @@ def _stats(values: list[float]) -> dict:
 
 
 #: Table columns computed from another method's runs: (source method, its score rule).
-DERIVED = {"oodgen+knn": ("oodgen", "ood-class+knn"), "oodgen+reject": ("oodgen", "reject+knn")}
+DERIVED = {"oodgen+knn": ("oodgen", "ood-class+knn"), "oodgen+reject": ("oodgen", "reject+knn"),
+           "oodgen+fisher": ("oodgen", "reject+fisher")}
 
 
 def _load_metrics(out: Path, setting: str, method: str, seeds) -> list[dict]:

@@ -21,7 +21,9 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
     g.add_argument("--score", choices=["paper", *SCORES], default="paper",
                    help="primary score: paper = p(n+1), but 1-max p_in for mnist0-4; ood-class+knn = "
                         "p(n+1) fused with a feature KNN distance, reject+knn = rejected by the n+1 class, else ranked by "
-                        "that distance (both beyond the paper); all are always recorded")
+                        "that distance, reject+fisher = rejected by the n+1 class, else ranked by Fisher's combination of "
+                        "that distance, the CVAE likelihood, the likelihood minus zlib length and a pixel KNN distance "
+                        "(all three beyond the paper); all are always recorded")
     g.add_argument("--clip-type1", choices=["clip", "none", "half"], default="clip",
                    help="clip Type I samples to [0,1] (authors' code), not at all (eq. 2), or a random half")
     g.add_argument("--sphere-radius", choices=["paper", "authors"], default="paper",

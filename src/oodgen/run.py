@@ -137,22 +137,24 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
 
     def outputs(images):
         o = model_outputs(clf, images, ("features", "logits"), prof.eval_batch)
-        return o["features"], torch.from_numpy(o["logits"])
+        logits = torch.from_numpy(o["logits"])
+        return o["features"], logits, detector.image_stats(images, logits)
 
-    feats_test, logits_test = outputs(xt)
-    feats_val, logits_val = outputs(xv)
+    # Beyond the paper: p(n+1) fused with a KNN distance in the same classifier's features (and,
+    # for reject+fisher, with the image statistics), calibrated on the validation split (no OOD
+    # data); see oodgen.detectors.fusion.  Calibrating also builds the pixel bank outputs() uses.
+    fusion = detector.calibrate(xv, x_train=x).fusion_
+    feats_test, logits_test, stats_test = outputs(xt)
+    feats_val, logits_val, stats_val = outputs(xv)
     acc_nplus1 = float((logits_test[:, :-1].argmax(1) == yt).double().mean() * 100)
     acc_plain = float((predict_logits(plain, xt, prof.eval_batch).argmax(1) == yt).double().mean() * 100)
-    # Beyond the paper: p(n+1) fused with a KNN distance in the same classifier's features,
-    # calibrated on the validation split (no OOD data); see oodgen.detectors.fusion.
-    fusion = detector.calibrate(xv, x_train=x).fusion_
 
-    def all_scores(feats, logits):
+    def all_scores(feats, logits, stats):
         s = {r: nplus1_scores(logits, r) for r in ("ood-class", "max-in")}
-        s.update(fusion.score_all(feats, s["ood-class"], FUSION_RULES))   # one KNN search for both
+        s.update(fusion.score_all(feats, s["ood-class"], FUSION_RULES, stats))   # one KNN search for all
         return s
 
-    scores_in = all_scores(feats_test, logits_test)
+    scores_in = all_scores(feats_test, logits_test, stats_test)
     by_score: dict[str, dict] = {r: {} for r in scores_in}
     sizes = {}
     for name in ood_names:
@@ -163,7 +165,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
             by_score[rule][name] = ood_metrics(scores_in[rule], scores_ood[rule])
     timings["evaluation"] = time.perf_counter() - t0
     primary = cfg.score_rule
-    thresholds = {r: threshold_at_tpr(s, 0.95) for r, s in all_scores(feats_val, logits_val).items()}
+    thresholds = {r: threshold_at_tpr(s, 0.95) for r, s in all_scores(feats_val, logits_val, stats_val).items()}
 
     atomic_torch_save({
         "format": "oodgen-detector/1",
@@ -174,6 +176,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
         "score": primary,
         "thresholds": thresholds,
         "fusion": fusion.state_dict(),
+        "pixel_bank": detector.pixel_bank_.state_dict(),
         "threshold_rule": "95% TPR on the in-distribution validation split",
         "environment": environment(),
     }, out / "detector.pt")

@@ -34,10 +34,11 @@ import torch
 
 from .data.idx import IDXError, read_idx
 from .detectors.base import InputError, check_images
-from .detectors.fusion import RULES as FUSION_RULES, FeatureKNNFusion
+from .detectors.fusion import NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion
+from .detectors.image_stats import PixelBank, image_stats
 from .detectors.oodgen import SCORES, nplus1_scores
 from .detectors.posthoc import model_outputs
-from .models import Fig6cCNN
+from .models import CVAE, Fig6cCNN
 from .train import predict_logits
 
 DETECTOR_FORMAT = "oodgen-detector/1"
@@ -73,6 +74,8 @@ class ScoringDetector:
     path: Path | None = None
     batch_size: int = 1000
     fusion: FeatureKNNFusion | None = None
+    cvae: CVAE | None = None
+    pixel_bank: PixelBank | None = None
 
     @property
     def threshold(self) -> float:
@@ -91,7 +94,10 @@ class ScoringDetector:
             return nplus1_scores(logits, self.score_rule), logits
         out = model_outputs(self.classifier, x, ("features", "logits"), self.batch_size)
         logits = torch.from_numpy(out["logits"])
-        return self.fusion.score(out["features"], nplus1_scores(logits, "ood-class"), self.score_rule), logits
+        stats = None
+        if self.score_rule in NEEDS_STATS:
+            stats = image_stats(self.cvae, self.pixel_bank, x, logits[:, :self.n_classes].argmax(1), self.batch_size)
+        return self.fusion.score(out["features"], nplus1_scores(logits, "ood-class"), self.score_rule, stats), logits
 
     def score(self, x) -> np.ndarray:
         """OOD scores, float64 (N,), higher = more OOD, by the stored rule."""
@@ -186,10 +192,36 @@ def load_detector(run_dir: str | os.PathLike) -> ScoringDetector:
             fusion = FeatureKNNFusion.from_state_dict(blob["fusion"])
         except (KeyError, AttributeError, TypeError, ValueError) as exc:
             raise DetectorFileError(f"{path}: damaged feature bank ({exc})") from None
-    return ScoringDetector(fusion=fusion, classifier=classifier, n_classes=n_classes, score_rule=rule,
+    cvae = pixel_bank = None
+    if rule in NEEDS_STATS:
+        cvae = _load_cvae(path, blob, n_classes, rule, fusion)
+        try:
+            pixel_bank = PixelBank.from_state_dict(blob["pixel_bank"])
+        except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as exc:
+            raise DetectorFileError(f"{path}: score rule {rule!r} needs the stored pixel bank, which is missing "
+                                    f"or damaged ({type(exc).__name__}: {exc}) - rerun `oodgen run`") from None
+    return ScoringDetector(fusion=fusion, cvae=cvae, pixel_bank=pixel_bank, classifier=classifier, n_classes=n_classes, score_rule=rule,
                            thresholds={k: float(v) for k, v in thresholds.items()},
                            config=blob.get("config", {}), environment=blob.get("environment", {}),
                            path=path)
+
+
+def _load_cvae(path: Path, blob: dict, n_classes: int, rule: str, fusion: FeatureKNNFusion) -> CVAE:
+    """The CVAE that rule ``rule`` needs, from ``blob["cvae"]`` (latent size from its weights)."""
+    state = blob.get("cvae")
+    if not isinstance(state, dict) or "encoder.mu.weight" not in state:
+        raise DetectorFileError(f"{path}: score rule {rule!r} needs the stored CVAE ('cvae'), which this file "
+                                "lacks - rerun `oodgen run`")
+    if fusion.calib_stats_ is None:
+        raise DetectorFileError(f"{path}: score rule {rule!r} needs calibration statistics that this file's "
+                                "feature bank lacks - rerun `oodgen run` with this version")
+    cvae = CVAE(n_classes, int(state["encoder.mu.weight"].shape[0]))
+    try:
+        cvae.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise DetectorFileError(f"{path}: CVAE weights do not fit {n_classes} classes ({first})") from None
+    return cvae.eval()
 
 
 # ----------------------------------------------------------------------------- inputs

@@ -15,7 +15,11 @@ Scores (higher = more OOD):
   classifier's penultimate features (:mod:`oodgen.detectors.fusion`).  ``fit`` calibrates the
   fusion on 5,000 training images; ``oodgen run`` recalibrates it on its held-out validation split;
 * ``"reject+knn"`` (beyond the paper): images with p(n+1) > 0.5 first, the others ranked by that
-  KNN distance (no calibration needed).
+  KNN distance (no calibration needed);
+* ``"reject+fisher"`` (beyond the paper): images with p(n+1) > 0.5 first, the others ranked by
+  Fisher's combination of the in-distribution p-values of that KNN distance and of three image
+  statistics (the CVAE's likelihood, that likelihood against zlib's code length, a pixel-space
+  KNN distance; :mod:`oodgen.detectors.image_stats`).  Calibrated like ``ood-class+knn``.
 
 Hyper-parameters: ``latent_dim`` (8 MNIST, 10 F-MNIST), ``profile`` (training budget, see
 :mod:`oodgen.config`), ``variant`` (paper vs authors'-code choices), ``score``, ``seed``.
@@ -32,7 +36,8 @@ from ..config import PROFILES, Profile, Variant
 from ..models import CVAE, Fig6cCNN
 from ..train import OutlierPools, fit_ellipsoids, predict_logits, train_cvae, train_nplus1
 from .base import Detector
-from .fusion import RULES as FUSION_RULES, FeatureKNNFusion
+from .fusion import NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion
+from .image_stats import PixelBank, image_stats
 from .posthoc import model_outputs
 
 SCORES = ("ood-class", "max-in") + FUSION_RULES
@@ -113,21 +118,30 @@ class OODGen(Detector):
         self.n_classes_ = n_classes
         self.fusion_ = None
         self.train_features_ = None
+        self.pixel_bank_ = None
         if self.score_rule in FUSION_RULES:
             calib = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[:N_CALIBRATION]
             self.calibrate(x[calib], x_train=x)
 
     def calibrate(self, x_calib, x_train=None) -> "OODGen":
-        """Fit the fusion behind ``ood-class+knn`` and ``reject+knn``: memory bank = features of ``x_train`` (computed once and
-        kept), percentiles from the in-distribution images ``x_calib`` (ideally held out)."""
+        """Fit the fusion behind the ``*+knn`` and ``reject+fisher`` rules: memory bank = features of
+        ``x_train`` (computed once and kept), percentiles from the in-distribution images ``x_calib``
+        (ideally held out)."""
         if self.train_features_ is None:
             if x_train is None:
                 raise ValueError("OODGen.calibrate: pass x_train the first time (the KNN memory bank)")
             self.train_features_ = model_outputs(self.classifier_, x_train, ("features",))["features"]
+            self.pixel_bank_ = PixelBank.from_training_set(x_train, self.seed)
         out = model_outputs(self.classifier_, x_calib, ("features", "logits"))
-        p_ood = nplus1_scores(torch.from_numpy(out["logits"]), "ood-class")
-        self.fusion_ = FeatureKNNFusion().fit(self.train_features_, out["features"], p_ood)
+        logits = torch.from_numpy(out["logits"])
+        p_ood = nplus1_scores(logits, "ood-class")
+        stats = self.image_stats(x_calib, logits)
+        self.fusion_ = FeatureKNNFusion().fit(self.train_features_, out["features"], p_ood, stats)
         return self
+
+    def image_stats(self, x, logits: torch.Tensor) -> dict[str, np.ndarray]:
+        """The image statistics of ``x`` given their n+1 ``logits`` (class = argmax of the first n)."""
+        return image_stats(self.cvae_, self.pixel_bank_, torch.as_tensor(x), logits[:, :-1].argmax(1))
 
     def logits(self, x) -> torch.Tensor:
         from .base import check_images
@@ -136,8 +150,9 @@ class OODGen(Detector):
     def _score(self, x: torch.Tensor) -> np.ndarray:
         if self.score_rule in FUSION_RULES:
             out = model_outputs(self.classifier_, x, ("features", "logits"))
-            return self.fusion_.score(out["features"], nplus1_scores(torch.from_numpy(out["logits"]), "ood-class"),
-                                      self.score_rule)
+            logits = torch.from_numpy(out["logits"])
+            stats = self.image_stats(x, logits) if self.score_rule in NEEDS_STATS else None
+            return self.fusion_.score(out["features"], nplus1_scores(logits, "ood-class"), self.score_rule, stats)
         return nplus1_scores(predict_logits(self.classifier_, x), self.score_rule)
 
     def predict(self, x) -> np.ndarray:
