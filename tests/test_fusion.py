@@ -181,6 +181,8 @@ def test_run_records_fused_score_and_scoring_reproduces_it(tmp_path, rule):
     assert m["score"] == rule
     assert set(m["ood_by_score"]) == {"ood-class", "max-in", "ood-class+knn", "reject+knn", "reject+fisher"}
     assert m["ood"] == m["ood_by_score"][rule]
+    assert set(m["fisher_components"]) == {"feature-knn", "nll", "nll-complexity", "pixel-knn"}
+    assert set(m["fisher_components"]["pixel-knn"]) == set(m["ood"])
     assert all(np.isfinite(v["auroc"]) for v in m["ood"].values())
     det = load_detector(tmp_path)
     assert det.score_rule == rule

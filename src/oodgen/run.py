@@ -154,15 +154,25 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
         s.update(fusion.score_all(feats, s["ood-class"], FUSION_RULES, stats))   # one KNN search for all
         return s
 
+    def components(feats, stats):
+        # each statistic that reject+fisher combines, alone (higher = more OOD), for the record
+        return {"feature-knn": fusion.knn_.score_outputs(features=feats), **stats}
+
     scores_in = all_scores(feats_test, logits_test, stats_test)
+    comp_in = components(feats_test, stats_test)
     by_score: dict[str, dict] = {r: {} for r in scores_in}
+    by_component: dict[str, dict] = {c: {} for c in comp_in}
     sizes = {}
     for name in ood_names:
         ood = D.load(name, "test", data_dir, n=prof.n_eval, seed=cfg.seed, sphere_radius=radius)
         sizes[name] = len(ood)
-        scores_ood = all_scores(*outputs(torch.from_numpy(ood.images)))
+        feats_o, logits_o, stats_o = outputs(torch.from_numpy(ood.images))
+        scores_ood = all_scores(feats_o, logits_o, stats_o)
         for rule in by_score:
             by_score[rule][name] = ood_metrics(scores_in[rule], scores_ood[rule])
+        comp_o = components(feats_o, stats_o)
+        for c in by_component:
+            by_component[c][name] = ood_metrics(comp_in[c], comp_o[c])
     timings["evaluation"] = time.perf_counter() - t0
     primary = cfg.score_rule
     thresholds = {r: threshold_at_tpr(s, 0.95) for r, s in all_scores(feats_val, logits_val, stats_val).items()}
@@ -201,6 +211,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
         "accuracy_plain": acc_plain,
         "ood": by_score[primary],
         "ood_by_score": by_score,
+        "fisher_components": by_component,
         "n_test_in": len(xt),
         "n_ood": sizes,
         "sphere_radius": radius,
