@@ -199,6 +199,15 @@ def test_run_records_fused_score_and_scoring_reproduces_it(tmp_path, rule):
     assert used == rule
     for name, scores in s_out.items():
         assert om(s_in, scores)["auroc"] == pytest.approx(m["ood"][name]["auroc"], abs=1e-6)
+    if rule == FISHER_RULE:
+        # a detector file without the parts the rule needs is refused with a clear message
+        from oodgen.score import DetectorFileError
+        blob = torch.load(tmp_path / "detector.pt", map_location="cpu", weights_only=False)
+        for key, message in (("pixel_bank", "pixel bank"), ("cvae", "stored CVAE")):
+            damaged = {k: v for k, v in blob.items() if k != key}
+            torch.save(damaged, tmp_path / "damaged.pt")
+            with pytest.raises(DetectorFileError, match=message):
+                load_detector(tmp_path / "damaged.pt")
 
 
 @pytest.mark.parametrize("rule", [RULE, FISHER_RULE])
