@@ -8,6 +8,7 @@ the file, never a traceback from inside numpy.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -50,7 +51,7 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
         raise IDXError(f"{name}: truncated header ({len(raw)} bytes, need {header_len})")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     dtype = _TYPE_CODES[type_code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize        # Python ints: no int64 wrap-around
     got = len(raw) - header_len
     if got != expected:
         kind = "truncated" if got < expected else "has trailing bytes"
@@ -58,7 +59,10 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
             f"{name}: file {kind}: header says shape {dims} ({expected} payload bytes), "
             f"found {got}"
         )
-    arr = np.frombuffer(raw, dtype, offset=header_len).reshape(dims)
+    try:
+        arr = np.frombuffer(raw, dtype, offset=header_len).reshape(dims)
+    except ValueError as exc:   # e.g. an empty array whose other dimensions exceed numpy's limits
+        raise IDXError(f"{name}: header shape {dims} cannot be represented ({exc})") from None
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
 
