@@ -286,6 +286,27 @@ def test_cli_csv_and_json(tmp_path, run_dir, det, mnist_test, capsys):
     assert [r["score"] for r in doc["results"]] == [float(r["score"]) for r in rows]
 
 
+def test_other_rule_of_the_same_run(tmp_path, run_dir, det, capsys):
+    """Any rule of the run, with its own stored threshold, from Python and from the CLI."""
+    x = load("notmnist", "test", n=6).images
+    for rule in ("max-in", "reject+knn", "reject+fisher"):
+        other = load_detector(run_dir, rule)
+        assert other.score_rule == rule and other.threshold == det.thresholds[rule]
+        s = other.score(x)
+        assert s.shape == (6,) and np.all(np.isfinite(s))
+        assert not np.array_equal(s, det.score(x))
+    np.testing.assert_array_equal(load_detector(run_dir, "ood-class").score(x), det.score(x))
+    with pytest.raises(ValueError, match="unknown score rule"):
+        load_detector(run_dir, "fisher")
+    npy = tmp_path / "x.npy"
+    np.save(npy, x)
+    assert cli(["score", str(run_dir), str(npy), "--score", "reject+fisher", "--out", str(tmp_path / "f.json"), "-q"]) == 0
+    doc = json.loads((tmp_path / "f.json").read_text())
+    assert doc["score_rule"] == "reject+fisher"
+    np.testing.assert_allclose([r["score"] for r in doc["results"]], load_detector(run_dir, "reject+fisher").score(x))
+    assert "score reject+fisher" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--out", "x.txt"], "unknown extension '.txt'"),
     (["--threshold", "nan"], "threshold must be a finite number"),

@@ -138,8 +138,11 @@ def _detector_file(run_dir: str | os.PathLike) -> Path:
     return p
 
 
-def load_detector(run_dir: str | os.PathLike) -> ScoringDetector:
+def load_detector(run_dir: str | os.PathLike, rule: str | None = None) -> ScoringDetector:
     """Load the detector written by :func:`oodgen.run.run` into ``run_dir`` (or a detector.pt path).
+
+    ``rule`` scores with another of the run's score rules than the one it reports (every rule's
+    95 %-TPR threshold is stored); default: the run's own.
 
     The file is read with ``torch.load(weights_only=True)``: only tensors and plain Python
     values are unpickled, never arbitrary objects.
@@ -168,7 +171,11 @@ def load_detector(run_dir: str | os.PathLike) -> ScoringDetector:
     missing = [k for k in _REQUIRED_KEYS if k not in blob]
     if missing:
         raise DetectorFileError(f"{path}: detector file lacks {missing}; it is damaged - rerun `oodgen run`")
-    n_classes, rule, thresholds = blob["n_classes"], blob["score"], blob["thresholds"]
+    n_classes, thresholds = blob["n_classes"], blob["thresholds"]
+    if rule is None:
+        rule = blob["score"]
+    elif rule not in SCORES:
+        raise ValueError(f"unknown score rule {rule!r}; use one of {SCORES}")
     if not isinstance(n_classes, int) or n_classes < 1:
         raise DetectorFileError(f"{path}: invalid n_classes {n_classes!r}")
     if rule not in SCORES:
@@ -403,9 +410,11 @@ RESULT_FIELDS = ("name", "score", "decision", "predicted_class")
 
 
 def score_files(run_dir: str | os.PathLike, paths: Sequence[str | os.PathLike],
-                threshold: float | None = None) -> tuple[ScoringDetector, list[dict[str, Any]], float]:
-    """Score files with the detector of ``run_dir``: (detector, one row per image, threshold used)."""
-    det = load_detector(run_dir)
+                threshold: float | None = None, rule: str | None = None
+                ) -> tuple[ScoringDetector, list[dict[str, Any]], float]:
+    """Score files with the detector of ``run_dir`` (by ``rule``, default the run's): (detector, one
+    row per image, threshold used)."""
+    det = load_detector(run_dir, rule)
     images, names = load_inputs(paths)
     t = det.threshold if threshold is None else _check_threshold(threshold)
     scores, ood, pred = det.evaluate(images, t)
@@ -445,7 +454,7 @@ def write_results(path: str | os.PathLike, rows: list[dict[str, Any]], det: Scor
 def _cmd_score(args: argparse.Namespace) -> int:
     if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise ValueError(f"--out {args.out}: unknown extension {Path(args.out).suffix!r}; use .csv or .json")
-    det, rows, t = score_files(args.run_dir, args.inputs, args.threshold)
+    det, rows, t = score_files(args.run_dir, args.inputs, args.threshold, args.score)
     if args.out is not None:
         write_results(args.out, rows, det, t)
     if not args.quiet:
@@ -480,6 +489,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="also write the rows to FILE.csv or FILE.json (by extension)")
     p.add_argument("--threshold", type=float, default=None,
                    help="OOD if score > X (default: the run's 95%% TPR threshold)")
+    p.add_argument("--score", choices=SCORES, default=None,
+                   help="score rule (default: the one the run reports; the run stored every rule's threshold)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     p.set_defaults(func=_cmd_score)
     return p
