@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from oodgen.config import RunConfig  # noqa: E402
 from oodgen.detectors.knn import KNN  # noqa: E402
-from oodgen.detectors.msp import MSP  # noqa: E402
+from oodgen.detectors.msp import MaxSoftmax  # noqa: E402
 from oodgen.detectors.oodgen import SCORES  # noqa: E402
 from oodgen.metrics import ood_metrics  # noqa: E402
 from oodgen.models import Fig6cCNN  # noqa: E402
@@ -70,7 +70,7 @@ def probe_run(run_dir: Path) -> dict:
     plain.load_state_dict(torch.load(run_dir / "checkpoints" / "plain.pt", map_location="cpu",
                                      weights_only=False)["model"])
     plain.eval()
-    for name, det in (("msp", MSP(plain)), ("knn", KNN(plain, k=50))):
+    for name, det in (("msp", MaxSoftmax(plain)), ("knn", KNN(plain, k=50))):
         det.fit(x, y)
         s_in = det.score(xt)
         for set_name, xo in sets.items():
