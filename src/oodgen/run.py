@@ -150,32 +150,27 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     acc_plain = float((predict_logits(plain, xt, prof.eval_batch).argmax(1) == yt).double().mean() * 100)
 
     def all_scores(feats, logits, stats):
+        """(every score rule, each statistic reject+fisher combines alone): one KNN search for all."""
         s = {r: nplus1_scores(logits, r) for r in ("ood-class", "max-in")}
-        s.update(fusion.score_all(feats, s["ood-class"], FUSION_RULES, stats))   # one KNN search for all
-        return s
+        dist = fusion.distance(feats)
+        s.update(fusion.combine_all(dist, s["ood-class"], FUSION_RULES, stats))
+        return s, {"feature-knn": dist, **stats}
 
-    def components(feats, stats):
-        # each statistic that reject+fisher combines, alone (higher = more OOD), for the record
-        return {"feature-knn": fusion.knn_.score_outputs(features=feats), **stats}
-
-    scores_in = all_scores(feats_test, logits_test, stats_test)
-    comp_in = components(feats_test, stats_test)
+    scores_in, comp_in = all_scores(feats_test, logits_test, stats_test)
     by_score: dict[str, dict] = {r: {} for r in scores_in}
     by_component: dict[str, dict] = {c: {} for c in comp_in}
     sizes = {}
     for name in ood_names:
         ood = D.load(name, "test", data_dir, n=prof.n_eval, seed=cfg.seed, sphere_radius=radius)
         sizes[name] = len(ood)
-        feats_o, logits_o, stats_o = outputs(torch.from_numpy(ood.images))
-        scores_ood = all_scores(feats_o, logits_o, stats_o)
+        scores_ood, comp_o = all_scores(*outputs(torch.from_numpy(ood.images)))
         for rule in by_score:
             by_score[rule][name] = ood_metrics(scores_in[rule], scores_ood[rule])
-        comp_o = components(feats_o, stats_o)
         for c in by_component:
             by_component[c][name] = ood_metrics(comp_in[c], comp_o[c])
     timings["evaluation"] = time.perf_counter() - t0
     primary = cfg.score_rule
-    thresholds = {r: threshold_at_tpr(s, 0.95) for r, s in all_scores(feats_val, logits_val, stats_val).items()}
+    thresholds = {r: threshold_at_tpr(s, 0.95) for r, s in all_scores(feats_val, logits_val, stats_val)[0].items()}
 
     atomic_torch_save({
         "format": "oodgen-detector/1",

@@ -58,11 +58,13 @@ class ScoringDetector:
     ----------
     classifier : the Fig. 6c CNN with ``n_classes + 1`` outputs (eval mode, CPU).
     n_classes : number of in-distribution classes.
-    score_rule : ``"ood-class"`` (p(n+1 | x)) or ``"max-in"`` (1 - max in-distribution
-        probability), as chosen by the run; see :func:`oodgen.detectors.oodgen.nplus1_scores`.
+    score_rule : one of :data:`oodgen.detectors.oodgen.SCORES`: the run's own, or the one passed to
+        :func:`load_detector` (``"ood-class"`` = p(n+1 | x), ``"max-in"`` = 1 - max in-distribution
+        probability, the fused rules of :mod:`oodgen.detectors.fusion`).
     thresholds : the stored 95 %-TPR threshold of every score rule.
     config : the run configuration (``RunConfig.to_dict()``).
     path : the file it was loaded from.
+    fusion, cvae, pixel_bank : what the fused rules need (``None`` where the rule does not).
     """
 
     classifier: Fig6cCNN
@@ -207,7 +209,8 @@ def load_detector(run_dir: str | os.PathLike, rule: str | None = None) -> Scorin
         except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as exc:
             raise DetectorFileError(f"{path}: score rule {rule!r} needs the stored pixel bank, which is missing "
                                     f"or damaged ({type(exc).__name__}: {exc}) - rerun `oodgen run`") from None
-    return ScoringDetector(fusion=fusion, cvae=cvae, pixel_bank=pixel_bank, classifier=classifier, n_classes=n_classes, score_rule=rule,
+    return ScoringDetector(fusion=fusion, cvae=cvae, pixel_bank=pixel_bank, classifier=classifier,
+                           n_classes=n_classes, score_rule=rule,
                            thresholds={k: float(v) for k, v in thresholds.items()},
                            config=blob.get("config", {}), environment=blob.get("environment", {}),
                            path=path)
