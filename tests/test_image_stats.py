@@ -79,3 +79,20 @@ def test_image_stats_fields_and_errors():
     assert all(np.all(np.isfinite(v)) for v in st.values())
     with pytest.raises(ValueError, match="4 images but 3 labels"):
         image_stats(cvae, bank, x, y[:3])
+
+
+def test_pixel_knn_detector_bank_and_errors():
+    from oodgen.detectors.base import InputError
+    from oodgen.detectors.pixel_knn import PixelKNN
+    g = torch.Generator().manual_seed(1)
+    train = _strokes(120, g, 8)
+    full = PixelKNN(k=5).fit(train)
+    assert full.bank_.images.shape == (120, 784)
+    part = PixelKNN(k=5, bank_size=60, seed=3).fit(train)
+    assert part.bank_.images.shape == (60, 784)
+    near, far = full.score(_strokes(10, g, 8)), full.score(_strokes(10, g, 18))
+    assert near.max() < far.min()
+    with pytest.raises(InputError, match="k=70 exceeds the 60 training images"):
+        PixelKNN(k=70, bank_size=60).fit(train)
+    with pytest.raises(ValueError, match="positive integer"):
+        PixelKNN(k=0).fit(train)

@@ -47,6 +47,7 @@ from .detectors.mc_dropout import mc_dropout_moments, mc_dropout_score
 from .detectors.mutual_info import mutual_information
 from .detectors.odin import ODIN_EPSILONS, ODIN_TEMPERATURES, odin_grid_scores, select_odin
 from .detectors.posthoc import model_outputs
+from .detectors.pixel_knn import PixelKNN
 from .detectors.registry import make_detector
 from .metrics import ood_metrics
 from .models import CVAE, Fig6cCNN
@@ -56,19 +57,20 @@ SETTINGS = ("mnist", "fmnist", "mnist0-4", "fmnist0-4")
 OUTPUT_METHODS = ("msp", "energy", "max-logit", "knn", "vim")      # functions of cached outputs
 TUNED_METHODS = ("odin", "mahalanobis", "odin-fair", "mahalanobis-fair")
 MC_METHODS = ("mc-dropout", "mutual-info")
-METHODS = ("oodgen", "confident") + TUNED_METHODS + ("msp",) + MC_METHODS + ("energy", "max-logit", "knn", "vim")
+METHODS = ("oodgen", "confident") + TUNED_METHODS + ("msp",) + MC_METHODS + ("energy", "max-logit", "knn", "vim",
+                                                                              "pixel-knn")
 DEFAULT_METHODS = tuple(m for m in METHODS if not m.endswith("-fair"))
 TABLES = {
     "table1": ("Table 1: Ours / Confident classifier / ODIN / Mahalanobis",
                ("oodgen", "oodgen+knn", "oodgen+reject", "oodgen+fisher", "confident", "odin", "mahalanobis", "odin-fair", "mahalanobis-fair")),
     "table2": ("Table 2: max-softmax / MC-dropout / mutual information", ("msp", "mc-dropout", "mutual-info")),
-    "extra": ("Extra baselines (not in the paper)", ("energy", "max-logit", "knn", "vim")),
+    "extra": ("Extra baselines (not in the paper)", ("energy", "max-logit", "knn", "vim", "pixel-knn")),
 }
 DISPLAY = {"oodgen": "Ours", "oodgen+knn": "Ours+KNN", "oodgen+reject": "Ours reject+KNN", "oodgen+fisher": "Ours reject+Fisher",
            "confident": "Confident", "odin": "ODIN", "mahalanobis": "MD",
            "odin-fair": "ODIN (fair)", "mahalanobis-fair": "MD (fair)", "msp": "Softmax",
            "mc-dropout": "MC-Dropout", "mutual-info": "Mutual-Info", "energy": "Energy",
-           "max-logit": "MaxLogit", "knn": "KNN", "vim": "ViM"}
+           "max-logit": "MaxLogit", "knn": "KNN", "vim": "ViM", "pixel-knn": "Pixel KNN"}
 SCORE_USED = {
     "msp": "1 - max softmax",
     "energy": "-logsumexp(logits) (T = 1)",
@@ -80,6 +82,7 @@ SCORE_USED = {
     "mc-dropout": "predictive entropy of the mean softmax of MC-dropout passes",
     "mutual-info": "H[mean p] - mean H[p] over MC-dropout passes",
     "confident": "1 - max softmax of the jointly trained classifier",
+    "pixel-knn": "distance to the 50th nearest normalised training image (pixel space, no classifier)",
 }
 TABLE_METRICS = ("fpr95", "detection_error", "auroc", "aupr_out", "aupr_in")   # the paper's column order
 METRIC_LABELS = {"fpr95": "FPR95 ↓", "detection_error": "Det. err ↓", "auroc": "AUROC ↑",
@@ -258,6 +261,14 @@ def _evaluate(ctx: _Context, method: str, confident_epochs: int, log) -> dict:
                   "seed": f"derive_seed({ctx.cfg.seed}, 'mc-dropout', <set>)"}
     elif method in TUNED_METHODS:
         ood, sizes, tuning, params = _evaluate_tuned(ctx, method, log)
+    elif method == "pixel-knn":
+        det = PixelKNN(k=50, seed=ctx.cfg.seed).fit(ctx.images["train"])
+        s_in = det.score(ctx.images["test"])
+        for name in names:
+            ood[name] = ood_metrics(s_in, det.score(ctx.images[name]))
+            sizes[name] = len(ctx.images[name])
+        params = _params(det)
+        return {"ood": ood, "n_ood": sizes, "tuning": None, "hyper_parameters": params, "accuracy": None}
     elif method == "confident":
         out_dir = ctx.run_dir.parent.parent / "confident" / f"seed{ctx.cfg.seed}"
         det = ConfidentClassifier(beta=1.0, epochs=confident_epochs, seed=ctx.cfg.seed,
@@ -398,6 +409,7 @@ def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None
             "tuning": res["tuning"],
             "hyper_parameters": res["hyper_parameters"],
             "classifier": ("its own, trained jointly with a GAN" if method == "confident"
+                           else "none (pixel space)" if method == "pixel-knn"
                            else f"the plain n-class Fig. 6c CNN of {run_dir / 'checkpoints' / 'plain.pt'}"),
             "timings_s": {"total": time.perf_counter() - t0},
             "config": {**cfg.to_dict(), "bench": {"mc_passes": mc_passes, "confident_epochs": confident_epochs,
@@ -497,7 +509,8 @@ def build_tables(out, settings=SETTINGS, seeds=(0, 1, 2)) -> dict:
                                         "seeds": [r["seed"] for r in runs.get(m, []) if name in r["ood"]],
                                         "paper": p}
                     rows[name][metric] = cells
-            acc = {m: _stats([r["accuracy"] for r in rs]) for m, rs in runs.items()}
+            acc = {m: _stats([r["accuracy"] for r in rs]) for m, rs in runs.items()
+                   if rs and all(r.get("accuracy") is not None for r in rs)}   # pixel-knn classifies nothing
             plain = [r["accuracy_plain"] for r in runs.get("oodgen", []) if "accuracy_plain" in r]
             if plain:
                 acc["plain"] = _stats(plain)

@@ -24,6 +24,7 @@ from .mc_dropout import MCDropout
 from .msp import MaxSoftmax
 from .mutual_info import MutualInformation
 from .odin import ODIN
+from .pixel_knn import PixelKNN
 from .vim import ViM
 
 DETECTORS: dict[str, Callable[..., Detector]] = {
@@ -36,11 +37,12 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
     "max-logit": MaxLogit,
     "knn": KNN,
     "vim": ViM,
+    "pixel-knn": PixelKNN,
     "confident": ConfidentClassifier,
 }
 
 #: Detectors that score a trained classifier without training anything.
-POST_HOC = tuple(name for name in DETECTORS if name != "confident")
+POST_HOC = tuple(name for name in DETECTORS if name not in ("confident", "pixel-knn"))
 
 
 def make_detector(name: str, model: nn.Module | None, **kwargs) -> Detector:
