@@ -130,3 +130,13 @@ def test_context_loads_the_plain_classifier_only_when_needed(tmp_path):
     assert metrics["method"] == "confident" and set(metrics["ood"]) >= {"fmnist", "uniform"}
     with pytest.raises(bench.BenchError, match="plain.pt is missing"):
         bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, log=lambda *_: None)
+
+
+def test_bench_uses_its_own_device_not_the_stored_runs(tmp_path):
+    """A run trained with --device cuda can be benchmarked on a CPU-only machine."""
+    from oodgen.bench import _run_dir_config
+    from oodgen.config import RunConfig
+    cfg = RunConfig(id="mnist", seed=1, profile="smoke", device="cuda")
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    got = _run_dir_config(tmp_path, "mnist", 1, "smoke", "auto")
+    assert got.device == "auto" and got.to_dict()["variant"] == cfg.to_dict()["variant"]

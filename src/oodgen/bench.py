@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -373,7 +374,9 @@ def _run_dir_config(run_dir: Path, setting: str, seed: int, profile: str, device
     if (cfg.id, cfg.seed, cfg.profile) != (setting, seed, profile):
         raise BenchError(f"{run_dir} holds a run of id={cfg.id} seed={cfg.seed} profile={cfg.profile}, "
                          f"not id={setting} seed={seed} profile={profile}; use another --out")
-    return cfg
+    # The device is this call's, not the stored run's: a run trained with --device cuda is
+    # benchmarked on a CPU-only machine too (the device is not part of a run's identity).
+    return dataclasses.replace(cfg, device=device)
 
 
 def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None, device: str = "auto",
