@@ -58,6 +58,7 @@ SETTINGS = ("mnist", "fmnist", "mnist0-4", "fmnist0-4")
 OUTPUT_METHODS = ("msp", "energy", "max-logit", "knn", "vim")      # functions of cached outputs
 TUNED_METHODS = ("odin", "mahalanobis", "odin-fair", "mahalanobis-fair")
 MC_METHODS = ("mc-dropout", "mutual-info")
+CLASSIFIER_FREE = ("pixel-knn",)     # score no classifier, so they have no accuracy
 METHODS = ("oodgen", "confident") + TUNED_METHODS + ("msp",) + MC_METHODS + ("energy", "max-logit", "knn", "vim",
                                                                               "pixel-knn")
 DEFAULT_METHODS = tuple(m for m in METHODS if not m.endswith("-fair"))
@@ -264,12 +265,8 @@ def _evaluate(ctx: _Context, method: str, confident_epochs: int, log) -> dict:
         ood, sizes, tuning, params = _evaluate_tuned(ctx, method, log)
     elif method == "pixel-knn":
         det = PixelKNN(k=50, seed=ctx.cfg.seed).fit(ctx.images["train"])
-        s_in = det.score(ctx.images["test"])
-        for name in names:
-            ood[name] = ood_metrics(s_in, det.score(ctx.images[name]))
-            sizes[name] = len(ctx.images[name])
+        ood, sizes = _score_images(ctx, det)
         params = _params(det)
-        return {"ood": ood, "n_ood": sizes, "tuning": None, "hyper_parameters": params, "accuracy": None}
     elif method == "confident":
         out_dir = ctx.run_dir.parent.parent / "confident" / f"seed{ctx.cfg.seed}"
         det = ConfidentClassifier(beta=1.0, epochs=confident_epochs, seed=ctx.cfg.seed,
@@ -277,17 +274,22 @@ def _evaluate(ctx: _Context, method: str, confident_epochs: int, log) -> dict:
                                   verbose=True)
         atomic_write_json(out_dir / "config.json", {"run_config": ctx.cfg.to_dict(), "params": _params(det)})
         det.fit(ctx.images["train"], ctx.labels["train"])
-        s_in = det.score(ctx.images["test"])
-        for name in names:
-            ood[name] = ood_metrics(s_in, det.score(ctx.images[name]))
-            sizes[name] = len(ctx.images[name])
+        ood, sizes = _score_images(ctx, det)
         accuracy = float((det.predict(ctx.images["test"]) == ctx.labels["test"].numpy()).mean() * 100)
         params = _params(det)
         params["history"] = det.history_
     else:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-    return {"ood": ood, "n_ood": sizes, "tuning": tuning, "hyper_parameters": params,
-            "accuracy": ctx.accuracy_plain() if accuracy is None else accuracy}
+    if accuracy is None and method not in CLASSIFIER_FREE:
+        accuracy = ctx.accuracy_plain()
+    return {"ood": ood, "n_ood": sizes, "tuning": tuning, "hyper_parameters": params, "accuracy": accuracy}
+
+
+def _score_images(ctx: _Context, det) -> tuple[dict, dict]:
+    """OOD metrics and set sizes of a fitted detector that scores images (test vs every OOD set)."""
+    s_in = det.score(ctx.images["test"])
+    ood = {name: ood_metrics(s_in, det.score(ctx.images[name])) for name in ctx.ood_names}
+    return ood, {name: len(ctx.images[name]) for name in ctx.ood_names}
 
 
 def _params(det) -> dict:
@@ -412,7 +414,7 @@ def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None
             "tuning": res["tuning"],
             "hyper_parameters": res["hyper_parameters"],
             "classifier": ("its own, trained jointly with a GAN" if method == "confident"
-                           else "none (pixel space)" if method == "pixel-knn"
+                           else "none (pixel space)" if method in CLASSIFIER_FREE
                            else f"the plain n-class Fig. 6c CNN of {run_dir / 'checkpoints' / 'plain.pt'}"),
             "timings_s": {"total": time.perf_counter() - t0},
             "config": {**cfg.to_dict(), "bench": {"mc_passes": mc_passes, "confident_epochs": confident_epochs,
@@ -513,7 +515,7 @@ def build_tables(out, settings=SETTINGS, seeds=(0, 1, 2)) -> dict:
                                         "paper": p}
                     rows[name][metric] = cells
             acc = {m: _stats([r["accuracy"] for r in rs]) for m, rs in runs.items()
-                   if rs and all(r.get("accuracy") is not None for r in rs)}   # pixel-knn classifies nothing
+                   if rs and all(r.get("accuracy") is not None for r in rs)}   # not CLASSIFIER_FREE ones
             plain = [r["accuracy_plain"] for r in runs.get("oodgen", []) if "accuracy_plain" in r]
             if plain:
                 acc["plain"] = _stats(plain)

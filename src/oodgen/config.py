@@ -23,8 +23,8 @@ class Variant:
     type2_radius: str = "surface"      # paper: on the 95 % ellipsoid; "shell": U(r, 1.5 r)
     score: str = "paper"               # "paper": p(n+1), but 1 - max p_in for mnist0-4;
                                        # "ood-class" or "max-in" everywhere; "ood-class+knn"
-                                       # or "reject+knn" (beyond the paper: with a feature
-                                       # KNN distance, oodgen.detectors.fusion)
+                                       # "reject+knn" or "reject+fisher" (beyond the paper:
+                                       # oodgen.detectors.fusion)
     sphere_radius: str = "paper"       # Sphere-OOD radius: paper max-norm; "authors": max-norm + 2
     clip_type1: str = "clip"           # "clip" to [0, 1] (authors' code), "none" (eq. 2 as written),
                                        # "half" (a random half clipped)

@@ -126,7 +126,8 @@ class OODGen(Detector):
     def calibrate(self, x_calib, x_train=None) -> "OODGen":
         """Fit the fusion behind the ``*+knn`` and ``reject+fisher`` rules: memory bank = features of
         ``x_train`` (computed once and kept), percentiles from the in-distribution images ``x_calib``
-        (ideally held out)."""
+        (ideally held out).  Keeps ``calib_outputs_`` = (features, logits, image statistics) of
+        ``x_calib``, so that a caller who also scores them need not compute them again."""
         if self.train_features_ is None:
             if x_train is None:
                 raise ValueError("OODGen.calibrate: pass x_train the first time (the KNN memory bank)")
@@ -137,6 +138,7 @@ class OODGen(Detector):
         p_ood = nplus1_scores(logits, "ood-class")
         stats = self.image_stats(x_calib, logits)
         self.fusion_ = FeatureKNNFusion().fit(self.train_features_, out["features"], p_ood, stats)
+        self.calib_outputs_ = (out["features"], logits, stats)
         return self
 
     def image_stats(self, x, logits: torch.Tensor) -> dict[str, np.ndarray]:

@@ -25,6 +25,7 @@ from .msp import MaxSoftmax
 from .mutual_info import MutualInformation
 from .odin import ODIN
 from .pixel_knn import PixelKNN
+from .posthoc import PostHocDetector
 from .vim import ViM
 
 DETECTORS: dict[str, Callable[..., Detector]] = {
@@ -42,7 +43,7 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
 }
 
 #: Detectors that score a trained classifier without training anything.
-POST_HOC = tuple(name for name in DETECTORS if name not in ("confident", "pixel-knn"))
+POST_HOC = tuple(name for name, cls in DETECTORS.items() if issubclass(cls, PostHocDetector))
 
 
 def make_detector(name: str, model: nn.Module | None, **kwargs) -> Detector:
