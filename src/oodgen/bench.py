@@ -465,7 +465,8 @@ def _write_summary(out: Path, settings, seeds) -> dict:
             names = set(runs[0]["ood"])
             if any(set(r["ood"]) != names for r in runs):
                 continue
-            row[m] = {"mean_auroc": float(np.mean([np.mean([r["ood"][n]["auroc"] for r in runs]) for n in names])),
+            # sorted: a set's order changes between processes, and with it the sum's last digit
+            row[m] = {"mean_auroc": float(np.mean([np.mean([r["ood"][n]["auroc"] for r in runs]) for n in sorted(names)])),
                       "n": len(runs), "ood_sets": sorted(names)}
         if not row:
             continue
