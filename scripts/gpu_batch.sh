@@ -1,24 +1,33 @@
 #!/usr/bin/env bash
-# One batch of benchmark runs on a lent GPU machine, all jobs in parallel (one process each).
+# One batch of runs on a lent GPU machine, all jobs in parallel (one process each): the
+# generator-health re-run (issue "The generator must generate").
 #
 # Usage (on the GPU machine, from the repository root):
-#   OODGEN_DATA=/path/to/datasets DEADLINE_S=500 scripts/gpu_batch.sh OUTDIR
+#   OODGEN_DATA=/path/to/datasets DEADLINE_S=500 PROFILE=full SEEDS="0 1 2" scripts/gpu_batch.sh OUTDIR
 #
-# It runs what the CPU sessions could not afford: the confident classifier (GAN) for every
-# (setting, seed) whose oodgen run is committed, the 0-4 settings' seeds 1-2 with every
-# detector, and the `paper` profile (Adadelta, 100 + 70 + 70 epochs) on Fashion-MNIST seed 0.
-# Every job writes the usual metrics.json under results/; the new JSON / Markdown files and
-# the job logs are packed into OUTDIR/results_new.tar.gz (refreshed every 30 s, so a run cut
-# short still returns what finished).  Jobs stop at DEADLINE_S seconds.
+# Jobs, for every setting and seed:
+#   * the oodgen run with the paper's Type I options (beta U[0.1,1], clipped) and the healthy
+#     CVAE (LeakyReLU encoder), in results/<id>/oodgen/seed<k>; then every baseline that scores
+#     its plain classifier (the confident classifier and pixel-knn do not, and are kept);
+#   * the same run with beta log-uniform [0.1,28], half clipped, in results/ablation/full-wide-half/;
+# plus the authors' complete recipe on F-MNIST seed 0 and the CVAE-only health sweep of the
+# paper profile.  Every job writes its usual metrics.json; the new JSON / Markdown / PNG files
+# and the job logs are packed into OUTDIR/results_new.tar.gz (refreshed every 20 s, so a batch cut
+# short still returns what finished), the seed-0 CVAE weights into OUTDIR/cvae_weights.tar.gz.
 set -u
 OUTDIR=${1:?usage: scripts/gpu_batch.sh OUTDIR}
 DEADLINE_S=${DEADLINE_S:-500}
+PROFILE=${PROFILE:-full}
+SEEDS=${SEEDS:-0 1 2}
+SETTINGS=${SETTINGS:-mnist fmnist mnist0-4 fmnist0-4}
+DEVICE=${DEVICE:-cuda}
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PY=${PYTHON:-python3}
 mkdir -p "$OUTDIR" logs_gpu
 touch .gpu_batch_start
-nvidia-smi -L || true
-$PY -c "import torch, sklearn, numpy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+sleep 1
+nvidia-smi -L 2>/dev/null || true
+$PY -c "import torch, sklearn, numpy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
 T0=$(date +%s)
 oo() {  # oodgen ARGS..., stopped at the batch deadline
@@ -26,44 +35,73 @@ oo() {  # oodgen ARGS..., stopped at the batch deadline
     [ "$left" -gt 5 ] || return 124
     timeout "$left" $PY -m oodgen "$@"
 }
+py() {  # python ARGS..., stopped at the batch deadline
+    local left=$(( DEADLINE_S - ($(date +%s) - T0) ))
+    [ "$left" -gt 5 ] || return 124
+    timeout "$left" $PY "$@"
+}
 job() {  # job NAME COMMAND...: in the background, output in logs_gpu/NAME.log
     local name=$1; shift
     ( "$@" > "logs_gpu/$name.log" 2>&1; echo "exit $?" >> "logs_gpu/$name.log" ) &
 }
-zero4() {  # the 0-4 setting $1, seed $2: the oodgen run (same variant as seed 0), then every baseline
-    oo run --id "$1" --profile full --seed "$2" --device cuda --no-progress --beta wide --clip-type1 half \
+BASELINES="msp energy max-logit knn vim mahalanobis mahalanobis-fair odin odin-fair mc-dropout mutual-info"
+main_run() {  # setting seed: the oodgen run, then the baselines on its plain classifier
+    for m in oodgen $BASELINES; do rm -rf "results/$1/$m/seed$2"; done
+    oo run --id "$1" --profile "$PROFILE" --seed "$2" --device "$DEVICE" --no-progress \
         --out "results/$1/oodgen/seed$2" &&
-    oo bench --id "$1" --seeds "$2" --profile full --device cuda --out results --no-progress --methods $ALL
+    { [ "$2" != 0 ] || [ "${1#*0-4}" != "$1" ] || oo report "results/$1/oodgen/seed$2" || true; } &&
+    [ "${BENCH:-1}" = 0 ] || oo bench --id "$1" --seeds "$2" --profile "$PROFILE" --device "$DEVICE" --out results --no-progress \
+        --methods $BASELINES
 }
 pack() {
-    find results -newer .gpu_batch_start -type f \( -name '*.json' -o -name '*.md' \) > .gpu_files || true
-    tar czf "$OUTDIR/.results_new.tmp" -T .gpu_files logs_gpu 2>/dev/null && mv "$OUTDIR/.results_new.tmp" "$OUTDIR/results_new.tar.gz"
+    find results docs -newer .gpu_batch_start -type f \( -name '*.json' -o -name '*.md' -o -name '*.png' \
+        -o -name '*.html' -o -name '*.csv' \) > .gpu_files 2>/dev/null || true
+    tar czf "$OUTDIR/.results_new.tmp" -T .gpu_files logs_gpu 2>/dev/null && \
+        mv "$OUTDIR/.results_new.tmp" "$OUTDIR/results_new.tar.gz"
 }
 
-ALL="msp energy max-logit knn vim mahalanobis mc-dropout mutual-info odin confident mahalanobis-fair odin-fair"
-# Longest first.
-job paper-fmnist-s0 oo run --id fmnist --profile paper --seed 0 --device cuda --no-progress \
-    --out results/ablation/fmnist-paper-seed0
-for id in mnist0-4 fmnist0-4; do
-    for s in 1 2; do
-        job "bench-$id-s$s" zero4 "$id" "$s"
+for id in $SETTINGS; do
+    for s in $SEEDS; do
+        job "main-$id-s$s" main_run "$id" "$s"
     done
 done
-for id in mnist fmnist; do
-    for s in 0 1 2; do
-        job "confident-$id-s$s" oo bench --id "$id" --seeds "$s" --profile full --out results --no-progress \
-            --methods confident
+for id in $SETTINGS; do
+    for s in $SEEDS; do
+        job "wide-$id-s$s" oo run --id "$id" --profile "$PROFILE" --seed "$s" --device "$DEVICE" \
+            --no-progress --beta wide --clip-type1 half --out "results/ablation/$PROFILE-wide-half/$id/seed$s"
     done
 done
-for id in mnist0-4 fmnist0-4; do
-    job "confident-$id-s0" oo bench --id "$id" --seeds 0 --profile full --out results --no-progress \
-        --methods confident
+[ "${EXTRAS:-1}" = 0 ] || job authors-fmnist-s0 nice -n 5 timeout "$DEADLINE_S" $PY -m oodgen run --id fmnist --profile "$PROFILE" --seed 0 \
+    --device "$DEVICE" --no-progress --encoder-act relu --z mean --nullspace rref --beta authors \
+    --type2-radius shell --sphere-radius authors --out "results/ablation/fmnist-$PROFILE-authors-seed0"
+[ "${EXTRAS:-1}" = 0 ] || for id in ${SWEEP_SETTINGS-mnist fmnist}; do
+    job "sweep-paper-$id" nice -n 10 timeout "$DEADLINE_S" $PY scripts/cvae_health_sweep.py --id "$id" \
+        --profile paper --configs leaky --seeds 0 --device "$DEVICE"
+    job "sweep-full-$id" nice -n 10 timeout "$DEADLINE_S" $PY scripts/cvae_health_sweep.py --id "$id" \
+        --profile "$PROFILE" --configs paper --seeds $SEEDS --device "$DEVICE"
 done
 
 while [ -n "$(jobs -r)" ]; do
-    sleep 30
+    sleep "${PACK_EVERY:-20}"
     pack
-    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader || true
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null || true
+done
+for id in mnist fmnist; do
+    [ -f "results/$id/oodgen/seed0/detector.pt" ] && $PY -m oodgen figures "results/$id/oodgen/seed0" --out docs/figures
+    d="results/ablation/$PROFILE-wide-half/$id/seed0"
+    [ -f "$d/detector.pt" ] && $PY -m oodgen figures "$d" --out docs/figures/wide-half
 done
 pack
-tail -n 3 logs_gpu/*.log
+# The seed-0 CVAE weights (model state only), so Figure 3 and the health numbers can be redrawn here.
+$PY - "$OUTDIR" <<'EOF'
+import sys, tarfile, io, torch, glob
+with tarfile.open(f"{sys.argv[1]}/cvae_weights.tar.gz", "w:gz") as tar:
+    for path in sorted(glob.glob("results/*/oodgen/seed0/checkpoints/cvae.pt")
+                       + glob.glob("results/ablation/*/checkpoints/cvae.pt")
+                       + glob.glob("results/ablation/*/*/seed0/checkpoints/cvae.pt")):
+        state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+        buf = io.BytesIO(); torch.save(state, buf); data = buf.getvalue()
+        info = tarfile.TarInfo(path.replace("checkpoints/cvae.pt", "cvae_weights.pt")); info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+EOF
+tail -n 2 logs_gpu/*.log

@@ -24,7 +24,7 @@ def test_metrics_schema(smoke_run):
                 "config", "environment", "timings_s"):
         assert key in m, key
     assert m["id"] == "mnist" and m["method"] == "oodgen" and m["seed"] == 0 and m["profile"] == "smoke"
-    assert m["variant"] == {"sample_z": True, "beta": "paper", "nullspace": "uniform", "type2_radius": "surface",
+    assert m["variant"] == {"encoder_act": "leaky", "kl_warmup": 1.0, "sample_z": True, "beta": "paper", "nullspace": "uniform", "type2_radius": "surface",
                             "score": "paper", "sphere_radius": "paper", "clip_type1": "clip"}
     assert set(m["ood"]) >= {"fmnist", "notmnist", "omniglot", "kmnist", "gaussian", "uniform", "sphere"}
     for name, row in m["ood"].items():
@@ -32,6 +32,15 @@ def test_metrics_schema(smoke_run):
         assert all(math.isfinite(v) and 0 <= v <= 100 for v in row.values()), name
     assert m["environment"]["torch"].startswith("2.")
     assert 0 <= m["accuracy"] <= 100
+    h = m["cvae_health"]
+    assert h["latent_dim"] == 8 and len(h["latent_var"]) == 8 and len(h["type2_radius"]) == 10
+    assert isinstance(h["collapsed"], bool) and h["class_mean_nats"] > 0
+    panel = m["generated_panel"]
+    assert set(panel["auroc"]["ood-class"]) == {"type1-paper", "type1-authors", "type1-wide-half",
+                                                "type2-surface", "type2-shell"}
+    assert 0 <= panel["mean_auroc"]["ood-class"] <= 100
+    table = (smoke_run / "results.md").read_text()
+    assert "CVAE health:" in table and "p(n+1) (paper)" in table and "encoder leaky" in table
 
 
 def test_auroc_floor_on_uniform_noise(smoke_run):

@@ -135,7 +135,7 @@ class _Context:
             raise BenchError(f"{plain_path} is missing: the run in {self.run_dir} did not train its plain "
                              "classifier (its checkpoints are not in git: rerun `oodgen run` for it)")
         self._plain_sha = hashlib.sha256(plain_path.read_bytes()).hexdigest()
-        state = torch.load(plain_path, map_location="cpu", weights_only=False)
+        state = torch.load(plain_path, map_location="cpu", weights_only=True)
         model = Fig6cCNN(self.n_classes)
         model.load_state_dict(state["model"])
         self._plain = model.to(self.device).eval()
@@ -202,8 +202,9 @@ class _Context:
         xv, yv = self.images["val"][:N_TUNE], self.labels["val"][:N_TUNE]
         n_noise = len(xv) // 2
         noise = torch.from_numpy(D.synthetic("uniform", max(1, n_noise), derive_seed(self.cfg.seed, "fair-noise")))
-        state = torch.load(self.run_dir / "detector.pt", map_location="cpu", weights_only=False)
-        cvae = CVAE(self.n_classes, self.cfg.latent, sample_z=self.cfg.variant.sample_z)
+        state = torch.load(self.run_dir / "detector.pt", map_location="cpu", weights_only=True)
+        cvae = CVAE(self.n_classes, self.cfg.latent, sample_z=self.cfg.variant.sample_z,
+                    encoder_act=self.cfg.variant.encoder_act)
         cvae.load_state_dict(state["cvae"])
         cvae.eval()
         type1 = off_manifold_samples(cvae, xv[n_noise:], yv[n_noise:], beta=self.cfg.variant.beta_range(),

@@ -10,6 +10,11 @@ from .detectors.oodgen import SCORES
 
 def _add_variant(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("variant options (paper default vs the authors' code)")
+    g.add_argument("--encoder-act", choices=["leaky", "relu"], default="leaky",
+                   help="activation of the CVAE encoder's 16-unit layer: leaky = LeakyReLU(0.2) (default; "
+                        "the paper's relu dies and collapses the CVAE, see README 'CVAE health'), relu = the paper's")
+    g.add_argument("--kl-warmup", type=float, default=1.0, metavar="EPOCHS",
+                   help="epochs over which the CVAE's KL weight ramps from 0 to 1 (default 1; 0 = the paper's loss)")
     g.add_argument("--z", choices=["sampled", "mean"], default="sampled",
                    help="CVAE latent during training: sampled (paper's VAE) or mean (authors' code)")
     g.add_argument("--beta", default="paper",
@@ -31,7 +36,9 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
 
 
 def _variant(a) -> Variant:
-    return Variant(sample_z=a.z == "sampled", beta=a.beta, nullspace=a.nullspace,
+    if not a.kl_warmup >= 0:
+        raise ValueError(f"--kl-warmup must be >= 0, got {a.kl_warmup}")
+    return Variant(encoder_act=a.encoder_act, kl_warmup=a.kl_warmup, sample_z=a.z == "sampled", beta=a.beta, nullspace=a.nullspace,
                    type2_radius=a.type2_radius, score=a.score, sphere_radius=a.sphere_radius,
                    clip_type1=a.clip_type1)
 
@@ -50,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     r.add_argument("--w-ood", type=float, default=None,
                    help="weight of the OOD class per sample (default: the profile's, 0.1 as in the paper)")
+    r.add_argument("--strict", action="store_true",
+                   help="stop with an error when the trained CVAE fails its health check (collapsed)")
     _add_variant(r)
 
     from . import score
@@ -58,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_parser(sub)
     download.add_parser(sub)
     add_bench_parser(sub)
-    from . import report
+    from . import compare, report
     from .toy import demo
+    compare.add_parser(sub)
     demo.add_parser(sub)
     report.add_parser(sub)
     return ap
@@ -72,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     tune_allocator()
     from .data import DataError
     from .detectors.base import InputError
+    from .generate.health import CollapsedCVAEError
     from .run import RunError
     try:
         if getattr(a, "func", None) is not None:
@@ -82,9 +93,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--w-ood must be positive, got {a.w_ood}")
             cfg = RunConfig(id=a.id, seed=a.seed, profile=a.profile, device=a.device, variant=_variant(a),
                             w_ood=a.w_ood)
-            run(cfg, a.out, data_dir=a.data_dir, progress=not a.no_progress)
+            import warnings
+
+            from .generate.health import CollapsedCVAEWarning
+            warnings.simplefilter("ignore", CollapsedCVAEWarning)   # run prints its own banner
+            run(cfg, a.out, data_dir=a.data_dir, progress=not a.no_progress, strict=a.strict)
             return 0
-    except (DataError, InputError, RunError, ValueError) as exc:
+    except (DataError, InputError, RunError, CollapsedCVAEError, ValueError) as exc:
         print(f"oodgen {a.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

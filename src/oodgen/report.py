@@ -74,8 +74,9 @@ def _load_metrics(run_dir: Path) -> dict[str, Any]:
 def load_run_cvae(blob: dict[str, Any]) -> CVAE:
     """The run's CVAE from a detector blob (eval mode)."""
     cfg = blob["config"]
-    variant = Variant(**cfg["variant"])
-    cvae = CVAE(int(blob["n_classes"]), int(cfg["latent_dim"]), sample_z=variant.sample_z)
+    variant = Variant.from_dict(cfg["variant"])
+    cvae = CVAE(int(blob["n_classes"]), int(cfg["latent_dim"]), sample_z=variant.sample_z,
+                encoder_act=variant.encoder_act)
     try:
         cvae.load_state_dict(blob["cvae"])
     except (RuntimeError, TypeError) as exc:
@@ -110,7 +111,7 @@ def figure3(run_dir, out_dir=None, data_dir=None, n_per_class: int = 4, seed: in
     blob = _load_blob(run_dir)
     cfg = blob["config"]
     setting = cfg["id"]
-    variant = Variant(**cfg["variant"])
+    variant = Variant.from_dict(cfg["variant"])
     cvae = load_run_cvae(blob)
     n_classes = int(blob["n_classes"])
     n_train = (cfg.get("profile_settings") or {}).get("n_train")

@@ -24,6 +24,7 @@ from .config import RunConfig
 from .detectors.fusion import RULES as FUSION_RULES
 from .detectors.oodgen import OODGen, nplus1_scores
 from .detectors.posthoc import model_outputs
+from .generate.panel import N_PANEL, generated_panel
 from .metrics import METRIC_NAMES, ood_metrics, threshold_at_tpr
 from .models import Fig6cCNN
 from .train import predict_logits, train_plain
@@ -87,7 +88,7 @@ def _finished_run(out: Path, prof) -> dict | None:
         if not ck.exists():
             return None
         try:
-            if torch.load(ck, map_location="cpu", weights_only=False).get("epoch") != stage.epochs:
+            if torch.load(ck, map_location="cpu", weights_only=True).get("epoch") != stage.epochs:
                 return None
         except Exception:
             return None
@@ -105,8 +106,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print) -> dict:
-    """Train (or resume) and evaluate one run; returns the metrics dict also written to disk."""
+def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print, strict: bool = False) -> dict:
+    """Train (or resume) and evaluate one run; returns the metrics dict also written to disk.
+
+    ``strict``: stop with :class:`~oodgen.generate.health.CollapsedCVAEError` when the trained
+    CVAE fails its health check (otherwise a loud warning, and ``"collapsed": true`` recorded)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, cfg)
@@ -123,7 +127,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
 
     detector = OODGen(latent_dim=cfg.latent, profile=prof, variant=cfg.variant, score=cfg.score_rule,
                       seed=cfg.seed, checkpoint_dir=str(ckpt), progress=progress, verbose=True,
-                      device=str(device)).fit(x, y)
+                      device=str(device), strict=strict).fit(x, y)
     timings = dict(detector.timings_)
 
     t0 = time.perf_counter()
@@ -170,7 +174,22 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
             by_component[c][name] = ood_metrics(comp_in[c], comp_o[c])
     timings["evaluation"] = time.perf_counter() - t0
     primary = cfg.score_rule
-    thresholds = {r: threshold_at_tpr(s, 0.95) for r, s in all_scores(feats_val, logits_val, stats_val)[0].items()}
+    scores_val = all_scores(feats_val, logits_val, stats_val)[0]
+    thresholds = {r: threshold_at_tpr(s, 0.95) for r, s in scores_val.items()}
+
+    # Model selection without test OOD data: validation images vs the fixed panel of generated
+    # outliers (oodgen.generate.panel), the same images for every variant sharing this CVAE.
+    t0 = time.perf_counter()
+    panel_auroc: dict[str, dict] = {r: {} for r in scores_val}
+    for name, images in generated_panel(detector.cvae_, detector.ellipsoids_, xv, yv, cfg.seed).items():
+        scores_panel = all_scores(*outputs(images))[0]
+        for rule in panel_auroc:
+            panel_auroc[rule][name] = ood_metrics(scores_val[rule], scores_panel[rule])["auroc"]
+    panel = {"auroc": panel_auroc,
+             "mean_auroc": {r: float(np.mean(list(v.values()))) for r, v in panel_auroc.items()},
+             "n_per_component": min(N_PANEL, len(xv)),
+             "note": "validation split vs generated outliers only (no test OOD set); oodgen.generate.panel"}
+    timings["generated_panel"] = time.perf_counter() - t0
 
     atomic_torch_save({
         "format": "oodgen-detector/1",
@@ -204,6 +223,8 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
         "score": primary,
         "accuracy": acc_nplus1,
         "accuracy_plain": acc_plain,
+        "cvae_health": detector.cvae_health_,
+        "generated_panel": panel,
         "ood": by_score[primary],
         "ood_by_score": by_score,
         "fisher_components": by_component,
@@ -225,12 +246,66 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     return metrics
 
 
+RULE_LABELS = {
+    "ood-class": "p(n+1) (paper)",
+    "max-in": "1 - max p_in (paper, alt.)",
+    "ood-class+knn": "ood-class+knn †",
+    "reject+knn": "reject+knn †",
+    "reject+fisher": "reject+fisher †",
+}
+BEYOND_NOTE = ("† beyond the paper; these rules were designed after looking at seed-0 test OOD sets, "
+               "so they are not a default and their numbers are less independent evidence.")
+
+
+def known_failure(ood_set: str, variant: dict) -> str:
+    """One line on why a score is below chance on ``ood_set`` under ``variant``."""
+    clipped_small = (variant.get("beta") == "paper" and variant.get("clip_type1") in ("clip", True))
+    if ood_set == "sphere" and clipped_small:
+        return ("Sphere-OOD points have the largest training norm and about half their pixels negative; Type I "
+                "steps of beta <= 1 clipped to [0, 1] never leave the pixel box, so training shows nothing like "
+                "them (the authors' code uses beta up to 28; try --beta wide --clip-type1 half)")
+    return "below chance: this set is scored as more in-distribution than the in-distribution test images"
+
+
+def variant_summary(variant: dict) -> str:
+    return (f"encoder {variant.get('encoder_act', 'relu')}, z {'sampled' if variant.get('sample_z', True) else 'mean'}, "
+            f"Type I beta {variant.get('beta')} / clip {variant.get('clip_type1')} / {variant.get('nullspace')}, "
+            f"Type II {variant.get('type2_radius')}")
+
+
 def markdown_table(metrics: dict) -> str:
+    """The run's printed and stored summary: the CVAE's health, the primary score's metrics, and
+    the AUROC of every score rule side by side (with a reason beside any cell below chance)."""
     head = ("| OOD set | FPR95 ↓ | Det. err ↓ | AUROC ↑ | AUPR-in ↑ | AUPR-out ↑ |\n"
             "|---|---|---|---|---|---|\n")
     rows = "".join(f"| {name} | " + " | ".join(f"{m[k]:.1f}" for k in METRIC_NAMES) + " |\n"
                    for name, m in metrics["ood"].items())
+    variant = metrics.get("variant", {})
     title = (f"**{metrics['method']}** on {metrics['id']} (profile {metrics['profile']}, seed {metrics['seed']}, "
-             f"score {metrics['score']}); accuracy n+1 {metrics['accuracy']:.2f} %, "
+             f"primary score {RULE_LABELS.get(metrics['score'], metrics['score'])}); "
+             f"variant: {variant_summary(variant)}; accuracy n+1 {metrics['accuracy']:.2f} %, "
              f"plain {metrics.get('accuracy_plain', float('nan')):.2f} %\n\n")
-    return title + head + rows
+    health = metrics.get("cvae_health")
+    if health:
+        from .generate.health import health_line
+        title += health_line(health) + "\n\n"
+    out = title + head + rows
+    by_score = metrics.get("ood_by_score")
+    if by_score:
+        rules = [r for r in RULE_LABELS if r in by_score]
+        out += ("\nAUROC by score rule (same classifier):\n\n| OOD set | " + " | ".join(RULE_LABELS[r] for r in rules)
+                + " |\n|---|" + "---|" * len(rules) + "\n")
+        notes = []
+        for name in metrics["ood"]:
+            cells = []
+            for r in rules:
+                auroc = by_score[r][name]["auroc"]
+                cell = f"{auroc:.1f}"
+                if auroc < 50.0 and r in ("ood-class", "max-in"):
+                    notes.append(f"{name}, {RULE_LABELS[r]}: {known_failure(name, variant)}")
+                    cell += f" ({len(notes)})"
+                cells.append(cell)
+            out += f"| {name} | " + " | ".join(cells) + " |\n"
+        out += "\n" + BEYOND_NOTE + "\n"
+        out += "".join(f"({i}) {n}\n" for i, n in enumerate(notes, 1))
+    return out

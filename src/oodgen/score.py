@@ -38,6 +38,7 @@ from .detectors.fusion import NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusi
 from .detectors.image_stats import PixelBank, image_stats
 from .detectors.oodgen import SCORES, nplus1_scores
 from .detectors.posthoc import model_outputs
+from .config import Variant
 from .models import CVAE, Fig6cCNN
 from .train import predict_logits
 
@@ -225,7 +226,8 @@ def _load_cvae(path: Path, blob: dict, n_classes: int, rule: str, fusion: Featur
     if fusion.calib_stats_ is None:
         raise DetectorFileError(f"{path}: score rule {rule!r} needs calibration statistics that this file's "
                                 "feature bank lacks - rerun `oodgen run` with this version")
-    cvae = CVAE(n_classes, int(state["encoder.mu.weight"].shape[0]))
+    variant = Variant.from_dict((blob.get("config") or {}).get("variant") or {})
+    cvae = CVAE(n_classes, int(state["encoder.mu.weight"].shape[0]), encoder_act=variant.encoder_act)
     try:
         cvae.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:

@@ -90,15 +90,18 @@ def fit_epochs(stage_name: str, model: nn.Module, stage: Stage, steps_per_epoch:
 
 def _load_checkpoint(path) -> dict:
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt checkpoint must not be silently used
         raise RuntimeError(f"{path}: cannot read checkpoint ({exc}); delete it to retrain that stage") from None
 
 
 def train_cvae(cvae: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, ckpt_path, seed: int,
-               progress: bool = True, log=print) -> dict:
+               progress: bool = True, log=print, kl_warmup: float = 0.0) -> dict:
+    """Train the CVAE; the KL weight ramps linearly from 0 to 1 over the first ``kl_warmup`` epochs
+    (KL annealing, Bowman et al. 2016), which keeps the encoder from collapsing onto the prior."""
     n = len(x)
     steps = math.ceil(n / stage.batch_size)
+    warmup_steps = kl_warmup * steps
 
     def epoch_fn(epoch, gen, opt, sched):
         perm = torch.randperm(n, generator=gen)
@@ -107,7 +110,9 @@ def train_cvae(cvae: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, 
             idx = perm[i * stage.batch_size:(i + 1) * stage.batch_size]
             xb, yb = x[idx], y[idx]
             logits, mu, log_var = cvae(xb, yb)
-            loss = cvae.loss(logits, xb, mu, log_var)
+            step = epoch * steps + i
+            kl_weight = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
+            loss = cvae.loss(logits, xb, mu, log_var, kl_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -263,7 +263,7 @@ class ConfidentClassifier(Detector):
 
 def _load(path: Path) -> dict:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt checkpoint must not be silently used
         raise InputError(f"{path}: cannot read checkpoint ({exc}); delete it to retrain") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

@@ -23,6 +23,9 @@ Scores (higher = more OOD):
 
 Hyper-parameters: ``latent_dim`` (8 MNIST, 10 F-MNIST), ``profile`` (training budget, see
 :mod:`oodgen.config`), ``variant`` (paper vs authors'-code choices), ``score``, ``seed``.
+``fit`` measures the trained CVAE's health (``cvae_health_``, :mod:`oodgen.generate.health`),
+prints it when ``verbose``, warns when the CVAE has collapsed, and raises
+:class:`~oodgen.generate.health.CollapsedCVAEError` then when ``strict``.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ import torch
 
 from ..config import PROFILES, Profile, Variant
 from ..models import CVAE, Fig6cCNN
+from ..generate.health import check_health, cvae_health
 from ..train import OutlierPools, fit_ellipsoids, predict_logits, train_cvae, train_nplus1
 from .base import Detector
 from .fusion import NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion
@@ -60,7 +64,7 @@ def nplus1_scores(logits: torch.Tensor, rule: str) -> np.ndarray:
 class OODGen(Detector):
     def __init__(self, latent_dim: int = 8, profile: str | Profile = "full", variant: Variant | None = None,
                  score: str = "ood-class", seed: int = 0, checkpoint_dir: str | None = None,
-                 progress: bool = False, verbose: bool = False, device: str = "cpu"):
+                 progress: bool = False, verbose: bool = False, device: str = "cpu", strict: bool = False):
         self.latent_dim = latent_dim
         self.profile = profile
         self.variant = variant
@@ -70,6 +74,7 @@ class OODGen(Detector):
         self.progress = progress
         self.verbose = verbose
         self.device = device
+        self.strict = strict
 
     def _log(self, msg: str) -> None:
         if self.verbose:
@@ -94,14 +99,19 @@ class OODGen(Detector):
         torch.manual_seed(self.seed)
         timings = {}
         t0 = time.perf_counter()
-        self.cvae_ = CVAE(n_classes, self.latent_dim, sample_z=variant.sample_z).to(device)
+        self.cvae_ = CVAE(n_classes, self.latent_dim, sample_z=variant.sample_z,
+                          encoder_act=variant.encoder_act).to(device)
         self.cvae_history_ = train_cvae(self.cvae_, x, y, prof.cvae, self._ckpt("cvae.pt"), self.seed,
-                                        self.progress, self._log)
+                                        self.progress, self._log, kl_warmup=variant.kl_warmup)
         self.cvae_.eval()
         timings["cvae_training"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.ellipsoids_ = fit_ellipsoids(self.cvae_, x, y)
         timings["ellipsoid_fit"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.cvae_health_ = cvae_health(self.cvae_, x, y, self.ellipsoids_, seed=self.seed)
+        timings["cvae_health"] = time.perf_counter() - t0
+        check_health(self.cvae_health_, strict=self.strict, log=self._log)
         pools = OutlierPools(self.cvae_, self.ellipsoids_, x, y, variant,
                              max(1, int(prof.pool_fraction * len(x))))
         torch.manual_seed(self.seed + 1)

@@ -4,6 +4,12 @@ Encoder: Conv(32, 3x3, s2) -> Conv(64, 3x3, s2) -> flatten -> concat one-hot lab
 Dense 16 -> (mu, log_var).  Decoder: concat(z, one-hot) -> Dense 7*7*64 -> ConvT(64, s2) ->
 ConvT(32, s2) -> ConvT(1, s1) -> sigmoid.  Loss: per-image summed BCE + KL.
 
+``encoder_act`` is the activation of the encoder's 16-unit layer: ``"relu"`` is the paper's (and
+the authors') form; ``"leaky"`` (LeakyReLU 0.2, the default) keeps that bottleneck from dying.
+With ReLU all 16 units can end up inactive on every image early in training, after which the
+encoder mean is a constant and the CVAE has collapsed to a per-class mean image (measured in
+the README's "CVAE health" section; :mod:`oodgen.generate.health`).
+
 ``sample_z=True`` is the paper's VAE (reparameterised sampling during training);
 ``sample_z=False`` is the authors' released code, where the sampling layer returns the mean
 (a deterministic conditional auto-encoder whose KL term acts as an L2 penalty on mu).
@@ -15,9 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+ENCODER_ACTIVATIONS = ("leaky", "relu")
+
+
 class Encoder(nn.Module):
-    def __init__(self, n_classes: int, latent_dim: int, in_channels: int = 1):
+    def __init__(self, n_classes: int, latent_dim: int, in_channels: int = 1, act: str = "leaky"):
         super().__init__()
+        if act not in ENCODER_ACTIVATIONS:
+            raise ValueError(f"unknown encoder activation {act!r}; use one of {ENCODER_ACTIVATIONS}")
+        self.act = nn.LeakyReLU(0.2) if act == "leaky" else nn.ReLU()
         self.conv = nn.Sequential(
             nn.Conv2d(in_channels, 32, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten())
@@ -26,7 +38,7 @@ class Encoder(nn.Module):
         self.log_var = nn.Linear(16, latent_dim)
 
     def forward(self, x: torch.Tensor, y_onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = F.relu(self.hidden(torch.cat([self.conv(x), y_onehot], dim=1)))
+        h = self.act(self.hidden(torch.cat([self.conv(x), y_onehot], dim=1)))
         return self.mu(h), self.log_var(h)
 
 
@@ -59,12 +71,13 @@ class Decoder(nn.Module):
 class CVAE(nn.Module):
     """Conditional VAE; ``forward`` returns (reconstruction logits, mu, log_var)."""
 
-    def __init__(self, n_classes: int, latent_dim: int, sample_z: bool = True):
+    def __init__(self, n_classes: int, latent_dim: int, sample_z: bool = True, encoder_act: str = "leaky"):
         super().__init__()
         self.n_classes = n_classes
         self.latent_dim = latent_dim
         self.sample_z = sample_z
-        self.encoder = Encoder(n_classes, latent_dim)
+        self.encoder_act = encoder_act
+        self.encoder = Encoder(n_classes, latent_dim, act=encoder_act)
         self.decoder = Decoder(n_classes, latent_dim)
 
     def onehot(self, y: torch.Tensor) -> torch.Tensor:
@@ -82,8 +95,9 @@ class CVAE(nn.Module):
         return self.decoder.logits(z, self.onehot(y)), mu, log_var
 
     @staticmethod
-    def loss(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-        """Per-image summed BCE plus KL(q(z|x) || N(0, I)), averaged over the batch."""
+    def loss(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor,
+             kl_weight: float = 1.0) -> torch.Tensor:
+        """Per-image summed BCE plus ``kl_weight`` * KL(q(z|x) || N(0, I)), averaged over the batch."""
         bce = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
         kl = -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp()) / x.shape[0]
-        return bce + kl
+        return bce + kl_weight * kl
