@@ -85,3 +85,51 @@ def test_health_is_deterministic(mnist_3k, healthy):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert cvae_health(healthy, x, y, ell, seed=3) == cvae_health(healthy, x, y, ell, seed=3)
+
+
+def test_kl_warmup_ramps_the_kl_weight(monkeypatch):
+    """kl_warmup=E: the KL weight grows linearly from 0 to 1 over the first E epochs, then stays 1."""
+    seen = []
+    original = CVAE.loss
+
+    def spy(logits, x, mu, log_var, kl_weight=1.0):
+        seen.append(kl_weight)
+        return original(logits, x, mu, log_var, kl_weight)
+
+    monkeypatch.setattr(CVAE, "loss", staticmethod(spy))
+    x, y = torch.rand(40, 1, 28, 28), torch.arange(40) % 10
+    train_cvae(CVAE(10, 4), x, y, Stage(3, batch_size=10), None, 0, progress=False, log=lambda m: None,
+               kl_warmup=2.0)
+    assert seen == pytest.approx([i / 8 for i in range(8)] + [1.0] * 4)
+    seen.clear()
+    train_cvae(CVAE(10, 4), x, y, Stage(1, batch_size=10), None, 0, progress=False, log=lambda m: None)
+    assert seen == [1.0] * 4                      # the paper's loss: no warm-up by default
+
+
+def test_runs_written_before_the_fix_read_as_the_papers_cvae():
+    from oodgen.config import RunConfig, Variant
+    old = {"id": "mnist", "seed": 0, "profile": "full",
+           "variant": {"sample_z": True, "beta": "wide", "nullspace": "uniform", "type2_radius": "surface",
+                       "score": "paper", "sphere_radius": "paper", "clip_type1": "half"}}
+    cfg = RunConfig.from_dict(old)
+    assert cfg.variant.encoder_act == "relu" and cfg.variant.kl_warmup == 0.0 and cfg.variant.beta == "wide"
+    assert Variant().encoder_act == "leaky" and Variant().kl_warmup == 1.0
+
+
+def test_compare_table_explains_failures(tmp_path):
+    import json
+
+    from oodgen.compare import compare_table
+    dirs = []
+    for name, beta, clip, sphere in (("rec", "wide", "half", 100.0), ("paper", "paper", "clip", 0.0)):
+        d = tmp_path / name
+        d.mkdir()
+        metrics = {"score": "ood-class", "variant": {"beta": beta, "clip_type1": clip},
+                   "ood": {"fmnist": {"auroc": 99.9}, "sphere": {"auroc": sphere}}}
+        (d / "metrics.json").write_text(json.dumps(metrics))
+        dirs.append(d)
+    table = compare_table(dirs)
+    assert "| sphere | 100.0 | 0.0 (1) |" in table
+    assert "(1) sphere" in table and "never leave the pixel box" in table
+    with pytest.raises(ValueError, match="metrics.json is missing"):
+        compare_table([tmp_path / "nowhere"])

@@ -109,3 +109,11 @@ def test_python_dash_m_runs_the_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "oodgen", "run", "--id", "mnist", "--profile", "smoke",
                           "--out", str(tmp_path), "--beta", "huge", "--no-progress"], capture_output=True, text=True)
     assert bad.returncode != 0 and "beta" in bad.stderr
+
+
+def test_strict_stops_on_a_collapsed_cvae(tmp_path, capsys):
+    """The smoke profile's CVAE (9 steps) cannot model MNIST: --strict stops before the classifier."""
+    rc = main(["run", "--id", "mnist", "--profile", "smoke", "--out", str(tmp_path), "--no-progress", "--strict"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "collapsed" in err and "latent dimensions" in err
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "checkpoints" / "nplus1.pt").exists()
