@@ -4,6 +4,10 @@
 #
 # Usage (on the GPU machine, from the repository root):
 #   OODGEN_DATA=/path/to/datasets DEADLINE_S=500 PROFILE=full SEEDS="0 1 2" scripts/gpu_batch.sh OUTDIR
+# Other knobs: SETTINGS, DEVICE, THREADS, BENCH=0 (no baselines), EXTRAS=0 (no authors' recipe or
+# sweeps), PACK_EVERY (s).  Measured 2026-11-30 on one H200: 4 full MNIST/F-MNIST runs at once train
+# in ~150 s (13 s per n+1 epoch); 31 jobs at once slow every job ~4x (time-sliced GPU contexts).
+# The data (not in git) travels in an ignored folder named in the device tool's `carry`.
 #
 # Jobs, for every setting and seed:
 #   * the oodgen run with the paper's Type I options (beta U[0.1,1], clipped) and the healthy
@@ -21,7 +25,10 @@ PROFILE=${PROFILE:-full}
 SEEDS=${SEEDS:-0 1 2}
 SETTINGS=${SETTINGS:-mnist fmnist mnist0-4 fmnist0-4}
 DEVICE=${DEVICE:-cuda}
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+# Threads per job: the evaluation's KNN searches (feature bank, 30,000-image pixel bank) run on the
+# CPU; with 1 thread they took minutes per run (seen: runs killed in evaluation, 2026-11-30).
+THREADS=${THREADS:-2}
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 PY=${PYTHON:-python3}
 mkdir -p "$OUTDIR" logs_gpu
 touch .gpu_batch_start

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces results/<id>/oodgen/seed<k>/ (the README's results table): the full profile,
-# seeds 0-2, with the variant options chosen by the ablation in results/ablation/: log-uniform
-# beta, half the Type I samples unclipped, for MNIST and Fashion-MNIST alike (on F-MNIST it beats
-# the paper's defaults on every OOD set at the full profile: results/ablation/fmnist-full-*).
+# seeds 0-2, the default (healthy) CVAE, and the Type I options chosen on generated outliers and
+# validation data only (results/ablation/variant_choice.json, scripts/choose_variant.py):
+# log-uniform beta on [0.1, 28], half the Type I samples unclipped, for every setting.
 # Resumable: rerun to continue. IDS / SEEDS select a subset. REEVALUATE=1 also re-scores finished
 # runs whose checkpoints are here (no retraining: new score rules, fixed evaluation code).
 set -euo pipefail

@@ -24,6 +24,7 @@ from .config import RunConfig
 from .detectors.fusion import RULES as FUSION_RULES
 from .detectors.oodgen import OODGen, nplus1_scores
 from .detectors.posthoc import model_outputs
+from .generate.health import health_line
 from .generate.panel import N_PANEL, generated_panel
 from .metrics import METRIC_NAMES, ood_metrics, threshold_at_tpr
 from .models import Fig6cCNN
@@ -268,7 +269,8 @@ def known_failure(ood_set: str, variant: dict) -> str:
 
 
 def variant_summary(variant: dict) -> str:
-    return (f"encoder {variant.get('encoder_act', 'relu')}, z {'sampled' if variant.get('sample_z', True) else 'mean'}, "
+    return (f"encoder {variant.get('encoder_act', 'relu')}, KL warm-up {variant.get('kl_warmup', 0.0):g}, "
+            f"z {'sampled' if variant.get('sample_z', True) else 'mean'}, "
             f"Type I beta {variant.get('beta')} / clip {variant.get('clip_type1')} / {variant.get('nullspace')}, "
             f"Type II {variant.get('type2_radius')}")
 
@@ -287,7 +289,6 @@ def markdown_table(metrics: dict) -> str:
              f"plain {metrics.get('accuracy_plain', float('nan')):.2f} %\n\n")
     health = metrics.get("cvae_health")
     if health:
-        from .generate.health import health_line
         title += health_line(health) + "\n\n"
     out = title + head + rows
     by_score = metrics.get("ood_by_score")
