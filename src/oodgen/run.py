@@ -265,6 +265,10 @@ def known_failure(ood_set: str, variant: dict) -> str:
         return ("Sphere-OOD points have the largest training norm and about half their pixels negative; Type I "
                 "steps of beta <= 1 clipped to [0, 1] never leave the pixel box, so training shows nothing like "
                 "them (the authors' code uses beta up to 28; try --beta wide --clip-type1 half)")
+    if ood_set == "gaussian" and clipped_small:
+        return ("clipped N(0.5, 1) noise has about two thirds of its pixels saturated at 0 or 1 all over the image; a "
+                "Type I step of beta <= 1 moves a digit by ~0.04 per pixel, so training shows nothing like it "
+                "(try --beta wide --clip-type1 half)")
     return "below chance: this set is scored as more in-distribution than the in-distribution test images"
 
 
