@@ -203,8 +203,7 @@ class _Context:
         n_noise = len(xv) // 2
         noise = torch.from_numpy(D.synthetic("uniform", max(1, n_noise), derive_seed(self.cfg.seed, "fair-noise")))
         state = torch.load(self.run_dir / "detector.pt", map_location="cpu", weights_only=True)
-        cvae = CVAE(self.n_classes, self.cfg.latent, sample_z=self.cfg.variant.sample_z,
-                    encoder_act=self.cfg.variant.encoder_act)
+        cvae = CVAE.for_variant(self.n_classes, self.cfg.latent, self.cfg.variant)
         cvae.load_state_dict(state["cvae"])
         cvae.eval()
         type1 = off_manifold_samples(cvae, xv[n_noise:], yv[n_noise:], beta=self.cfg.variant.beta_range(),

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from .generate.health import health_line
-from .run import RULE_LABELS, known_failure
+from .run import RULE_LABELS, auroc_cell
 
 
 def _label(m: dict) -> str:
@@ -40,11 +40,7 @@ def compare_table(run_dirs) -> str:
             if row is None:
                 cells.append("-")
                 continue
-            cell = f"{row['auroc']:.1f}"
-            if row["auroc"] < 50.0:
-                notes.append(f"{name} ({_label(m)}): {known_failure(name, m.get('variant', {}))}")
-                cell += f" ({len(notes)})"
-            cells.append(cell)
+            cells.append(auroc_cell(row["auroc"], name, m.get("variant", {}), _label(m), notes))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"({i}) {n}" for i, n in enumerate(notes, 1)]

@@ -75,8 +75,7 @@ def load_run_cvae(blob: dict[str, Any]) -> CVAE:
     """The run's CVAE from a detector blob (eval mode)."""
     cfg = blob["config"]
     variant = Variant.from_dict(cfg["variant"])
-    cvae = CVAE(int(blob["n_classes"]), int(cfg["latent_dim"]), sample_z=variant.sample_z,
-                encoder_act=variant.encoder_act)
+    cvae = CVAE.for_variant(int(blob["n_classes"]), int(cfg["latent_dim"]), variant)
     try:
         cvae.load_state_dict(blob["cvae"])
     except (RuntimeError, TypeError) as exc:

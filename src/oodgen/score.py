@@ -227,7 +227,7 @@ def _load_cvae(path: Path, blob: dict, n_classes: int, rule: str, fusion: Featur
         raise DetectorFileError(f"{path}: score rule {rule!r} needs calibration statistics that this file's "
                                 "feature bank lacks - rerun `oodgen run` with this version")
     variant = Variant.from_dict((blob.get("config") or {}).get("variant") or {})
-    cvae = CVAE(n_classes, int(state["encoder.mu.weight"].shape[0]), encoder_act=variant.encoder_act)
+    cvae = CVAE.for_variant(n_classes, int(state["encoder.mu.weight"].shape[0]), variant)
     try:
         cvae.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:

@@ -99,8 +99,7 @@ class OODGen(Detector):
         torch.manual_seed(self.seed)
         timings = {}
         t0 = time.perf_counter()
-        self.cvae_ = CVAE(n_classes, self.latent_dim, sample_z=variant.sample_z,
-                          encoder_act=variant.encoder_act).to(device)
+        self.cvae_ = CVAE.for_variant(n_classes, self.latent_dim, variant).to(device)
         self.cvae_history_ = train_cvae(self.cvae_, x, y, prof.cvae, self._ckpt("cvae.pt"), self.seed,
                                         self.progress, self._log, kl_warmup=variant.kl_warmup)
         self.cvae_.eval()

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .on_manifold import on_manifold_samples
+
 ACTIVE_VAR = 0.01
 COLLAPSE_RATIO = 0.9
 N_HEALTH = 5000
@@ -58,8 +60,6 @@ def cvae_health(cvae, x: torch.Tensor, y: torch.Tensor, ellipsoids=None, *, n: i
     ``ellipsoids`` (a fitted :class:`~oodgen.generate.ClassEllipsoids`) adds the Type II radius
     and spread; without it those fields are absent.  Deterministic for a given ``seed``.
     """
-    from .on_manifold import on_manifold_samples
-
     was_training = cvae.training
     cvae.eval()
     device = next(cvae.parameters()).device

@@ -80,6 +80,11 @@ class CVAE(nn.Module):
         self.encoder = Encoder(n_classes, latent_dim, act=encoder_act)
         self.decoder = Decoder(n_classes, latent_dim)
 
+    @classmethod
+    def for_variant(cls, n_classes: int, latent_dim: int, variant) -> "CVAE":
+        """The CVAE a run's :class:`~oodgen.config.Variant` describes (its z sampling and encoder layer)."""
+        return cls(n_classes, latent_dim, sample_z=variant.sample_z, encoder_act=variant.encoder_act)
+
     def onehot(self, y: torch.Tensor) -> torch.Tensor:
         return F.one_hot(y, self.n_classes).to(torch.float32)
 
