@@ -65,6 +65,29 @@ def main() -> None:
                            "one backward and one more forward pass per image, ours one forward pass, so "
                            "the ratio is bounded by the backward pass's cost on this CPU"))
         out.append("")
+    r = _load("rules")
+    if r:
+        out += ["## Every score rule of a trained run vs the multi-pass baselines", "",
+                f"`{r['command']}` on {_machine(r)}; run `{r['run']}`, {r['n']} test images, batch {r['batch']}; "
+                f"feature bank {r['banks']['feature'][0]} rows (k = {r['banks']['feature_k']}), pixel bank "
+                f"{r['banks']['pixel'][0]} images (k = {r['banks']['pixel_k']}).", "",
+                "| scorer | images/s | x ODIN | x Mahalanobis (pre-proc.) | cost vs p(n+1) |", "|---|---|---|---|---|"]
+        odin = next(v for k, v in r["images_per_s"].items() if k.startswith("odin"))
+        maha = next(v for k, v in r["images_per_s"].items() if k.startswith("mahalanobis"))
+        ours = r["images_per_s"]["oodgen ood-class"]
+        for k, v in r["images_per_s"].items():
+            out.append(f"| {k} | {v:.0f} | {v / odin:.2f} | {v / maha:.2f} | {ours / v:.2f} |")
+        t = r["targets"]
+        out += ["", f"Targets: every rule >= {t['x_odin']:.0f}x ODIN and >= {t['x_mahalanobis']:.0f}x Mahalanobis "
+                f"with pre-processing (goal: within {t['goal_cost_vs_nplus1']}x of p(n+1)).", ""]
+        for rule, row in r["rules"].items():
+            out.append(f"- {rule}: {row['x_odin']:.2f}x ODIN, {row['x_mahalanobis']:.2f}x Mahalanobis, "
+                       f"{row['cost_vs_nplus1']:.2f}x the cost of p(n+1): "
+                       + ("met" if row["meets_targets"] else "**missed**"))
+        out += ["", "Stage breakdown of reject+fisher (ms per 1,000 images):", "",
+                "| stage | ms / 1,000 images |", "|---|---|"]
+        out += [f"| {k} | {v:.1f} |" for k, v in r["stages_ms_per_1000"].items()]
+        out.append("")
     e = _load("end_to_end")
     if e:
         out += ["## End to end: `oodgen run --id mnist`", "", f"`{e['command']}` on {_machine(e)}", "",

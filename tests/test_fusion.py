@@ -221,3 +221,44 @@ def test_oodgen_estimator_fused_rule(rule):
     with pytest.raises(ValueError, match="features"):
         from oodgen.detectors.oodgen import nplus1_scores
         nplus1_scores(torch.zeros(3, 11), "ood-class+knn")
+
+
+def test_subsampled_bank_is_a_seeded_fraction_searched_with_scaled_k():
+    from oodgen.detectors.knn import KNN
+    rng = np.random.default_rng(5)
+    train, calib, p = _blobs(2000, rng), _blobs(300, rng), rng.uniform(0, 0.1, 300)
+    fus = FeatureKNNFusion(k=50, bank_fraction=0.1, seed=3).fit(train, calib, p)
+    rows = fus.bank_indices(2000)
+    assert len(rows) == 200 and fus.k_ == 5 and fus.knn_.bank_.shape == (200, 16)
+    np.testing.assert_array_equal(rows, FeatureKNNFusion(bank_fraction=0.1, seed=3).bank_indices(2000))
+    assert not np.array_equal(rows, FeatureKNNFusion(bank_fraction=0.1, seed=4).bank_indices(2000))
+    q = _blobs(50, rng)
+    ref = KNN(None, k=5).fit_outputs(features=train[rows]).score_outputs(features=q)
+    np.testing.assert_allclose(fus.distance(q), ref)
+    # features of the bank rows only (what OODGen.calibrate computes): the same detector
+    pre = FeatureKNNFusion(k=50, bank_fraction=0.1, seed=3).fit(train[rows], calib, p, train_size=2000)
+    np.testing.assert_array_equal(pre.distance(q), fus.distance(q))
+    with pytest.raises(InputError, match="bank_indices"):
+        FeatureKNNFusion(bank_fraction=0.1).fit(train, calib, p, train_size=2000)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="bank_fraction"):
+            FeatureKNNFusion(bank_fraction=bad).fit(train, calib, p)
+    # the stored k is the one the stored (already subsampled) bank is searched with
+    again = FeatureKNNFusion.from_state_dict(fus.state_dict())
+    assert again.k_ == 5
+    np.testing.assert_array_equal(again.distance(q), fus.distance(q))
+
+
+def test_full_bank_detector_state_keeps_its_bank_and_k():
+    """A detector.pt written before banks were subsampled (55,000 rows, k = 50) scores as it did."""
+    from oodgen.detectors.knn import KNN
+    rng = np.random.default_rng(6)
+    train, calib = _blobs(600, rng), _blobs(100, rng)
+    old = KNN(None, k=50).fit_outputs(features=train)
+    calib_knn = np.sort(old.score_outputs(features=calib))
+    state = {"rule": RULE, "k": 50, "bank": old.bank_, "calib_knn": torch.from_numpy(calib_knn),
+             "calib_p": torch.from_numpy(np.sort(rng.uniform(0, 0.1, 100)))}
+    fus = FeatureKNNFusion.from_state_dict(state)
+    q = _blobs(40, rng)
+    np.testing.assert_allclose(fus.distance(q), old.score_outputs(features=q))
+    assert fus.knn_.bank_.shape[0] == 600

@@ -96,3 +96,23 @@ def test_pixel_knn_detector_bank_and_errors():
         PixelKNN(k=70, bank_size=60).fit(train)
     with pytest.raises(ValueError, match="positive integer"):
         PixelKNN(k=0).fit(train)
+
+
+def test_complexity_threads_give_the_serial_answer():
+    x = torch.rand(700, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    x[::3] = 0.0
+    np.testing.assert_array_equal(complexity_bits(x, workers=3), complexity_bits(x, workers=1))
+
+
+def test_pixel_bank_default_size_and_scaled_k():
+    from oodgen.detectors.image_stats import PIXEL_BANK_SIZE, PIXEL_K, REFERENCE_BANK, scaled_k
+    x = torch.rand(4000, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    bank = PixelBank.from_training_set(x, seed=1)
+    n = min(PIXEL_BANK_SIZE, len(x))
+    assert len(bank.images) == n and bank.k == scaled_k(PIXEL_K, n, min(REFERENCE_BANK, len(x)))
+    # a smaller bank with the same seed is a subset of a larger one
+    small = PixelBank.from_training_set(x, seed=1, size=500)
+    big = {bytes(r.numpy()) for r in PixelBank.from_training_set(x, seed=1, size=2000).images}
+    assert all(bytes(r.numpy()) in big for r in small.images)
+    assert small.k == scaled_k(PIXEL_K, 500, 4000) == 6
+    assert scaled_k(50, 1, 30000) == 1

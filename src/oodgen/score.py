@@ -75,7 +75,7 @@ class ScoringDetector:
     config: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
-    batch_size: int = 1000
+    batch_size: int = 256
     fusion: FeatureKNNFusion | None = None
     cvae: CVAE | None = None
     pixel_bank: PixelBank | None = None
@@ -233,7 +233,8 @@ def _load_cvae(path: Path, blob: dict, n_classes: int, rule: str, fusion: Featur
     except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise DetectorFileError(f"{path}: CVAE weights do not fit {n_classes} classes ({first})") from None
-    return cvae.eval()
+    # Only the likelihood statistic uses it: channels-last is 1.5x faster there (image_stats.inference_copy).
+    return cvae.eval().to(memory_format=torch.channels_last)
 
 
 # ----------------------------------------------------------------------------- inputs

@@ -220,7 +220,7 @@ def train_nplus1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pools: Outl
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits of ``model`` on ``x`` in batches, computed on the model's device, returned on the CPU."""
     model.eval()
     device = next(model.parameters()).device

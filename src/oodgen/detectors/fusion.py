@@ -44,8 +44,13 @@ Fashion-MNIST that showed their test OOD sets, and Fashion-MNIST seeds 1-2 were 
 ``scripts/probe_unseen.py`` are the check; its numbers are the least independent evidence of all
 our scores.
 
-Higher = more OOD.  ``k`` = 50 neighbours among the L2-normalised training features, as for
-the KNN baseline (:mod:`oodgen.detectors.knn`).
+Higher = more OOD.  The feature bank is a seeded random fraction :data:`FEATURE_BANK_FRACTION`
+of the L2-normalised training features, searched with k = 50 scaled by that fraction (Sun et al.
+2022 subsample the bank this way; k = 5 in a tenth of the bank estimates the same neighbour
+distance quantile as k = 50 in all of it, at a tenth of the cost; the default keeps a fifth,
+k = 10).  The fraction was chosen on
+validation images and generated outliers only (``scripts/choose_banks.py``,
+``results/ablation/bank_choice.json``).  Detector files written with the full bank keep it.
 """
 from __future__ import annotations
 
@@ -61,6 +66,8 @@ RULE = "ood-class+knn"
 REJECT_RULE = "reject+knn"
 FISHER_RULE = "reject+fisher"
 RULES = (RULE, REJECT_RULE, FISHER_RULE)
+FEATURE_K = 50                 # neighbours in the full bank
+FEATURE_BANK_FRACTION = 0.2    # chosen by scripts/choose_banks.py (results/ablation/bank_choice.json)
 # rules that need the image statistics (oodgen.detectors.image_stats) of every image
 NEEDS_STATS = (FISHER_RULE,)
 
@@ -98,17 +105,34 @@ class FeatureKNNFusion:
 
     Parameters
     ----------
-    k : neighbours (the k-th nearest training feature's distance is the KNN score).
+    k : neighbours in the full bank (the k-th nearest training feature's distance is the KNN score).
+    bank_fraction : fraction of the training features kept in the bank (seeded random subset);
+        the search then uses ``k_ = max(1, round(k * bank_fraction))`` neighbours.
+    seed : seed of the subset.
     """
 
-    def __init__(self, k: int = 50):
+    def __init__(self, k: int = FEATURE_K, bank_fraction: float = FEATURE_BANK_FRACTION, seed: int = 0):
         self.k = k
+        self.bank_fraction = bank_fraction
+        self.seed = seed
+
+    def bank_indices(self, n: int) -> np.ndarray:
+        """Rows of ``n`` training features that form the bank (sorted; all of them at fraction 1)."""
+        if not 0.0 < float(self.bank_fraction) <= 1.0:
+            raise ValueError(f"fusion: bank_fraction must lie in (0, 1], got {self.bank_fraction!r}")
+        m = min(n, max(1, int(round(float(self.bank_fraction) * n))))
+        if m == n:
+            return np.arange(n)
+        return np.sort(np.random.default_rng(self.seed).permutation(n)[:m])
 
     def fit(self, train_features: np.ndarray, calib_features: np.ndarray,
-            calib_ood_prob: np.ndarray, calib_stats: dict | None = None) -> "FeatureKNNFusion":
+            calib_ood_prob: np.ndarray, calib_stats: dict | None = None,
+            train_size: int | None = None) -> "FeatureKNNFusion":
         """Memory bank from training features; percentiles from held-out in-distribution images.
 
         ``calib_stats`` (the image statistics of the calibration images) enables ``reject+fisher``.
+        ``train_size``: pass it when ``train_features`` holds only the rows
+        ``bank_indices(train_size)`` of the training set's features (saves computing the others).
         """
         calib_ood_prob = np.asarray(calib_ood_prob, dtype=np.float64).reshape(-1)
         if len(calib_ood_prob) != len(calib_features):
@@ -116,7 +140,17 @@ class FeatureKNNFusion:
                              f"{len(calib_ood_prob)} OOD-class probabilities")
         if len(calib_ood_prob) < 20:
             raise InputError(f"fusion: need at least 20 calibration images, got {len(calib_ood_prob)}")
-        self.knn_ = KNN(None, k=self.k).fit_outputs(features=train_features)
+        train_features = np.asarray(train_features)
+        if train_size is None:
+            n = len(train_features)
+            train_features = train_features[self.bank_indices(n)]
+        else:
+            n = int(train_size)
+            if len(train_features) != len(self.bank_indices(n)):
+                raise InputError(f"fusion: train_size={n} means a bank of {len(self.bank_indices(n))} rows "
+                                 f"(bank_indices), got {len(train_features)}")
+        self.k_ = max(1, int(round(self.k * len(train_features) / n))) if n else self.k
+        self.knn_ = KNN(None, k=self.k_).fit_outputs(features=train_features)
         self.calib_knn_ = np.sort(self.knn_.score_outputs(features=calib_features))
         self.calib_p_ = np.sort(calib_ood_prob)
         self.calib_stats_ = None
@@ -182,7 +216,7 @@ class FeatureKNNFusion:
     def state_dict(self) -> dict:
         if not hasattr(self, "knn_"):
             raise NotFittedError("FeatureKNNFusion is not fitted")
-        state = {"rule": RULE, "k": int(self.k), "bank": self.knn_.bank_.to(torch.float32),
+        state = {"rule": RULE, "k": int(self.k_), "bank": self.knn_.bank_.to(torch.float32),
                  "calib_knn": torch.from_numpy(self.calib_knn_), "calib_p": torch.from_numpy(self.calib_p_)}
         if self.calib_stats_ is not None:
             state["calib_stats"] = {k: torch.from_numpy(v) for k, v in self.calib_stats_.items()}
@@ -190,7 +224,9 @@ class FeatureKNNFusion:
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "FeatureKNNFusion":
-        obj = cls(k=int(state["k"]))
+        # The stored bank is already subsampled and "k" is the k it is searched with.
+        obj = cls(k=int(state["k"]), bank_fraction=1.0)
+        obj.k_ = obj.k
         knn = KNN(None, k=obj.k)
         knn.bank_ = state["bank"].to(torch.float32)
         knn.fitted_ = True

@@ -41,7 +41,7 @@ from ..generate.health import check_health, cvae_health
 from ..train import OutlierPools, fit_ellipsoids, predict_logits, train_cvae, train_nplus1
 from .base import Detector
 from .fusion import NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion
-from .image_stats import PixelBank, image_stats
+from .image_stats import PixelBank, image_stats, inference_copy
 from .posthoc import model_outputs
 
 SCORES = ("ood-class", "max-in") + FUSION_RULES
@@ -126,6 +126,7 @@ class OODGen(Detector):
         self.pools_ = pools
         self.n_classes_ = n_classes
         self.fusion_ = None
+        self.stats_cvae_ = None
         self.train_features_ = None
         self.pixel_bank_ = None
         if self.score_rule in FUSION_RULES:
@@ -140,19 +141,25 @@ class OODGen(Detector):
         if self.train_features_ is None:
             if x_train is None:
                 raise ValueError("OODGen.calibrate: pass x_train the first time (the KNN memory bank)")
-            self.train_features_ = model_outputs(self.classifier_, x_train, ("features",))["features"]
+            # Only the bank's rows of the training set need features (a tenth by default).
+            self.train_size_ = len(x_train)
+            rows = torch.from_numpy(FeatureKNNFusion(seed=self.seed).bank_indices(len(x_train)))
+            self.train_features_ = model_outputs(self.classifier_, torch.as_tensor(x_train)[rows], ("features",))["features"]
             self.pixel_bank_ = PixelBank.from_training_set(x_train, self.seed)
         out = model_outputs(self.classifier_, x_calib, ("features", "logits"))
         logits = torch.from_numpy(out["logits"])
         p_ood = nplus1_scores(logits, "ood-class")
         stats = self.image_stats(x_calib, logits)
-        self.fusion_ = FeatureKNNFusion().fit(self.train_features_, out["features"], p_ood, stats)
+        self.fusion_ = FeatureKNNFusion(seed=self.seed).fit(self.train_features_, out["features"], p_ood, stats,
+                                                            train_size=self.train_size_)
         self.calib_outputs_ = (out["features"], logits, stats)
         return self
 
     def image_stats(self, x, logits: torch.Tensor) -> dict[str, np.ndarray]:
         """The image statistics of ``x`` given their n+1 ``logits`` (class = argmax of the first n)."""
-        return image_stats(self.cvae_, self.pixel_bank_, torch.as_tensor(x), logits[:, :-1].argmax(1))
+        if getattr(self, "stats_cvae_", None) is None:
+            self.stats_cvae_ = inference_copy(self.cvae_)
+        return image_stats(self.stats_cvae_, self.pixel_bank_, torch.as_tensor(x), logits[:, :-1].argmax(1))
 
     def logits(self, x) -> torch.Tensor:
         from .base import check_images

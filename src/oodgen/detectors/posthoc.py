@@ -34,7 +34,7 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def model_outputs(model: nn.Module, x: torch.Tensor, uses=OUTPUT_NAMES, batch_size: int = 1000
+def model_outputs(model: nn.Module, x: torch.Tensor, uses=OUTPUT_NAMES, batch_size: int = 256
                   ) -> dict[str, np.ndarray]:
     """Penultimate features and/or logits of ``x``, in eval mode, as float32 numpy arrays.
 
