@@ -76,7 +76,7 @@ class Profile:
     regen_every: int = 1               # epochs between outlier-pool regenerations
     n_train: int | None = None         # use only the first n training images (smoke tests)
     n_eval: int | None = None          # evaluate on the first n of each test / OOD set
-    eval_batch: int = 256              # inference batch: faster than 1000 on 2 CPU cores (benchmarks/bench_rules.py)
+    eval_batch: int = 1000
 
 
 PROFILES: dict[str, Profile] = {
