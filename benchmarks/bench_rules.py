@@ -7,7 +7,8 @@ need more than one pass, on the same images in one process (CPU, batch 256):
   (``nll``), likelihood minus zlib code length (``nll-complexity``), pixel KNN distance;
 * the stage breakdown of the fused rules: classifier pass, feature KNN search, CVAE pass, zlib,
   pixel KNN search, the fusion arithmetic;
-* baselines on the run's plain classifier (``checkpoints/plain.pt``): ODIN (T = 1000,
+* baselines on the run's plain classifier (``checkpoints/plain.pt``, in the channels-last format
+  that our scoring uses too, :mod:`oodgen.models.inference`): ODIN (T = 1000,
   eps = 0.0014) and Mahalanobis (eps = 0.0014) with input pre-processing, MC-dropout and mutual
   information (T = 50 passes, on n / 8 images: they are per-image rates), max-softmax.
 
@@ -36,7 +37,7 @@ from oodgen.detectors.image_stats import complexity_bits, cvae_nll_bits  # noqa:
 from oodgen.detectors.oodgen import SCORES, nplus1_scores  # noqa: E402
 from oodgen.detectors.posthoc import model_outputs  # noqa: E402
 from oodgen.detectors.registry import make_detector  # noqa: E402
-from oodgen.models import Fig6cCNN  # noqa: E402
+from oodgen.models import Fig6cCNN, as_inference  # noqa: E402
 from oodgen.score import load_detector  # noqa: E402
 from oodgen.utils import atomic_write_json, environment  # noqa: E402
 
@@ -120,7 +121,7 @@ def main() -> None:
     plain = Fig6cCNN(full.n_classes)
     plain.load_state_dict(torch.load(run / "checkpoints" / "plain.pt", map_location="cpu",
                                      weights_only=True)["model"])
-    plain.eval()
+    as_inference(plain)       # the same eval-mode, channels-last format our scoring uses
     baselines = {
         "odin (T=1000, eps=0.0014)": make_detector("odin", plain, temperature=1000.0, eps=0.0014),
         "mahalanobis (eps=0.0014, pre-processing)": make_detector("mahalanobis", plain, eps=0.0014),

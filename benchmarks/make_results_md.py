@@ -88,6 +88,18 @@ def main() -> None:
                 "| stage | ms / 1,000 images |", "|---|---|"]
         out += [f"| {k} | {v:.1f} |" for k, v in r["stages_ms_per_1000"].items()]
         out.append("")
+    k = _load("knn")
+    if k:
+        out += ["## Feature-bank search: torch vs faiss vs smaller banks", "",
+                f"`{k['command']}` on {_machine(k)}; bank {k['bank'][0]} x {k['bank'][1]}, {k['n_queries']} queries.", "",
+                "| method | ms per 4,096 queries | max abs distance error vs exact |", "|---|---|---|"]
+        for row in k["rows"]:
+            if "skipped" in row:
+                out.append(f"| {row['method']} | skipped: {row['skipped']} | |")
+            else:
+                err = "" if row["max_abs_error"] is None else f"{row['max_abs_error']:.2g}"
+                out.append(f"| {row['method']} | {row['ms_per_4096']:.1f} | {err} |")
+        out.append("")
     e = _load("end_to_end")
     if e:
         out += ["## End to end: `oodgen run --id mnist`", "", f"`{e['command']}` on {_machine(e)}", "",

@@ -243,3 +243,17 @@ def test_pytorch_ood_adapter_is_optional(model, data, monkeypatch):
     monkeypatch.setitem(sys.modules, "pytorch_ood.detector", None)
     with pytest.raises(ImportError, match="pip install pytorch-ood"):
         det.fit(data[0][:10])
+
+
+def test_knn_dead_columns_do_not_change_distances():
+    """Columns that are zero in every bank row are skipped in the search; distances are the full ones."""
+    from oodgen.detectors.knn import KNN
+    rng = np.random.default_rng(0)
+    bank = np.maximum(rng.normal(size=(300, 32)), 0).astype(np.float32)
+    bank[:, ::3] = 0.0                                   # dead units
+    q = np.maximum(rng.normal(size=(50, 32)), 0).astype(np.float32)    # queries use them too
+    knn = KNN(None, k=7).fit_outputs(features=bank)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    bn = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    d = np.sqrt(((qn[:, None, :] - bn[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(knn.score_outputs(features=q), np.sort(d, axis=1)[:, 6], atol=1e-5)

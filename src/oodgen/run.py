@@ -27,7 +27,7 @@ from .detectors.posthoc import model_outputs
 from .generate.health import health_line
 from .generate.panel import N_PANEL, generated_panel
 from .metrics import METRIC_NAMES, ood_metrics, threshold_at_tpr
-from .models import Fig6cCNN
+from .models import Fig6cCNN, inference_copy
 from .train import predict_logits, train_plain
 from .utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, environment, resolve_device
 
@@ -138,7 +138,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     timings["plain_training"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    clf = detector.classifier_
+    clf = detector.inference_classifier()
 
     def outputs(images):
         o = model_outputs(clf, images, ("features", "logits"), prof.eval_batch)
@@ -152,7 +152,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     feats_test, logits_test, stats_test = outputs(xt)
     feats_val, logits_val, stats_val = detector.calib_outputs_     # the validation split's, computed once
     acc_nplus1 = float((logits_test[:, :-1].argmax(1) == yt).double().mean() * 100)
-    acc_plain = float((predict_logits(plain, xt, prof.eval_batch).argmax(1) == yt).double().mean() * 100)
+    acc_plain = float((predict_logits(inference_copy(plain), xt, prof.eval_batch).argmax(1) == yt).double().mean() * 100)
 
     def all_scores(feats, logits, stats):
         """(every score rule, each statistic reject+fisher combines alone): one KNN search for all."""

@@ -29,7 +29,6 @@ All are higher = more OOD.  They are combined with the classifier's scores in
 """
 from __future__ import annotations
 
-import copy
 import math
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -71,13 +70,6 @@ def complexity_bits(x: torch.Tensor, workers: int | None = None) -> np.ndarray:
     with ThreadPoolExecutor(workers) as pool:
         parts = list(pool.map(_compressed_bits, chunks))
     return np.array([b for part in parts for b in part], dtype=np.float64)
-
-
-def inference_copy(cvae):
-    """An eval-mode copy of ``cvae`` in channels-last memory format for :func:`cvae_nll_bits`: the
-    same weights and values up to float rounding, 1.5x faster on the CPU (the decoder's transposed
-    convolutions; ``benchmarks/bench_rules.py``).  The CVAE that generates outliers is left as is."""
-    return copy.deepcopy(cvae).eval().to(memory_format=torch.channels_last)
 
 
 @torch.no_grad()
