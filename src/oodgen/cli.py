@@ -48,7 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="train and evaluate the detector on one in-distribution setting")
-    r.add_argument("--id", required=True, choices=["mnist", "fmnist", "mnist0-4", "fmnist0-4"])
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--id", choices=["mnist", "fmnist", "mnist0-4", "fmnist0-4"],
+                     help="one of the paper's in-distribution settings")
+    src.add_argument("--train", metavar="PATH",
+                     help="your own labelled images: a folder with one sub-folder per class, an .npz "
+                          "(x, y) or IDX files (README 'Your own data')")
+    r.add_argument("--test", metavar="PATH", help="your own test set (default: a seeded 20 %% of --train)")
+    r.add_argument("--ood", metavar="NAME=PATH", action="append", default=None,
+                   help="an OOD set to evaluate on (folder of images or .npz); repeatable. Gaussian, "
+                        "uniform and Sphere noise of the images' shape are always added")
+    r.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="resize every image (training, test, OOD) to H x W (multiples of 4)")
+    r.add_argument("--channels", type=int, choices=[1, 3], default=None,
+                   help="convert every image to grey (1) or colour (3)")
     r.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", required=True, help="run directory (resumed if it holds checkpoints)")
@@ -91,8 +104,12 @@ def main(argv: list[str] | None = None) -> int:
             from .run import run
             if a.w_ood is not None and not a.w_ood > 0:
                 raise ValueError(f"--w-ood must be positive, got {a.w_ood}")
-            cfg = RunConfig(id=a.id, seed=a.seed, profile=a.profile, device=a.device, variant=_variant(a),
-                            w_ood=a.w_ood)
+            if a.train is None and (a.test or a.ood or a.size or a.channels):
+                raise ValueError("--test, --ood, --size and --channels go with --train (your own data)")
+            cfg = RunConfig(id=a.id or "custom", seed=a.seed, profile=a.profile, device=a.device,
+                            variant=_variant(a), w_ood=a.w_ood, train=a.train, test=a.test,
+                            ood=tuple(a.ood) if a.ood else None, size=tuple(a.size) if a.size else None,
+                            channels=a.channels)
             import warnings
 
             from .generate.health import CollapsedCVAEWarning

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 LATENT_DIMS = {"mnist": 8, "mnist0-4": 8, "fmnist": 10, "fmnist0-4": 10}
+CUSTOM_ID = "custom"          # a run on the user's own data (RunConfig.train)
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,21 @@ class RunConfig:
     variant: Variant = field(default_factory=Variant)
     latent_dim: int | None = None
     w_ood: float | None = None         # overrides the profile's OOD-class weight when set
+    # Your own data (id "custom"): paths of the training and test sets (oodgen.data.user), OOD sets
+    # as "NAME=PATH", and an optional resize / channel conversion of every image.
+    train: str | None = None
+    test: str | None = None
+    ood: tuple[str, ...] | None = None
+    size: tuple[int, int] | None = None
+    channels: int | None = None
 
     def __post_init__(self) -> None:
+        if self.train is not None and self.id != CUSTOM_ID:
+            object.__setattr__(self, "id", CUSTOM_ID)
+        if self.ood is not None:
+            object.__setattr__(self, "ood", tuple(self.ood))
+        if self.size is not None:
+            object.__setattr__(self, "size", tuple(int(v) for v in self.size))
         if self.latent_dim is None:
             object.__setattr__(self, "latent_dim", LATENT_DIMS.get(self.id, 8))
 
@@ -139,6 +153,9 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        for k in ("ood", "size"):
+            if d[k] is not None:
+                d[k] = list(d[k])
         d["profile_settings"] = asdict(self.prof)
         d["latent_dim"] = self.latent
         d["score_used"] = self.score_rule

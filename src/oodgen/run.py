@@ -12,6 +12,7 @@ Run directory layout::
 from __future__ import annotations
 
 import json
+import re
 import resource
 import time
 from pathlib import Path
@@ -39,14 +40,98 @@ class RunError(RuntimeError):
     """A run cannot start (conflicting configuration in the run directory, ...)."""
 
 
-def train_val_split(n: int) -> tuple[np.ndarray, np.ndarray]:
+def train_val_split(n: int, min_val: int = 1) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(SPLIT_SEED).permutation(n)
-    n_val = max(1, int(round(n * VAL_FRACTION)))
+    n_val = max(min_val, int(round(n * VAL_FRACTION)))
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def load_setting(cfg: RunConfig, data_dir=None):
-    """(train x, train y, val x, val y, test x, test y, sphere radius) for a setting."""
+USER_SYNTHETIC = ("gaussian", "uniform", "sphere")   # noise sets that follow a custom run's image shape
+USER_TEST_FRACTION = 0.2
+USER_MIN_VAL = 200
+
+
+def _user_ood(cfg: RunConfig) -> dict[str, str]:
+    """{name: path} of a custom run's ``--ood NAME=PATH`` sets."""
+    out: dict[str, str] = {}
+    for entry in cfg.ood or ():
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise D.DataError(f"--ood expects NAME=PATH, got {entry!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise D.DataError(f"--ood name {name!r}: use letters, digits, '_', '.', '-'")
+        if name in USER_SYNTHETIC or name in out:
+            raise D.DataError(f"--ood name {name!r} is taken (the noise sets {USER_SYNTHETIC} are always added)")
+        if not Path(path).exists():
+            raise D.DataError(f"--ood {name}={path}: no such file or folder")
+        out[name] = path
+    return out
+
+
+def ood_set_names(cfg: RunConfig, data_dir=None) -> list[str]:
+    """The OOD sets a run evaluates on: its setting's, or a custom run's own plus the noise sets."""
+    if cfg.train is None:
+        return D.ood_sets(cfg.id, data_dir)
+    return [*_user_ood(cfg), *USER_SYNTHETIC]
+
+
+def load_ood_set(cfg: RunConfig, name: str, data_dir=None, *, n=None, seed: int = 0,
+                 sphere_radius: float | None = None, shape=(1, 28, 28)) -> D.ImageSet:
+    user = _user_ood(cfg) if cfg.train is not None else {}
+    if name not in user:
+        return D.load(name, "test", data_dir, n=n, seed=seed, sphere_radius=sphere_radius, shape=shape)
+    from .data.user import load_user
+    imgs = load_user(user[name], size=cfg.size, channels=cfg.channels, labelled=False)
+    if imgs.shape != tuple(shape):
+        raise D.DataError(f"OOD set {name} ({user[name]}): images are {imgs.shape} (C, H, W) but the run's are "
+                          f"{tuple(shape)}; pass --size H W and/or --channels to convert them")
+    images = imgs.images[:n] if n else imgs.images
+    return D.ImageSet(name, images, np.full(len(images), -1, np.int64))
+
+
+def _load_user_setting(cfg: RunConfig):
+    from .data.user import UserDataError, load_user, split
+    data = load_user(cfg.train, size=cfg.size, channels=cfg.channels)
+    if cfg.test:
+        test = load_user(cfg.test, size=cfg.size, channels=cfg.channels)
+        if test.shape != data.shape:
+            raise UserDataError(f"{cfg.test}: images are {test.shape} (C, H, W) but the training images "
+                                f"{data.shape}; pass --size H W and/or --channels")
+        unknown = sorted(set(test.classes) - set(data.classes))
+        if unknown:
+            raise UserDataError(f"{cfg.test}: classes {unknown} are not among the training classes {data.classes}")
+        index = {c: i for i, c in enumerate(data.classes)}
+        test.labels = np.array([index[test.classes[k]] for k in test.labels], dtype=np.int64)
+        test.classes = data.classes
+        split_info = {"test": str(cfg.test)}
+    else:
+        data, test, test_idx = split(data, USER_TEST_FRACTION, SPLIT_SEED)
+        split_info = {"test": f"seeded {USER_TEST_FRACTION:.0%} of --train (seed {SPLIT_SEED})",
+                      "n_test": int(len(test_idx))}
+    info = {"classes": data.classes, "image_shape": list(data.shape), "train_sha256": data.digest(),
+            "test_sha256": test.digest(), **split_info}
+    return data.images, data.labels, test.images, test.labels, info
+
+
+def load_setting(cfg: RunConfig, data_dir=None, info: dict | None = None):
+    """(train x, train y, val x, val y, test x, test y, sphere radius) for a setting; for a custom
+    run, ``info`` (a dict) receives its classes, image shape, data digests and test split."""
+    prof = cfg.prof
+    if cfg.train is not None:
+        x, y, xt, yt, user_info = _load_user_setting(cfg)
+        if info is not None:
+            info.update(user_info)
+        if prof.n_train is not None:
+            x, y = x[:prof.n_train], y[:prof.n_train]
+        if prof.n_eval is not None:
+            xt, yt = xt[:prof.n_eval], yt[:prof.n_eval]
+        # small sets: keep enough validation images for the thresholds and the fused rules' calibration
+        tr, va = train_val_split(len(x), min_val=min(USER_MIN_VAL, len(x) // 4))
+        radius = float(np.linalg.norm(x.reshape(len(x), -1), axis=1).max())
+        if cfg.variant.sphere_radius == "authors":
+            radius += 2.0
+        t = torch.from_numpy
+        return t(x[tr]), t(y[tr]), t(x[va]), t(y[va]), t(xt), t(yt), radius
     if cfg.id not in D.SETTINGS:
         raise D.DataError(f"unknown in-distribution setting {cfg.id!r}; use one of {', '.join(D.SETTINGS)}")
     prof = cfg.prof
@@ -119,9 +204,11 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     prof = cfg.prof
     t_start = time.perf_counter()
     log(f"oodgen run: id={cfg.id} profile={cfg.profile} seed={cfg.seed} out={out}")
-    x, y, xv, yv, xt, yt, radius = load_setting(cfg, data_dir)
+    data_info: dict = {}
+    x, y, xv, yv, xt, yt, radius = load_setting(cfg, data_dir, data_info)
+    shape = tuple(int(v) for v in x.shape[1:])
     n_classes = int(y.max()) + 1
-    ood_names = D.ood_sets(cfg.id, data_dir)
+    ood_names = ood_set_names(cfg, data_dir)
     log(f"train {len(x)} / val {len(xv)} / test {len(xt)} images, {n_classes} classes; OOD sets: {', '.join(ood_names)}")
     ckpt = out / "checkpoints"
     previous = _finished_run(out, prof)
@@ -133,7 +220,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
 
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed + 2)
-    plain = Fig6cCNN(n_classes).to(device)
+    plain = Fig6cCNN(n_classes, shape[0], shape[1:]).to(device)
     train_plain(plain, x.to(device), y.to(device), prof.plain, ckpt / "plain.pt", cfg.seed, progress, log)
     timings["plain_training"] = time.perf_counter() - t0
 
@@ -166,7 +253,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     by_component: dict[str, dict] = {c: {} for c in comp_in}
     sizes = {}
     for name in ood_names:
-        ood = D.load(name, "test", data_dir, n=prof.n_eval, seed=cfg.seed, sphere_radius=radius)
+        ood = load_ood_set(cfg, name, data_dir, n=prof.n_eval, seed=cfg.seed, sphere_radius=radius, shape=shape)
         sizes[name] = len(ood)
         scores_ood, comp_o = all_scores(*outputs(torch.from_numpy(ood.images)))
         for rule in by_score:
@@ -194,6 +281,8 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
 
     atomic_torch_save({
         "format": "oodgen-detector/1",
+        "image_shape": list(shape),
+        **({"classes": data_info["classes"]} if data_info else {}),
         "config": cfg.to_dict(),
         "n_classes": n_classes,
         "classifier": _cpu_state(detector.classifier_),
@@ -217,6 +306,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
         timings = dict(previous.get("timings_s", timings))
     metrics = {
         "id": cfg.id,
+        **({"data": data_info} if data_info else {}),
         "method": "oodgen",
         "seed": cfg.seed,
         "profile": cfg.profile,

@@ -79,6 +79,8 @@ class ScoringDetector:
     fusion: FeatureKNNFusion | None = None
     cvae: CVAE | None = None
     pixel_bank: PixelBank | None = None
+    image_shape: tuple[int, int, int] = (1, 28, 28)
+    classes: list[str] | None = None
 
     @property
     def threshold(self) -> float:
@@ -87,11 +89,12 @@ class ScoringDetector:
         return self.thresholds[self.score_rule]
 
     def logits(self, x) -> torch.Tensor:
-        """The n+1 logits of images ``x`` ((N, 1, 28, 28) or (N, 28, 28), numpy or torch)."""
-        return predict_logits(self.classifier, check_images(x, "score input"), self.batch_size)
+        """The n+1 logits of images ``x`` ((N, C, H, W) of the run's :attr:`image_shape`; (N, H, W)
+        for grey runs), numpy or torch."""
+        return predict_logits(self.classifier, check_images(x, "score input", shape=self.image_shape), self.batch_size)
 
     def _scores_and_logits(self, x) -> tuple[np.ndarray, torch.Tensor]:
-        x = check_images(x, "score input")
+        x = check_images(x, "score input", shape=self.image_shape)
         if self.score_rule not in FUSION_RULES:
             logits = predict_logits(self.classifier, x, self.batch_size)
             return nplus1_scores(logits, self.score_rule), logits
@@ -185,7 +188,11 @@ def load_detector(run_dir: str | os.PathLike, rule: str | None = None) -> Scorin
         raise DetectorFileError(f"{path}: unknown score rule {rule!r}; this version knows {SCORES}")
     if not isinstance(thresholds, dict) or rule not in thresholds:
         raise DetectorFileError(f"{path}: no stored threshold for score rule {rule!r}")
-    classifier = Fig6cCNN(n_classes + 1)
+    shape = blob.get("image_shape", [1, 28, 28])
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise DetectorFileError(f"{path}: invalid image_shape {shape!r}")
+    shape = tuple(shape)
+    classifier = Fig6cCNN(n_classes + 1, shape[0], shape[1:])
     try:
         classifier.load_state_dict(blob["classifier"])
     except (RuntimeError, TypeError, AttributeError) as exc:
@@ -204,7 +211,7 @@ def load_detector(run_dir: str | os.PathLike, rule: str | None = None) -> Scorin
             raise DetectorFileError(f"{path}: damaged feature bank ({exc})") from None
     cvae = pixel_bank = None
     if rule in NEEDS_STATS:
-        cvae = _load_cvae(path, blob, n_classes, rule, fusion)
+        cvae = _load_cvae(path, blob, n_classes, rule, fusion, shape)
         try:
             pixel_bank = PixelBank.from_state_dict(blob["pixel_bank"])
         except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as exc:
@@ -214,10 +221,11 @@ def load_detector(run_dir: str | os.PathLike, rule: str | None = None) -> Scorin
                            n_classes=n_classes, score_rule=rule,
                            thresholds={k: float(v) for k, v in thresholds.items()},
                            config=blob.get("config", {}), environment=blob.get("environment", {}),
-                           path=path)
+                           path=path, image_shape=shape, classes=blob.get("classes"))
 
 
-def _load_cvae(path: Path, blob: dict, n_classes: int, rule: str, fusion: FeatureKNNFusion) -> CVAE:
+def _load_cvae(path: Path, blob: dict, n_classes: int, rule: str, fusion: FeatureKNNFusion,
+               shape=(1, 28, 28)) -> CVAE:
     """The CVAE that rule ``rule`` needs, from ``blob["cvae"]`` (latent size from its weights)."""
     state = blob.get("cvae")
     if not isinstance(state, dict) or "encoder.mu.weight" not in state:
@@ -227,7 +235,7 @@ def _load_cvae(path: Path, blob: dict, n_classes: int, rule: str, fusion: Featur
         raise DetectorFileError(f"{path}: score rule {rule!r} needs calibration statistics that this file's "
                                 "feature bank lacks - rerun `oodgen run` with this version")
     variant = Variant.from_dict((blob.get("config") or {}).get("variant") or {})
-    cvae = CVAE.for_variant(n_classes, int(state["encoder.mu.weight"].shape[0]), variant)
+    cvae = CVAE.for_variant(n_classes, int(state["encoder.mu.weight"].shape[0]), variant, shape)
     try:
         cvae.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
@@ -243,8 +251,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ARRAY_SHAPES = "(28, 28), (N, 28, 28), (N, 1, 28, 28) or (N, 784)"
 
 
-def load_inputs(paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, list[str]]:
+def load_inputs(paths: Sequence[str | os.PathLike], shape: tuple[int, int, int] = (1, 28, 28),
+                resize: bool = False) -> tuple[np.ndarray, list[str]]:
     """Read images from files into one float32 batch (N, 1, 28, 28) in [0, 1].
+
+    For a run on other images (``shape`` = its (C, H, W), e.g. (3, 32, 32)) see
+    :func:`load_shaped_inputs`; what follows is the 1 x 28 x 28 reading.
 
     Accepted files (recognised by their first bytes, so the extension does not matter):
 
@@ -277,6 +289,8 @@ def load_inputs(paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, list[st
         paths = [paths]
     if len(paths) == 0:
         raise InputError("no input files given")
+    if tuple(shape) != (1, IMAGE_SIZE, IMAGE_SIZE):
+        return load_shaped_inputs(paths, tuple(shape), resize)
     batches, names = [], []
     for p in paths:
         images, single = _load_file(Path(p))
@@ -286,8 +300,58 @@ def load_inputs(paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, list[st
     return np.concatenate(batches).astype(np.float32, copy=False), names
 
 
-def _load_file(path: Path) -> tuple[np.ndarray, bool]:
-    """(images (N, 1, 28, 28) float32, whether the file holds a single image)."""
+def load_shaped_inputs(paths: Sequence[str | os.PathLike], shape: tuple[int, int, int],
+                       resize: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Read images for a run whose images are ``shape`` = (C, H, W) (a run on your own data).
+
+    PNG / JPEG files must have the run's channels (grey for C = 1, colour for C = 3; an alpha
+    channel only if fully opaque) and size; ``resize=True`` resizes them (area averaging when
+    shrinking, Lanczos when enlarging).  Arrays (.npy / .npz / IDX) may be (H, W), (H, W, C),
+    (N, H, W), (N, H, W, C) or (N, C, H, W), uint8 or float in [0, 1].
+    """
+    from .data.user import UserDataError, _from_arrays, _read_picture, _to_array
+    c, h, w = shape
+    batches, names = [], []
+    for p in map(Path, paths):
+        head = _head(p)
+        try:
+            if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8\xff"):
+                img, mode = _read_picture(p)
+                if (mode == "L") != (c == 1):
+                    raise InputError(f"{p}: a {'grey' if mode == 'L' else 'colour'} image, but the run's images "
+                                     f"are {'grey' if c == 1 else 'colour'} ({c} channel(s))")
+                if (img.height, img.width) != (h, w) and not resize:
+                    raise InputError(f"{p}: image is {img.width}x{img.height}, the run's images are {w}x{h}; "
+                                     "pass --resize (resize=True) to resize it")
+                batches.append(_to_array(img, c, (h, w), p)[None])
+                names.append(str(p))
+                continue
+            if head.startswith(b"\x93NUMPY"):
+                arr = _np_load(p)
+            elif head.startswith(b"PK"):
+                arr = _npz_array(p)
+            elif head.startswith(b"\x1f\x8b") or head.startswith(b"\x00\x00"):
+                try:
+                    arr = read_idx(p)
+                except IDXError as exc:
+                    raise InputError(str(exc)) from None
+            else:
+                raise InputError(f"{p}: unrecognised file type; give PNG or JPEG images, .npy/.npz arrays or IDX files")
+            single = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3))
+            if single:
+                arr = arr[None]
+            imgs = _from_arrays(arr, None, str(p), (h, w) if resize else None, None, labelled=False).images
+        except UserDataError as exc:
+            raise InputError(str(exc)) from None
+        if tuple(imgs.shape[1:]) != tuple(shape):
+            raise InputError(f"{p}: images are {tuple(imgs.shape[1:])} (C, H, W), the run's are {tuple(shape)}"
+                             + ("" if resize else "; pass --resize for another size"))
+        batches.append(imgs)
+        names.extend([str(p)] if single else [f"{p}[{i}]" for i in range(len(imgs))])
+    return np.concatenate(batches).astype(np.float32, copy=False), names
+
+
+def _head(path: Path) -> bytes:
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
@@ -299,6 +363,12 @@ def _load_file(path: Path) -> tuple[np.ndarray, bool]:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
     if not head:
         raise InputError(f"{path}: file is empty")
+    return head
+
+
+def _load_file(path: Path) -> tuple[np.ndarray, bool]:
+    """(images (N, 1, 28, 28) float32, whether the file holds a single image)."""
+    head = _head(path)
     if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8\xff"):
         return _load_picture(path), True
     if head.startswith(b"\x93NUMPY"):
@@ -416,12 +486,12 @@ RESULT_FIELDS = ("name", "score", "decision", "predicted_class")
 
 
 def score_files(run_dir: str | os.PathLike, paths: Sequence[str | os.PathLike],
-                threshold: float | None = None, rule: str | None = None
+                threshold: float | None = None, rule: str | None = None, resize: bool = False
                 ) -> tuple[ScoringDetector, list[dict[str, Any]], float]:
     """Score files with the detector of ``run_dir`` (by ``rule``, default the run's): (detector, one
     row per image, threshold used)."""
     det = load_detector(run_dir, rule)
-    images, names = load_inputs(paths)
+    images, names = load_inputs(paths, shape=det.image_shape, resize=resize)
     t = det.threshold if threshold is None else _check_threshold(threshold)
     scores, ood, pred = det.evaluate(images, t)
     rows = [{"name": n, "score": float(s), "decision": "ood" if o else "in", "predicted_class": int(c)}
@@ -460,7 +530,7 @@ def write_results(path: str | os.PathLike, rows: list[dict[str, Any]], det: Scor
 def _cmd_score(args: argparse.Namespace) -> int:
     if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise ValueError(f"--out {args.out}: unknown extension {Path(args.out).suffix!r}; use .csv or .json")
-    det, rows, t = score_files(args.run_dir, args.inputs, args.threshold, args.score)
+    det, rows, t = score_files(args.run_dir, args.inputs, args.threshold, args.score, args.resize)
     if args.out is not None:
         write_results(args.out, rows, det, t)
     if not args.quiet:
@@ -497,6 +567,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="OOD if score > X (default: the run's 95%% TPR threshold)")
     p.add_argument("--score", choices=SCORES, default=None,
                    help="score rule (default: the one the run reports; the run stored every rule's threshold)")
+    p.add_argument("--resize", action="store_true",
+                   help="for a run on your own data (--train): resize inputs to the run's image size "
+                        "(otherwise an input of another size is refused)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     p.set_defaults(func=_cmd_score)
     return p

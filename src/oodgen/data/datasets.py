@@ -193,7 +193,8 @@ def _to_float(images: np.ndarray) -> np.ndarray:
 
 
 def load(name: str, split: str = "test", data_dir: str | os.PathLike | None = None,
-         *, n: int | None = None, seed: int = 0, sphere_radius: float | None = None) -> ImageSet:
+         *, n: int | None = None, seed: int = 0, sphere_radius: float | None = None,
+         shape: tuple[int, int, int] = (1, 28, 28)) -> ImageSet:
     """Load any dataset by name: real, class subset (``mnist0-4``) or synthetic.
 
     Parameters
@@ -204,9 +205,10 @@ def load(name: str, split: str = "test", data_dir: str | os.PathLike | None = No
     seed : seed of a synthetic set.
     sphere_radius : radius of the ``sphere`` set (required for it): the paper uses the largest
         L2 norm of the in-distribution training images.
+    shape : (C, H, W) of a synthetic set (it follows the in-distribution images).
     """
     if name in SYNTHETIC_SETS:
-        return ImageSet(name, synthetic(name, n or DEFAULT_SYNTHETIC_SIZE, seed, sphere_radius),
+        return ImageSet(name, synthetic(name, n or DEFAULT_SYNTHETIC_SIZE, seed, sphere_radius, shape),
                         np.full(n or DEFAULT_SYNTHETIC_SIZE, -1, np.int64))
     if name in SUBSETS:
         base, classes = SUBSETS[name]
@@ -223,17 +225,19 @@ def load(name: str, split: str = "test", data_dir: str | os.PathLike | None = No
 
 
 def synthetic(name: str, n: int = DEFAULT_SYNTHETIC_SIZE, seed: int = 0,
-              sphere_radius: float | None = None) -> np.ndarray:
-    """Seeded synthetic OOD images, float32 (n, 1, 28, 28).
+              sphere_radius: float | None = None, shape: tuple[int, int, int] = (1, 28, 28)) -> np.ndarray:
+    """Seeded synthetic OOD images, float32 (n, *shape), default (n, 1, 28, 28).
 
     ``gaussian``: N(0.5, 1) per pixel clipped to [0, 1] (as ODIN's reference code);
     ``gaussian-unclipped``: the same without clipping; ``uniform``: U[0, 1];
-    ``sphere``: uniform on the 784-d sphere centred at 0 with radius ``sphere_radius``, not clipped.
+    ``sphere``: uniform on the C*H*W-dimensional sphere centred at 0 with radius ``sphere_radius``,
+    not clipped.
     """
     if n <= 0:
         raise DataError(f"synthetic set {name!r}: n must be positive, got {n}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, sum(map(ord, name))]))
-    shape = (n, 1, 28, 28)
+    dims = int(np.prod(shape))
+    shape = (n, *(int(v) for v in shape))
     if name == "gaussian":
         x = np.clip(rng.normal(0.5, 1.0, shape), 0.0, 1.0)
     elif name == "gaussian-unclipped":
@@ -243,7 +247,7 @@ def synthetic(name: str, n: int = DEFAULT_SYNTHETIC_SIZE, seed: int = 0,
     elif name == "sphere":
         if sphere_radius is None or not np.isfinite(sphere_radius) or sphere_radius <= 0:
             raise DataError("the sphere set needs a positive sphere_radius (max L2 norm of the training images)")
-        g = rng.standard_normal((n, 784))
+        g = rng.standard_normal((n, dims))
         x = (sphere_radius * g / np.linalg.norm(g, axis=1, keepdims=True)).reshape(shape)
     else:
         raise DataError(f"unknown synthetic set {name!r}; known: {', '.join(SYNTHETIC_SETS)}")

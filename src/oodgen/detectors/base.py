@@ -20,8 +20,21 @@ class InputError(ValueError):
     """Input images have the wrong shape, dtype or range, or contain NaN/Inf."""
 
 
-def check_images(x, name: str = "input", *, allow_outside_unit: bool = True) -> torch.Tensor:
-    """Validate a batch of images and return it as float32 (N, 1, 28, 28)."""
+DEFAULT_SHAPE = (1, 28, 28)
+
+
+def image_shape_of(model, default=DEFAULT_SHAPE) -> tuple[int, int, int] | None:
+    """The (C, H, W) a network takes (its ``image_shape`` attribute), else ``default``."""
+    shape = getattr(model, "image_shape", None)
+    return tuple(shape) if shape is not None else default
+
+
+def check_images(x, name: str = "input", *, allow_outside_unit: bool = True,
+                 shape: tuple[int, int, int] | None = DEFAULT_SHAPE) -> torch.Tensor:
+    """Validate a batch of images and return it as float32 (N, C, H, W).
+
+    ``shape`` is the expected (C, H, W) (default the paper's 1 x 28 x 28); (N, H, W) is read as
+    one channel.  ``shape=None`` accepts any (N, C, H, W) with 1-4 channels (a new training set)."""
     if isinstance(x, np.ndarray):
         if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
             raise InputError(f"{name}: images must be numeric, got dtype {x.dtype}")
@@ -31,10 +44,16 @@ def check_images(x, name: str = "input", *, allow_outside_unit: bool = True) -> 
     if x.dtype in (torch.complex64, torch.complex128):
         raise InputError(f"{name}: complex images are not supported")
     x = x.float()
-    if x.ndim == 3:
+    if x.ndim == 3 and (shape is None or shape[0] == 1):
         x = x.unsqueeze(1)
-    if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
-        raise InputError(f"{name}: expected images of shape (N, 1, 28, 28) or (N, 28, 28), got {tuple(x.shape)}")
+    if shape is None:
+        if x.ndim != 4 or not 1 <= x.shape[1] <= 4:
+            raise InputError(f"{name}: expected images of shape (N, C, H, W) with C = 1 (grey) or 3 (colour), "
+                             f"or (N, H, W), got {tuple(x.shape)}")
+    elif x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
+        c, h, w = shape
+        also = f" or (N, {h}, {w})" if c == 1 else ""
+        raise InputError(f"{name}: expected images of shape (N, {c}, {h}, {w}){also}, got {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise InputError(f"{name}: no images (empty batch)")
     finite = torch.isfinite(x)
@@ -61,8 +80,15 @@ class Detector(abc.ABC):
     """Base class: subclasses implement ``_fit`` and ``_score`` (abstract, so a detector that
     forgets one cannot be instantiated)."""
 
+    def input_shape(self) -> tuple[int, int, int] | None:
+        """The (C, H, W) this detector takes: its model's ``image_shape``, else 1 x 28 x 28."""
+        return image_shape_of(getattr(self, "model", None))
+
+    def _fit_shape(self) -> tuple[int, int, int] | None:
+        return self.input_shape()
+
     def fit(self, x, y=None) -> "Detector":
-        x = check_images(x, "fit input")
+        x = check_images(x, "fit input", shape=self._fit_shape())
         y = check_labels(y, len(x)) if y is not None else None
         self._fit(x, y)
         self.fitted_ = True
@@ -71,7 +97,7 @@ class Detector(abc.ABC):
     def score(self, x) -> np.ndarray:
         if not getattr(self, "fitted_", False):
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(x_train, y_train) first")
-        x = check_images(x, "score input")
+        x = check_images(x, "score input", shape=self.input_shape())
         out = np.asarray(self._score(x), dtype=np.float64).reshape(-1)
         return out
 

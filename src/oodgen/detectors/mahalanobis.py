@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import InputError, check_images
+from .base import InputError, check_images, image_shape_of
 from .posthoc import PostHocDetector, grid_row, model_device, select_best, sign_step
 
 MAHALANOBIS_EPSILONS: tuple[float, ...] = (0.0, 0.01, 0.005, 0.002, 0.0014, 0.001, 0.0005)
@@ -91,7 +91,7 @@ def mahalanobis_grid_scores(detector: Mahalanobis, x, epsilons: Sequence[float] 
         raise NotFittedError("Mahalanobis is not fitted: call fit(x_train, y_train) first")
     if len(epsilons) == 0 or any(not float(e) >= 0 for e in epsilons):
         raise ValueError(f"Mahalanobis: eps values must be >= 0 and the grid non-empty, got {list(epsilons)}")
-    x = check_images(x, "Mahalanobis input")
+    x = check_images(x, "Mahalanobis input", shape=image_shape_of(detector.model))
     model = detector.model
     was_training = model.training
     model.eval()

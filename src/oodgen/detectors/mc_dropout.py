@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import InputError, check_images
+from .base import InputError, check_images, image_shape_of
 from .posthoc import PostHocDetector, entropy, model_device
 
 SCORES = ("entropy", "max-prob")
@@ -68,7 +68,7 @@ def mc_dropout_moments(model: nn.Module, x, n_passes: int = 50, seed: int = 0, b
         raise ValueError(f"MC-dropout: n_passes must be a positive integer, got {n_passes!r}")
     require_dropout(model, "MC-dropout")
     drops = dropout_layers(model)
-    x = check_images(x, "MC-dropout input")
+    x = check_images(x, "MC-dropout input", shape=image_shape_of(model))
     device = model_device(model)
     was_training = model.training
     trunk, rest = _split(model)

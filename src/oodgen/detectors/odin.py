@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import check_images
+from .base import check_images, image_shape_of
 from .posthoc import PostHocDetector, grid_row, model_device, select_best, sign_step, softmax
 
 ODIN_TEMPERATURES: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -64,7 +64,7 @@ def odin_grid_scores(model: nn.Module, x, temperatures: Sequence[float] = ODIN_T
     reuses the clean logits.
     """
     _check_grid(temperatures, epsilons)
-    x = check_images(x, "ODIN input")
+    x = check_images(x, "ODIN input", shape=image_shape_of(model))
     was_training = model.training
     model.eval()
     device = model_device(model)

@@ -87,6 +87,12 @@ class OODGen(Detector):
         Path(self.checkpoint_dir).mkdir(parents=True, exist_ok=True)
         return Path(self.checkpoint_dir) / name
 
+    def _fit_shape(self):
+        return None          # any (C, H, W): the networks are built for the training images' shape
+
+    def input_shape(self):
+        return getattr(self, "image_shape_", None) or (1, 28, 28)
+
     def _fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if y is None:
             raise ValueError("OODGen needs class labels: fit(x, y)")
@@ -95,12 +101,13 @@ class OODGen(Detector):
         prof = PROFILES[self.profile] if isinstance(self.profile, str) else self.profile
         variant = self.variant or Variant()
         n_classes = int(y.max()) + 1
+        self.image_shape_ = tuple(int(v) for v in x.shape[1:])
         device = torch.device(self.device)
         x, y = x.to(device), y.to(device)
         torch.manual_seed(self.seed)
         timings = {}
         t0 = time.perf_counter()
-        self.cvae_ = CVAE.for_variant(n_classes, self.latent_dim, variant).to(device)
+        self.cvae_ = CVAE.for_variant(n_classes, self.latent_dim, variant, self.image_shape_).to(device)
         self.cvae_history_ = train_cvae(self.cvae_, x, y, prof.cvae, self._ckpt("cvae.pt"), self.seed,
                                         self.progress, self._log, kl_warmup=variant.kl_warmup)
         self.cvae_.eval()
@@ -115,7 +122,7 @@ class OODGen(Detector):
         pools = OutlierPools(self.cvae_, self.ellipsoids_, x, y, variant,
                              max(1, int(prof.pool_fraction * len(x))))
         torch.manual_seed(self.seed + 1)
-        self.classifier_ = Fig6cCNN(n_classes + 1).to(device)
+        self.classifier_ = Fig6cCNN(n_classes + 1, self.image_shape_[0], self.image_shape_[1:]).to(device)
         t0 = time.perf_counter()
         self.classifier_history_ = train_nplus1(self.classifier_, x, y, pools, prof, self._ckpt("nplus1.pt"),
                                                 self.seed, self.progress, self._log)
@@ -173,7 +180,7 @@ class OODGen(Detector):
 
     def logits(self, x) -> torch.Tensor:
         from .base import check_images
-        return predict_logits(self.inference_classifier(), check_images(x))
+        return predict_logits(self.inference_classifier(), check_images(x, shape=self.input_shape()))
 
     def _score(self, x: torch.Tensor) -> np.ndarray:
         if self.score_rule in FUSION_RULES:

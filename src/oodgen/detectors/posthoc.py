@@ -145,7 +145,7 @@ class PostHocDetector(Detector):
         """The model outputs this detector uses, for images ``x``."""
         from .base import check_images
         self._check_model()
-        return model_outputs(self.model, check_images(x), self.uses, self.batch_size)
+        return model_outputs(self.model, check_images(x, shape=self.input_shape()), self.uses, self.batch_size)
 
     # -- fit / score on images -------------------------------------------------------------
     def _fit(self, x: torch.Tensor, y: torch.Tensor | None) -> None:

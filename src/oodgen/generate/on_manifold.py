@@ -113,7 +113,7 @@ def on_manifold_samples(cvae, ellipsoids: ClassEllipsoids, y: torch.Tensor, *, r
     z, y = ellipsoids.sample(y, radius, generator).to(device), y.to(device)
     out = [cvae.decode(z[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
     cvae.train(was_training)
-    return torch.cat(out) if out else z.new_empty((0, 1, 28, 28))
+    return torch.cat(out) if out else z.new_empty((0, *getattr(cvae, "image_shape", (1, 28, 28))))
 
 
 @torch.no_grad()

@@ -3,6 +3,9 @@
 Conv(32, 3x3) -> Conv(64, 3x3) -> MaxPool 2 -> Dropout 0.25 -> Dense 128 -> Dropout 0.5 ->
 Dense k.  ``features`` returns the penultimate (Dense-128, post-ReLU) activations that the
 feature-space detectors (Mahalanobis, KNN, ViM) use; ``forward`` returns logits.
+
+The input shape is a parameter (``in_channels``, ``image_size`` = (H, W), default the paper's
+1 x 28 x 28): the Dense-128 layer takes the 64 x (H-4)/2 x (W-4)/2 map the convolutions leave.
 """
 from __future__ import annotations
 
@@ -12,15 +15,24 @@ from torch import nn
 
 
 class Fig6cCNN(nn.Module):
-    def __init__(self, n_outputs: int, in_channels: int = 1):
+    def __init__(self, n_outputs: int, in_channels: int = 1, image_size: tuple[int, int] = (28, 28)):
         super().__init__()
+        h, w = (int(v) for v in image_size)
+        if h < 6 or w < 6:
+            raise ValueError(f"Fig6cCNN: images must be at least 6 x 6, got {h} x {w}")
         self.n_outputs = n_outputs
+        self.in_channels = in_channels
+        self.image_size = (h, w)
         self.conv1 = nn.Conv2d(in_channels, 32, 3)
         self.conv2 = nn.Conv2d(32, 64, 3)
         self.drop1 = nn.Dropout(0.25)
-        self.fc1 = nn.Linear(64 * 12 * 12, 128)
+        self.fc1 = nn.Linear(64 * ((h - 4) // 2) * ((w - 4) // 2), 128)
         self.drop2 = nn.Dropout(0.5)
         self.fc2 = nn.Linear(128, n_outputs)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, *self.image_size)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.conv1(x))
