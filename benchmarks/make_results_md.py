@@ -88,6 +88,16 @@ def main() -> None:
                 "| stage | ms / 1,000 images |", "|---|---|"]
         out += [f"| {k} | {v:.1f} |" for k, v in r["stages_ms_per_1000"].items()]
         out.append("")
+    gs = _load("generation_shapes")
+    if gs:
+        out += ["## Type I generation at other image shapes", "", f"`{gs['command']}` on {_machine(gs)}; "
+                f"{gs['n']} samples per shape, batch {gs['batch']}, d = {gs['latent_dim']}.", "",
+                "| shape (C, H, W) | D | samples/s | bound (d+1 decoder passes) samples/s | ratio to bound |",
+                "|---|---|---|---|---|"]
+        for r in gs["rows"]:
+            out.append(f"| {tuple(r['shape'])} | {r['D']} | {r['samples_per_s']:.0f} | {r['bound_samples_per_s']:.0f} | "
+                       f"{r['ratio_to_bound']:.2f}{'' if r['meets_goal'] else ' (goal <= %.1f missed)' % gs['goal_ratio']} |")
+        out.append("")
     k = _load("knn")
     if k:
         out += ["## Feature-bank search: torch vs faiss vs smaller banks", "",

@@ -117,3 +117,44 @@ def test_strict_stops_on_a_collapsed_cvae(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "collapsed" in err and "latent dimensions" in err
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "checkpoints" / "nplus1.pt").exists()
+
+
+class _Payload:
+    """Unpickling this runs ``open(marker, "w")``: what a crafted checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("victim", ["checkpoints/cvae.pt", "checkpoints/nplus1.pt", "checkpoints/plain.pt",
+                                    "detector.pt"])
+def test_crafted_files_are_refused_unread(smoke_run, tmp_path, victim):
+    """People share run directories: a pickle in any file oodgen reads must never run, and the
+    command must stop with a one-line error naming the file."""
+    import shutil
+
+    from oodgen.score import DetectorFileError, load_detector
+    run_dir = tmp_path / "shared"
+    shutil.copytree(smoke_run, run_dir)
+    marker = tmp_path / "pwned"
+    torch.save({"model": _Payload(marker), "epoch": 1}, run_dir / victim)
+    if victim == "detector.pt":
+        with pytest.raises(DetectorFileError, match="detector.pt"):
+            load_detector(run_dir)
+        assert main(["score", str(run_dir), str(run_dir / "metrics.json")]) == 2
+    else:
+        (run_dir / "metrics.json").unlink()     # make `oodgen run` resume from the checkpoints
+        assert main(["run", "--id", "mnist", "--profile", "smoke", "--seed", "0", "--out", str(run_dir),
+                     "--no-progress"]) == 2
+    assert not marker.exists()
+
+
+def test_payload_would_run_if_unpickled(tmp_path):
+    """The control for the test above: the crafted file does run code under a plain unpickle."""
+    marker = tmp_path / "ran"
+    torch.save({"model": _Payload(marker)}, tmp_path / "x.pt")
+    torch.load(tmp_path / "x.pt", weights_only=False)
+    assert marker.exists()

@@ -52,6 +52,7 @@ from .detectors.pixel_knn import PixelKNN
 from .detectors.registry import make_detector
 from .metrics import ood_metrics
 from .models import CVAE, Fig6cCNN, as_inference
+from .train import load_checkpoint
 from .utils import atomic_write_bytes, atomic_write_json, derive_seed, environment, generator, resolve_device
 
 SETTINGS = ("mnist", "fmnist", "mnist0-4", "fmnist0-4")
@@ -135,7 +136,7 @@ class _Context:
             raise BenchError(f"{plain_path} is missing: the run in {self.run_dir} did not train its plain "
                              "classifier (its checkpoints are not in git: rerun `oodgen run` for it)")
         self._plain_sha = hashlib.sha256(plain_path.read_bytes()).hexdigest()
-        state = torch.load(plain_path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(plain_path)
         model = Fig6cCNN(self.n_classes)
         model.load_state_dict(state["model"])
         self._plain = as_inference(model.to(self.device))     # eval, channels-last: faster scoring
@@ -202,7 +203,7 @@ class _Context:
         xv, yv = self.images["val"][:N_TUNE], self.labels["val"][:N_TUNE]
         n_noise = len(xv) // 2
         noise = torch.from_numpy(D.synthetic("uniform", max(1, n_noise), derive_seed(self.cfg.seed, "fair-noise")))
-        state = torch.load(self.run_dir / "detector.pt", map_location="cpu", weights_only=True)
+        state = load_checkpoint(self.run_dir / "detector.pt")
         cvae = CVAE.for_variant(self.n_classes, self.cfg.latent, self.cfg.variant)
         cvae.load_state_dict(state["cvae"])
         cvae.eval()

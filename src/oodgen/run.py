@@ -29,7 +29,7 @@ from .generate.health import health_line
 from .generate.panel import N_PANEL, generated_panel
 from .metrics import METRIC_NAMES, ood_metrics, threshold_at_tpr
 from .models import Fig6cCNN, inference_copy
-from .train import predict_logits, train_plain
+from .train import load_checkpoint, predict_logits, train_plain
 from .utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, environment, resolve_device
 
 VAL_FRACTION = 1 / 12          # 5,000 of MNIST's 60,000 training images: threshold + tuning split
@@ -174,7 +174,7 @@ def _finished_run(out: Path, prof) -> dict | None:
         if not ck.exists():
             return None
         try:
-            if torch.load(ck, map_location="cpu", weights_only=True).get("epoch") != stage.epochs:
+            if load_checkpoint(ck).get("epoch") != stage.epochs:
                 return None
         except Exception:
             return None

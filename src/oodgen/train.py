@@ -64,7 +64,7 @@ def fit_epochs(stage_name: str, model: nn.Module, stage: Stage, steps_per_epoch:
     history = {"loss": [], "seconds": []}
     start = 0
     if ckpt_path is not None and Path(ckpt_path).exists():
-        state = _load_checkpoint(ckpt_path)
+        state = load_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -88,11 +88,24 @@ def fit_epochs(stage_name: str, model: nn.Module, stage: Stage, steps_per_epoch:
     return history
 
 
-def _load_checkpoint(path) -> dict:
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read: corrupt, or holding more than tensors and plain values (such a
+    file is refused unread: ``weights_only=True`` never runs code from a pickle)."""
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint safely (``torch.load(..., weights_only=True)``) or raise :class:`CheckpointError`."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt checkpoint must not be silently used
-        raise RuntimeError(f"{path}: cannot read checkpoint ({exc}); delete it to retrain that stage") from None
+        # detector.pt's environment stamp holds torch.__version__, a str subclass the safe loader must know
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt or crafted checkpoint must not be used
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot read checkpoint safely ({first}); delete it to retrain "
+                              "that stage") from None
+    if not isinstance(blob, dict):
+        raise CheckpointError(f"{path}: not an oodgen checkpoint (a {type(blob).__name__}, not a dict)")
+    return blob
 
 
 def train_cvae(cvae: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, ckpt_path, seed: int,
