@@ -1,8 +1,10 @@
-"""Rewrite the README's generated blocks from committed results, so that every number in them
-comes from a run:
+"""Rewrite the generated blocks of the README and docs/ from committed results, so that every
+number in them comes from a run:
 
-* <!-- RESULTS-TABLE --> from results/summary_oodgen.json (scripts/summarize_results.py);
-* <!-- BENCH-SUMMARY --> from results/tables/summary.json (`oodgen bench ... --tables-only`).
+* README.md <!-- RESULTS-GLANCE --> and docs/results.md <!-- RESULTS-TABLE --> from
+  results/summary_oodgen.json (scripts/summarize_results.py);
+* docs/benchmark.md <!-- BENCH-SUMMARY --> from results/tables/summary.json
+  (`oodgen bench ... --tables-only`).
 
     python scripts/summarize_results.py && oodgen bench --id all --out results --tables-only \
         && python scripts/readme_table.py
@@ -54,6 +56,28 @@ def block(doc: dict) -> str:
     return "\n".join(out)
 
 
+def glance_block(doc: dict) -> str:
+    """One row per setting: p(n+1)'s mean and lowest AUROC over the OOD sets, the paper's lowest,
+    and the lowest of reject+fisher (†)."""
+    out = ["| in-distribution | seeds | p(n+1) AUROC, mean over OOD sets | p(n+1), lowest | paper, lowest | "
+           "`reject+fisher` †, lowest |", "|---|---|---|---|---|---|"]
+    for setting, label in (("mnist", "MNIST"), ("fmnist", "F-MNIST"), ("mnist0-4", "MNIST 0-4"),
+                           ("fmnist0-4", "F-MNIST 0-4")):
+        if setting not in doc:
+            continue
+        d = doc[setting]
+        ours = {k: v["auroc"]["mean"] for k, v in d["ood_by_score"]["ood-class"].items()}
+        paper = {k: v["auroc"]["paper"] for k, v in d["ood_by_score"][d["score"]].items() if v["auroc"]["paper"] is not None}
+        fisher = {k: v["auroc"]["mean"] for k, v in d["ood_by_score"].get("reject+fisher", {}).items()}
+        low = min(ours, key=ours.get)
+        p_low = min(paper, key=paper.get) if paper else None
+        f_low = min(fisher, key=fisher.get) if fisher else None
+        out.append(f"| {label} | {len(d['seeds'])} | {sum(ours.values()) / len(ours):.1f} | {ours[low]:.1f} ({low}) | "
+                   + (f"{paper[p_low]:.1f} ({p_low})" if p_low else "—") + " | "
+                   + (f"{fisher[f_low]:.1f} ({f_low})" if f_low else "—") + " |")
+    return "\n".join(out) + "\n"
+
+
 def bench_block(doc: dict) -> str:
     from oodgen.bench import DISPLAY
     settings = [s for s in ("mnist", "fmnist", "mnist0-4", "fmnist0-4") if s in doc["settings"]]
@@ -77,22 +101,30 @@ def bench_block(doc: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def _replace(text: str, tag: str, body: str) -> str:
+def _replace(text: str, tag: str, body: str, where: str) -> str:
     start, end = f"<!-- {tag} -->", f"<!-- /{tag} -->"
     if start not in text or end not in text:
-        raise SystemExit(f"README.md lacks the {tag} markers")
+        raise SystemExit(f"{where} lacks the {tag} markers")
     return re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _m: start + "\n" + body + end, text, flags=re.S)
 
 
+def _rewrite(path: Path, blocks: dict[str, str]) -> str:
+    text = path.read_text()
+    for tag, body in blocks.items():
+        text = _replace(text, tag, body, str(path.relative_to(ROOT)))
+    path.write_text(text)
+    return text
+
+
 def main() -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    text = _replace(text, "RESULTS-TABLE", block(json.loads((ROOT / "results" / "summary_oodgen.json").read_text())))
+    summary = json.loads((ROOT / "results" / "summary_oodgen.json").read_text())
+    _rewrite(ROOT / "README.md", {"RESULTS-GLANCE": glance_block(summary)})
+    text = _rewrite(ROOT / "docs" / "results.md", {"RESULTS-TABLE": block(summary)})
     bench = ROOT / "results" / "tables" / "summary.json"
     if bench.exists():
-        text = _replace(text, "BENCH-SUMMARY", bench_block(json.loads(bench.read_text())))
-    readme.write_text(text)
-    print(text[text.index("<!-- RESULTS-TABLE -->"):text.index("<!-- /RESULTS-TABLE -->")])
+        _rewrite(ROOT / "docs" / "benchmark.md", {"BENCH-SUMMARY": bench_block(json.loads(bench.read_text()))})
+    print(glance_block(summary))
+    print(text[text.index("<!-- RESULTS-TABLE -->"):text.index("<!-- /RESULTS-TABLE -->")][:400], "...")
 
 
 if __name__ == "__main__":
