@@ -635,6 +635,22 @@ def _main(a: argparse.Namespace) -> int:
     try:
         if a.tables_only:
             build_tables(a.out, settings, a.seeds)
+        elif a.executor == "ray":
+            from .executors import ExecutorError, bench_ray
+            try:
+                rep = bench_ray(settings, a.methods, a.seeds, a.profile, a.out, a.data_dir, a.device, a.mc_passes,
+                                a.confident_epochs, address=a.address, cpus_per_job=a.cpus_per_job,
+                                gpus_per_job=a.gpus_per_job)
+            except ExecutorError as exc:
+                print(f"oodgen bench: error: {exc}", file=sys.stderr)
+                return 2
+            build_tables(a.out, settings, a.seeds)
+            print(f"[ray] {len(rep.ran)} job(s) ran, {len(rep.skipped)} skipped (finished before), "
+                  f"{len(rep.failed)} failed, {rep.wall_s:.0f} s")
+            if rep.failed:
+                for key, err in rep.failed.items():
+                    print(f"oodgen bench: job {key} failed: {err}", file=sys.stderr)
+                return 1
         else:
             bench(settings, a.methods, a.seeds, a.profile, a.out, a.data_dir, a.device, a.mc_passes,
                   a.confident_epochs, progress=not a.no_progress)
@@ -665,6 +681,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="confident-classifier epochs (default per profile: "
                         + ", ".join(f"{k} {v}" for k, v in CONFIDENT_EPOCHS.items()) + ")")
     b.add_argument("--tables-only", action="store_true", help="only rebuild the tables from existing results")
+    b.add_argument("--executor", choices=["serial", "ray"], default="serial",
+                   help="serial (default) or ray: every (setting, seed, method) job a Ray task (pip install 'oodgen[ray]')")
+    b.add_argument("--address", default=None, help="with --executor ray: join this Ray cluster (default: start a local one)")
+    b.add_argument("--cpus-per-job", type=float, default=1.0, help="with --executor ray: CPUs each job declares")
+    b.add_argument("--gpus-per-job", type=float, default=0.0, help="with --executor ray: GPUs each job declares")
     b.add_argument("--no-progress", action="store_true", help="hide progress bars")
     b.set_defaults(func=_main)
     return b

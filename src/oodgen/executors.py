@@ -1,0 +1,125 @@
+"""Run the benchmark grid on Ray: ``oodgen bench ... --executor ray [--address ADDR]``.
+
+Each (setting, seed) run of our detector is one Ray task, and each (setting, seed, method) of the
+baselines is another that takes the run's task as an argument, so Ray starts it when that run is
+trained (each run is trained once, however many methods share it).  Every task declares its
+resources (``--cpus-per-job``, ``--gpus-per-job``).  Results land where a serial ``oodgen bench``
+writes them (``OUT/<setting>/<method>/seed<k>/metrics.json``), finished jobs are skipped (resume
+is the serial bench's), and a job that fails is reported with its error while the others run on.
+
+The default starts a local Ray instance with this machine's cores; ``--address`` joins a running
+cluster (``ray start --head`` on one machine, ``ray start --address=...`` on the others; the
+output folder must then be on storage every node sees).  Ray is an optional extra:
+``pip install 'oodgen[ray]'``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ExecutorError(RuntimeError):
+    """The executor cannot run (Ray missing or unreachable)."""
+
+
+@dataclass
+class GridReport:
+    """What a grid run did: jobs run, skipped (already finished) and failed (with their error)."""
+
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ExecutorError("--executor ray needs Ray: pip install 'oodgen[ray]' (or pip install ray)") from None
+    return ray
+
+
+def _train(setting: str, seed: int, profile: str, out: str, data_dir, device: str) -> str:
+    """Ray task body: train and evaluate our detector for one (setting, seed) unless it is done."""
+    from ._runtime import tune_allocator
+    from .bench import _run_dir_config
+    from .run import run
+    tune_allocator()
+    run_dir = Path(out) / setting / "oodgen" / f"seed{seed}"
+    cfg = _run_dir_config(run_dir, setting, seed, profile, device)
+    if not (run_dir / "metrics.json").exists():
+        run(cfg, run_dir, data_dir, progress=False, log=lambda *_: None)
+    return str(run_dir)
+
+
+def _method(_run_dir: str, setting: str, seed: int, method: str, profile: str, out: str, data_dir, device: str,
+            mc_passes: int, confident_epochs) -> str:
+    """Ray task body: one baseline on one trained run (``_run_dir`` is the train task's result)."""
+    from ._runtime import tune_allocator
+    from .bench import bench_one
+    tune_allocator()
+    bench_one(setting, seed, [method], profile, out, data_dir, device, mc_passes, confident_epochs,
+              progress=False, log=lambda *_: None)
+    return f"{setting}/{method}/seed{seed}"
+
+
+def bench_ray(settings, methods, seeds, profile: str, out, data_dir=None, device: str = "auto",
+              mc_passes: int = 50, confident_epochs: int | None = None, *, address: str | None = None,
+              cpus_per_job: float = 1.0, gpus_per_job: float = 0.0, num_cpus: int | None = None,
+              log=print) -> GridReport:
+    """Run the (setting x seed x method) grid as Ray tasks; see the module docstring."""
+    ray = _import_ray()
+    out = str(Path(out).resolve())
+    data_dir = None if data_dir is None else str(Path(data_dir).resolve())
+    started = False
+    if not ray.is_initialized():
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        except Exception as exc:        # Ray raises several types for an unreachable cluster
+            raise ExecutorError(f"cannot start or join Ray ({type(exc).__name__}: {exc})") from None
+        started = True
+    opts = {"num_cpus": cpus_per_job, "num_gpus": gpus_per_job}
+    train_task = ray.remote(_train).options(**opts)
+    method_task = ray.remote(_method).options(**opts)
+    report = GridReport()
+    t0 = time.perf_counter()
+    jobs: dict[str, object] = {}
+    try:
+        for setting in settings:
+            for seed in seeds:
+                key = f"{setting}/oodgen/seed{seed}"
+                done = (Path(out) / setting / "oodgen" / f"seed{seed}" / "metrics.json").exists()
+                train_ref = train_task.remote(setting, seed, profile, out, data_dir, device)
+                (report.skipped if done else report.ran).append(key)
+                jobs[key] = train_ref
+                for method in methods:
+                    if method == "oodgen":
+                        continue
+                    mkey = f"{setting}/{method}/seed{seed}"
+                    if (Path(out) / setting / method / f"seed{seed}" / "metrics.json").exists():
+                        report.skipped.append(mkey)
+                        continue
+                    jobs[mkey] = method_task.remote(train_ref, setting, seed, method, profile, out, data_dir,
+                                                    device, mc_passes, confident_epochs)
+                    report.ran.append(mkey)
+        log(f"[ray] {len(report.ran)} job(s) submitted, {len(report.skipped)} already finished")
+        for key, ref in jobs.items():
+            try:
+                ray.get(ref)
+            except Exception as exc:    # a failed job is reported, the others go on
+                cause = getattr(exc, "cause", None) or exc
+                first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+                report.failed[key] = f"{type(cause).__name__}: {first}"
+                log(f"[ray] FAILED {key}: {report.failed[key]}")
+    finally:
+        if started:
+            ray.shutdown()
+    report.ran = [k for k in report.ran if k not in report.failed]
+    report.wall_s = time.perf_counter() - t0
+    return report
