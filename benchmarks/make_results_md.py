@@ -88,8 +88,9 @@ def main() -> None:
                 "| stage | ms / 1,000 images |", "|---|---|"]
         out += [f"| {k} | {v:.1f} |" for k, v in r["stages_ms_per_1000"].items()]
         out.append("")
-    gs = _load("generation_shapes")
-    if gs:
+    for gs in (_load("generation_shapes"), _load("generation_shapes_b256")):
+        if not gs:
+            continue
         out += ["## Type I generation at other image shapes", "", f"`{gs['command']}` on {_machine(gs)}; "
                 f"{gs['n']} samples per shape, batch {gs['batch']}, d = {gs['latent_dim']}.", "",
                 "| shape (C, H, W) | D | samples/s | bound (d+1 decoder passes) samples/s | ratio to bound |",
