@@ -139,6 +139,7 @@ def test_coloured_mnist_run_and_score_a_colour_png(tmp_path):
     assert cli(["score", str(out), str(tmp_path / "g.png"), "-q"]) == 2
     assert cli(["score", str(out), str(tmp_path / "big.png"), "-q"]) == 2
     assert cli(["score", str(out), str(tmp_path / "big.png"), "--resize", "-q"]) == 0
+    assert cli(["report", str(out)]) == 2          # not for custom runs yet: a clear error, not a traceback
     from oodgen.score import load_detector
     det = load_detector(out, "reject+fisher")
     assert det.image_shape == (3, 28, 28)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from . import data as D
-from .config import Variant
+from .config import CUSTOM_ID, Variant
 from .detectors.oodgen import nplus1_scores
 from .generate import off_manifold_samples, on_manifold_samples
 from .metrics import METRIC_NAMES
@@ -71,11 +71,18 @@ def _load_metrics(run_dir: Path) -> dict[str, Any]:
         raise ReportError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
+def _named_setting_only(setting: str, run_dir: Path) -> None:
+    if setting == CUSTOM_ID:
+        raise ReportError(f"{run_dir}: a run on your own data (--train); `oodgen report` and `oodgen figures` "
+                          "know the paper's settings only so far - see its results.md, and score with `oodgen score`")
+
+
 def load_run_cvae(blob: dict[str, Any]) -> CVAE:
     """The run's CVAE from a detector blob (eval mode)."""
     cfg = blob["config"]
     variant = Variant.from_dict(cfg["variant"])
-    cvae = CVAE.for_variant(int(blob["n_classes"]), int(cfg["latent_dim"]), variant)
+    cvae = CVAE.for_variant(int(blob["n_classes"]), int(cfg["latent_dim"]), variant,
+                            tuple(blob.get("image_shape", (1, 28, 28))))
     try:
         cvae.load_state_dict(blob["cvae"])
     except (RuntimeError, TypeError) as exc:
@@ -110,6 +117,7 @@ def figure3(run_dir, out_dir=None, data_dir=None, n_per_class: int = 4, seed: in
     blob = _load_blob(run_dir)
     cfg = blob["config"]
     setting = cfg["id"]
+    _named_setting_only(setting, run_dir)
     variant = Variant.from_dict(cfg["variant"])
     cvae = load_run_cvae(blob)
     n_classes = int(blob["n_classes"])
@@ -147,6 +155,7 @@ def run_scores(run_dir, data_dir=None) -> tuple[np.ndarray, dict[str, np.ndarray
     metrics = _load_metrics(run_dir)
     cfg = det.config
     setting = cfg.get("id") or metrics.get("id")
+    _named_setting_only(setting, run_dir)
     n_eval = (cfg.get("profile_settings") or {}).get("n_eval")
     if "sphere_radius" not in metrics:
         raise ReportError(f"{run_dir / 'metrics.json'}: no 'sphere_radius'; rerun `oodgen run`")
