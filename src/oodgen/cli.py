@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train and evaluate the detector on one in-distribution setting")
     src = r.add_mutually_exclusive_group(required=True)
-    src.add_argument("--id", choices=["mnist", "fmnist", "mnist0-4", "fmnist0-4"],
+    src.add_argument("--id", choices=["mnist", "fmnist", "mnist0-4", "fmnist0-4", "cifar10"],
                      help="one of the paper's in-distribution settings")
     src.add_argument("--train", metavar="PATH",
                      help="your own labelled images: a folder with one sub-folder per class, an .npz "

@@ -29,6 +29,9 @@ class Source:
     transpose: bool = False
     label_offset: int = 0
     extra: tuple[FileSpec, ...] = field(default_factory=tuple)
+    # "idx": (images, labels) IDX files; "cifar-binary": both entries of a split are the CIFAR
+    # binary archive, read in place; "svhn-mat": both entries are the split's MATLAB file.
+    format: str = "idx"
 
 
 _MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -40,6 +43,16 @@ _EMNIST_URL = "https://biometrics.nist.gov/cs_links/EMNIST/"
 
 def _f(name: str, sha: str | tuple[str, ...], urls: tuple[str, ...] = (), md5: tuple[str, ...] = ()) -> FileSpec:
     return FileSpec(name, (sha,) if isinstance(sha, str) else sha, urls, md5)
+
+
+# SHA-256 of the CIFAR-10 binary archive (170,052,171 bytes) beside the authors' published MD5;
+# SVHN publishes no digests: the MD5s are the ones torchvision checks.
+_CIFAR10 = _f("cifar-10-binary.tar.gz", "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+              ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",), ("c32a1d4ab5d03f1284b67883e8d87530",))
+_SVHN_TRAIN = _f("train_32x32.mat", (), ("http://ufldl.stanford.edu/housenumbers/train_32x32.mat",),
+                 ("e26dedcc434d2e4c54c9b2d4a06d8373",))
+_SVHN_TEST = _f("test_32x32.mat", (), ("http://ufldl.stanford.edu/housenumbers/test_32x32.mat",),
+                ("eb5a983be6a315427106f1b164d9cef3",))
 
 
 SOURCES: dict[str, Source] = {
@@ -145,6 +158,25 @@ SOURCES: dict[str, Source] = {
                    "or copy emnist-letters-test-*-ubyte.gz into a folder `emnist-letters/`",
         transpose=True,
         label_offset=-1,
+    ),
+    # Colour sets for users with internet (nothing committed depends on them).
+    "cifar10": Source(
+        name="cifar10",
+        folders=("cifar10", "cifar-10", "CIFAR10"),
+        splits={"train": (_CIFAR10, _CIFAR10), "test": (_CIFAR10, _CIFAR10)},
+        description="CIFAR-10 (Krizhevsky 2009), 32x32x3, the binary version read from its archive",
+        how_to_get="`oodgen data download cifar10` (162 MB from the authors' page) or copy "
+                   "cifar-10-binary.tar.gz into a folder `cifar10/`",
+        format="cifar-binary",
+    ),
+    "svhn": Source(
+        name="svhn",
+        folders=("svhn", "SVHN"),
+        splits={"train": (_SVHN_TRAIN, _SVHN_TRAIN), "test": (_SVHN_TEST, _SVHN_TEST)},
+        description="SVHN cropped digits (Netzer et al. 2011), 32x32x3, format 2 (.mat); label 10 read as 0",
+        how_to_get="`oodgen data download svhn` (the format-2 .mat files, 182 + 64 MB) or copy "
+                   "train_32x32.mat / test_32x32.mat into a folder `svhn/`",
+        format="svhn-mat",
     ),
 }
 

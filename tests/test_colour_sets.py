@@ -1,0 +1,82 @@
+"""CIFAR-10 and SVHN for users with internet: `oodgen data download` against a loopback HTTP
+server with small fake files (their digests replace the real ones), reading the CIFAR archive in
+place and SVHN's .mat files, and a smoke `oodgen run --id cifar10` with SVHN as its OOD set."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from oodgen.cli import main as cli
+from oodgen.data import DataError, download as dl, load
+from oodgen.data.sources import SOURCES, FileSpec
+
+from test_download import server  # noqa: F401  (the loopback HTTP server fixture)
+
+
+def _cifar_archive(n_train=60, n_test=100, seed=0) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, n in [(f"data_batch_{i}.bin", n_train) for i in range(1, 6)] + [("test_batch.bin", n_test)]:
+            labels = rng.integers(0, 10, n).astype(np.uint8)
+            pixels = rng.integers(0, 256, (n, 3072)).astype(np.uint8)
+            pixels[:, :1024] = (labels[:, None] * 25).astype(np.uint8)      # a class signal in the red plane
+            data = np.concatenate([labels[:, None], pixels], axis=1).tobytes()
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _svhn_mat(n=80, seed=1) -> bytes:
+    from scipy.io import savemat
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    savemat(buf, {"X": rng.integers(0, 256, (32, 32, 3, n)).astype(np.uint8),
+                  "y": rng.integers(1, 11, (n, 1)).astype(np.uint8)})
+    return buf.getvalue()
+
+
+@pytest.fixture
+def fake_colour_sets(monkeypatch, server):  # noqa: F811
+    cifar, svhn = _cifar_archive(), _svhn_mat()
+    spec_c = FileSpec("cifar-10-binary.tar.gz", (hashlib.sha256(cifar).hexdigest(),), (server.url + "/c.tgz",))
+    spec_s = FileSpec("test_32x32.mat", (), (server.url + "/s.mat",), (hashlib.md5(svhn).hexdigest(),))
+    monkeypatch.setitem(SOURCES, "cifar10", replace(SOURCES["cifar10"], splits={"train": (spec_c, spec_c),
+                                                                                "test": (spec_c, spec_c)}))
+    monkeypatch.setitem(SOURCES, "svhn", replace(SOURCES["svhn"], splits={"test": (spec_s, spec_s)}))
+    server.files.update({"/c.tgz": cifar, "/s.mat": svhn})
+    server.plans.update({"/c.tgz": ["ok"], "/s.mat": ["ok"]})
+    return cifar, svhn
+
+
+def test_download_and_read(fake_colour_sets, tmp_path):
+    dl.download("cifar10", tmp_path / "cifar10", log=lambda *_: None)
+    dl.download("svhn", tmp_path / "svhn", log=lambda *_: None)
+    tr, te = load("cifar10", "train", tmp_path), load("cifar10", "test", tmp_path)
+    assert tr.images.shape == (300, 3, 32, 32) and te.images.shape == (100, 3, 32, 32)
+    assert tr.images.dtype == np.float32 and set(np.unique(tr.labels)) <= set(range(10))
+    np.testing.assert_allclose(tr.images[:, 0].mean((1, 2)), tr.labels * 25 / 255, atol=1e-6)
+    s = load("svhn", "test", tmp_path)
+    assert s.images.shape == (80, 3, 32, 32) and s.labels.min() >= 0 and s.labels.max() <= 9
+    # a corrupted archive is refused by its checksum
+    (tmp_path / "cifar10" / "cifar-10-binary.tar.gz").write_bytes(b"\x1f\x8b" + b"0" * 100)
+    with pytest.raises(DataError, match="checksum"):
+        load("cifar10", "train", tmp_path)
+
+
+def test_cifar10_smoke_run_with_svhn(fake_colour_sets, tmp_path):
+    dl.download("cifar10", tmp_path / "cifar10", log=lambda *_: None)
+    dl.download("svhn", tmp_path / "svhn", log=lambda *_: None)
+    out = tmp_path / "run"
+    assert cli(["run", "--id", "cifar10", "--profile", "smoke", "--out", str(out), "--data-dir", str(tmp_path),
+                "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["ood"]) == {"svhn", "gaussian", "uniform", "sphere"}
+    assert m["cvae_health"]["latent_dim"] == 8
