@@ -6,6 +6,9 @@ import json
 import numpy as np
 import pytest
 
+from oodgen.detectors.base import BenchInfo
+from oodgen.detectors.max_logit import MaxLogit
+from oodgen.detectors.registry import DETECTORS
 from oodgen import bench
 from oodgen.data import SETTINGS
 from oodgen.metrics import METRIC_NAMES
@@ -43,9 +46,25 @@ def test_parser_defaults():
         ap.parse_args(["bench", "--id", "cifar", "--out", "x"])
 
 
-def test_bench_smoke_end_to_end(tmp_path):
-    methods = ["oodgen", "msp", "energy", "mahalanobis"]
+class _Throwaway(MaxLogit):
+    """A detector registered only by this test: the bench must run and table it with no other edit."""
+
+    bench_info = BenchInfo("Throwaway", "extra", "outputs", "-2 x max logit")
+
+    def _score_outputs(self, logits):
+        return 2.0 * super()._score_outputs(logits)
+
+
+def test_bench_smoke_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setitem(DETECTORS, "throwaway", _Throwaway)
+    methods = ["oodgen", "msp", "energy", "mahalanobis", "throwaway"]
     tables = bench.bench(["mnist"], methods, [0], "smoke", tmp_path, log=lambda *_: None)
+    thr = json.loads((tmp_path / "mnist" / "throwaway" / "seed0" / "metrics.json").read_text())
+    assert thr["score"] == "-2 x max logit" and thr["accuracy"] is not None
+    assert "Throwaway" in (tmp_path / "tables" / "extra.md").read_text()
+    cell = tables["extra"]["settings"]["mnist"]["rows"]["fmnist"]["auroc"]["throwaway"]
+    assert cell["n"] == 1 and cell["mean"] == thr["ood"]["fmnist"]["auroc"]
+    methods.remove("throwaway")
     run_dir = tmp_path / "mnist" / "oodgen" / "seed0"
     assert (run_dir / "checkpoints" / "plain.pt").exists() and (run_dir / "plain_outputs.npz").exists()
     for m in methods:

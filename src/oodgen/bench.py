@@ -44,49 +44,80 @@ from . import data as D
 from .config import PROFILES, RunConfig
 from .detectors.confident import ConfidentClassifier
 from .detectors.mahalanobis import MAHALANOBIS_EPSILONS, mahalanobis_grid_scores, select_mahalanobis
-from .detectors.mc_dropout import mc_dropout_moments, mc_dropout_score
-from .detectors.mutual_info import mutual_information
+from .detectors.mc_dropout import mc_dropout_moments
 from .detectors.odin import ODIN_EPSILONS, ODIN_TEMPERATURES, odin_grid_scores, select_odin
 from .detectors.posthoc import model_outputs
-from .detectors.pixel_knn import PixelKNN
-from .detectors.registry import make_detector
+from .detectors.base import BenchInfo
+from .detectors.registry import DETECTORS, make_detector
 from .metrics import ood_metrics
 from .models import CVAE, Fig6cCNN, as_inference
 from .train import load_checkpoint
 from .utils import atomic_write_bytes, atomic_write_json, derive_seed, environment, generator, resolve_device
 
 SETTINGS = ("mnist", "fmnist", "mnist0-4", "fmnist0-4")
-OUTPUT_METHODS = ("msp", "energy", "max-logit", "knn", "vim")      # functions of cached outputs
-TUNED_METHODS = ("odin", "mahalanobis", "odin-fair", "mahalanobis-fair")
-MC_METHODS = ("mc-dropout", "mutual-info")
-CLASSIFIER_FREE = ("pixel-knn",)     # score no classifier, so they have no accuracy
-METHODS = ("oodgen", "confident") + TUNED_METHODS + ("msp",) + MC_METHODS + ("energy", "max-logit", "knn", "vim",
-                                                                              "pixel-knn")
-DEFAULT_METHODS = tuple(m for m in METHODS if not m.endswith("-fair"))
-TABLES = {
-    "table1": ("Table 1: Ours / Confident classifier / ODIN / Mahalanobis",
-               ("oodgen", "oodgen+knn", "oodgen+reject", "oodgen+fisher", "confident", "odin", "mahalanobis", "odin-fair", "mahalanobis-fair")),
-    "table2": ("Table 2: max-softmax / MC-dropout / mutual information", ("msp", "mc-dropout", "mutual-info")),
-    "extra": ("Extra baselines (not in the paper)", ("energy", "max-logit", "knn", "vim", "pixel-knn")),
-}
-DISPLAY = {"oodgen": "Ours", "oodgen+knn": "Ours+KNN", "oodgen+reject": "Ours reject+KNN", "oodgen+fisher": "Ours reject+Fisher",
-           "confident": "Confident", "odin": "ODIN", "mahalanobis": "MD",
-           "odin-fair": "ODIN (fair)", "mahalanobis-fair": "MD (fair)", "msp": "Softmax",
-           "mc-dropout": "MC-Dropout", "mutual-info": "Mutual-Info", "energy": "Energy",
-           "max-logit": "MaxLogit", "knn": "KNN", "vim": "ViM", "pixel-knn": "Pixel KNN"}
-SCORE_USED = {
-    "msp": "1 - max softmax",
-    "energy": "-logsumexp(logits) (T = 1)",
-    "max-logit": "-max logit",
-    "knn": "distance to the 50th nearest normalised training feature",
-    "vim": "alpha * residual norm - logsumexp(logits)",
-    "odin": "1 - max softmax(f(x')/T), input perturbation eps",
-    "mahalanobis": "min_c 0.5 d_c^2 of penultimate features after input pre-processing eps",
-    "mc-dropout": "predictive entropy of the mean softmax of MC-dropout passes",
-    "mutual-info": "H[mean p] - mean H[p] over MC-dropout passes",
-    "confident": "1 - max softmax of the jointly trained classifier",
-    "pixel-knn": "distance to the 50th nearest normalised training image (pixel space, no classifier)",
-}
+OURS = {"oodgen": "Ours", "oodgen+knn": "Ours+KNN", "oodgen+reject": "Ours reject+KNN",
+        "oodgen+fisher": "Ours reject+Fisher"}   # our rows of Table 1 (the derived ones: DERIVED below)
+TABLE_TITLES = {"table1": "Table 1: Ours / Confident classifier / ODIN / Mahalanobis",
+                "table2": "Table 2: max-softmax / MC-dropout / mutual information",
+                "extra": "Extra baselines (not in the paper)"}
+
+
+# Everything below is read from the registry (each detector class's BenchInfo) when it is
+# called, so a newly registered detector is benchmarked and tabled with no edit here.
+def _infos() -> dict[str, BenchInfo]:
+    return {name: cls.bench_info for name, cls in DETECTORS.items() if getattr(cls, "bench_info", None)}
+
+
+def _info(method: str) -> BenchInfo:
+    return _infos()[method.removesuffix("-fair")]
+
+
+def methods_by(consumes: str) -> tuple[str, ...]:
+    """Bench methods whose detector consumes ``consumes`` (with the -fair variants of tuned ones)."""
+    out = [n for n, i in _infos().items() if i.consumes == consumes]
+    if consumes == "tuned":
+        out += [f"{n}-fair" for n, i in _infos().items() if i.consumes == "tuned" and i.fair_variant]
+    return tuple(out)
+
+
+def all_methods() -> tuple[str, ...]:
+    """Every method ``oodgen bench`` knows, in table order: ours, then each table's baselines."""
+    out = ["oodgen"]
+    for table in TABLE_TITLES:
+        names = [n for n, i in _infos().items() if i.table == table]
+        out += names + [f"{n}-fair" for n in names if _infos()[n].fair_variant]
+    return tuple(out)
+
+
+def default_methods() -> tuple[str, ...]:
+    return tuple(m for m in all_methods() if not m.endswith("-fair"))
+
+
+def bench_tables() -> dict[str, tuple[str, tuple[str, ...]]]:
+    out = {}
+    for table, title in TABLE_TITLES.items():
+        rows = [m for m in all_methods() if m != "oodgen" and _info(m).table == table]
+        out[table] = (title, (tuple(OURS) if table == "table1" else ()) + tuple(rows))
+    return out
+
+
+def display(method: str) -> str:
+    if method in OURS:
+        return OURS[method]
+    if method.removesuffix("-fair") not in _infos():
+        return method           # e.g. "plain" (the plain classifier's accuracy)
+    return _info(method).display + (" (fair)" if method.endswith("-fair") else "")
+
+
+def score_used(method: str) -> str:
+    return _info(method).score
+
+
+# Import-time snapshots for readers of the module (the bench itself calls the functions above).
+METHODS = all_methods()
+DEFAULT_METHODS = default_methods()
+TABLES = bench_tables()
+DISPLAY = {m: display(m) for m in (*OURS, *METHODS[1:])}
 TABLE_METRICS = ("fpr95", "detection_error", "auroc", "aupr_out", "aupr_in")   # the paper's column order
 METRIC_LABELS = {"fpr95": "FPR95 ↓", "detection_error": "Det. err ↓", "auroc": "AUROC ↑",
                  "aupr_out": "AUPR-out ↑", "aupr_in": "AUPR-in ↑"}
@@ -242,7 +273,10 @@ def _evaluate(ctx: _Context, method: str, confident_epochs: int, log) -> dict:
     names = ctx.ood_names
     ood, sizes, tuning, params = {}, {}, None, {}
     accuracy = None
-    if method in OUTPUT_METHODS:
+    if method not in all_methods():
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(all_methods())}")
+    kind = _info(method).consumes
+    if kind == "outputs":
         outs = ctx.outputs()
         det = make_detector(method, ctx.plain).fit_outputs(**outs["train"], y=ctx.labels["train"].numpy())
         s_in = det.score_outputs(**outs["test"])
@@ -250,25 +284,24 @@ def _evaluate(ctx: _Context, method: str, confident_epochs: int, log) -> dict:
             ood[name] = ood_metrics(s_in, det.score_outputs(**outs[name]))
             sizes[name] = len(ctx.images[name])
         params = _params(det)
-    elif method in MC_METHODS:
+    elif kind == "mc":
         mc = ctx.mc()
 
         def score(key):
-            p, h = mc[key]
-            return mc_dropout_score(p, "entropy") if method == "mc-dropout" else mutual_information(p, h)
+            return DETECTORS[method].from_moments(*mc[key])
         s_in = score("test")
         for name in names:
             ood[name] = ood_metrics(s_in, score(name))
             sizes[name] = len(ctx.images[name])
-        params = {"n_passes": ctx.mc_passes, "score": "entropy" if method == "mc-dropout" else "mutual-info",
+        params = {"n_passes": ctx.mc_passes, "score": "entropy" if method == "mc-dropout" else method,
                   "seed": f"derive_seed({ctx.cfg.seed}, 'mc-dropout', <set>)"}
-    elif method in TUNED_METHODS:
+    elif kind == "tuned":
         ood, sizes, tuning, params = _evaluate_tuned(ctx, method, log)
-    elif method == "pixel-knn":
-        det = PixelKNN(k=50, seed=ctx.cfg.seed).fit(ctx.images["train"])
+    elif kind == "images":
+        det = DETECTORS[method].for_bench(ctx.cfg.seed).fit(ctx.images["train"])
         ood, sizes = _score_images(ctx, det)
         params = _params(det)
-    elif method == "confident":
+    elif kind == "trains" and method == "confident":
         out_dir = ctx.run_dir.parent.parent / "confident" / f"seed{ctx.cfg.seed}"
         det = ConfidentClassifier(beta=1.0, epochs=confident_epochs, seed=ctx.cfg.seed,
                                   device=str(ctx.device), checkpoint_path=str(out_dir / "checkpoints" / "confident.pt"),
@@ -280,8 +313,8 @@ def _evaluate(ctx: _Context, method: str, confident_epochs: int, log) -> dict:
         params = _params(det)
         params["history"] = det.history_
     else:
-        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-    if accuracy is None and method not in CLASSIFIER_FREE:
+        raise ValueError(f"bench: no protocol for {method!r} (consumes {kind!r})")
+    if accuracy is None and not _info(method).classifier_free:
         accuracy = ctx.accuracy_plain()
     return {"ood": ood, "n_ood": sizes, "tuning": tuning, "hyper_parameters": params, "accuracy": accuracy}
 
@@ -407,7 +440,7 @@ def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None
             "method": method,
             "seed": seed,
             "profile": cfg.profile,
-            "score": SCORE_USED[method.removesuffix("-fair")],
+            "score": score_used(method),
             "accuracy": res["accuracy"],
             "ood": res["ood"],
             "n_test_in": len(ctx.images["test"]),
@@ -415,7 +448,7 @@ def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None
             "tuning": res["tuning"],
             "hyper_parameters": res["hyper_parameters"],
             "classifier": ("its own, trained jointly with a GAN" if method == "confident"
-                           else "none (pixel space)" if method in CLASSIFIER_FREE
+                           else "none (pixel space)" if _info(method).classifier_free
                            else f"the plain n-class Fig. 6c CNN of {run_dir / 'checkpoints' / 'plain.pt'}"),
             "timings_s": {"total": time.perf_counter() - t0},
             "config": {**cfg.to_dict(), "bench": {"mc_passes": mc_passes, "confident_epochs": confident_epochs,
@@ -452,7 +485,7 @@ def _load_metrics(out: Path, setting: str, method: str, seeds) -> list[dict]:
 
 def _write_summary(out: Path, settings, seeds) -> dict:
     """Mean AUROC over every OOD set of a setting, per method (seeds averaged first)."""
-    methods = [m for _t, (_title, ms) in TABLES.items() for m in ms]
+    methods = [m for _t, (_title, ms) in bench_tables().items() for m in ms]
     doc = {"title": "Mean AUROC over the OOD sets of each setting", "seeds": list(seeds), "settings": {}}
     lines = ["# Mean AUROC over the OOD sets of each setting", "",
              f"Each cell: AUROC averaged over seeds (those of {list(seeds)} that ran), then over the OOD sets; "
@@ -476,7 +509,7 @@ def _write_summary(out: Path, settings, seeds) -> dict:
         lines += [f"## {setting}", "", "| method | mean AUROC | n |", "|---|---|---|"]
         for m, v in sorted(row.items(), key=lambda kv: -kv[1]["mean_auroc"]):
             cell = f"{v['mean_auroc']:.2f}"
-            lines.append(f"| {DISPLAY.get(m, m)} | {'**' + cell + '**' if v['mean_auroc'] == best else cell} | {v['n']} |")
+            lines.append(f"| {display(m)} | {'**' + cell + '**' if v['mean_auroc'] == best else cell} | {v['n']} |")
         lines.append("")
     folder = out / "tables"
     folder.mkdir(parents=True, exist_ok=True)
@@ -490,7 +523,7 @@ def build_tables(out, settings=SETTINGS, seeds=(0, 1, 2)) -> dict:
     out = Path(out)
     paper = paper_tables()
     tables = {}
-    for table, (title, methods) in TABLES.items():
+    for table, (title, methods) in bench_tables().items():
         paper_key = table if table in ("table1", "table2") else None
         doc = {"table": table, "title": title, "methods": [], "metrics": list(TABLE_METRICS), "seeds": list(seeds),
                "settings": {}, "cell": "mean and sample std over seeds (percent); paper = the paper's value",
@@ -546,7 +579,7 @@ def _write_deviations(folder: Path, tables: dict, limit: float = 5.0) -> dict:
     lines = [f"# AUROC cells more than {limit:g} points from the paper", "",
              "Generated by `oodgen bench`; README section \"Baselines and the benchmark\" explains the causes.", "",
              "| table | setting | OOD set | method | ours | paper | ours - paper | n |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['table']} | {r['setting']} | {r['ood']} | {DISPLAY.get(r['method'], r['method'])} | {r['ours']:.1f} "
+    lines += [f"| {r['table']} | {r['setting']} | {r['ood']} | {display(r['method'])} | {r['ours']:.1f} "
               f"| {r['paper']} | {r['diff']:+.1f} | {r['n']} |" for r in rows]
     doc = {"limit": limit, "metric": "auroc", "cells": rows}
     atomic_write_bytes(folder / "deviations.md", ("\n".join(lines) + "\n").encode())
@@ -583,12 +616,12 @@ def _write_table(folder: Path, table: str, doc: dict, paper: dict) -> None:
     rows_csv = []
     for setting, sdoc in doc["settings"].items():
         acc = sdoc["accuracy"]
-        acc_txt = "; ".join(f"{DISPLAY.get(m, m)} {_mean_std(a, 2)}" for m, a in acc.items() if a["n"])
+        acc_txt = "; ".join(f"{display(m)} {_mean_std(a, 2)}" for m, a in acc.items() if a["n"])
         lines += [f"## {paper['setting_names'].get(setting, setting)}", "", f"Test accuracy: {acc_txt}"
                   + (f" (paper: plain {sdoc['paper_accuracy']['plain']}, ours {sdoc['paper_accuracy']['oodgen']})"
                      if sdoc.get("paper_accuracy") else ""), "",
                   *_report_links(folder, setting, doc["seeds"]),
-                  "| OOD set | metric | " + " | ".join(DISPLAY.get(m, m) for m in methods) + " |",
+                  "| OOD set | metric | " + " | ".join(display(m) for m in methods) + " |",
                   "|---|---|" + "---|" * len(methods)]
         for name, metrics in sdoc["rows"].items():
             for metric, cells in metrics.items():
@@ -616,9 +649,9 @@ def _write_table(folder: Path, table: str, doc: dict, paper: dict) -> None:
 def bench(settings, methods, seeds, profile: str, out, data_dir=None, device: str = "auto", mc_passes: int = 50,
           confident_epochs: int | None = None, progress: bool = False, log=print) -> dict:
     """Every (setting, seed, method), then the tables; returns the tables' JSON documents."""
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in all_methods()]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; use any of {', '.join(METHODS)}")
+        raise ValueError(f"unknown method(s) {unknown}; use any of {', '.join(all_methods())}")
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; use one of {sorted(PROFILES)}")
     for setting in settings:
@@ -669,8 +702,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b = subparsers.add_parser("bench", help="compare against the baselines (the paper's Tables 1 and 2)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--id", required=True, choices=list(SETTINGS) + ["all"], help="in-distribution setting(s)")
-    b.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS), metavar="METHOD",
-                   help=f"methods to run (default: all but the -fair variants); any of {', '.join(METHODS)}")
+    b.add_argument("--methods", nargs="+", default=list(default_methods()), choices=list(all_methods()), metavar="METHOD",
+                   help=f"methods to run (default: all but the -fair variants); any of {', '.join(all_methods())}")
     b.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     b.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     b.add_argument("--out", required=True, help="benchmark folder (resumed: finished runs are skipped)")

@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import abc
 
 import numpy as np
@@ -21,6 +23,34 @@ class InputError(ValueError):
 
 
 DEFAULT_SHAPE = (1, 28, 28)
+
+
+@dataclass(frozen=True)
+class BenchInfo:
+    """How ``oodgen bench`` runs and reports a detector, declared on its class (``bench_info``): the
+    bench keeps no lists of its own, so a registered detector with this is benchmarked and tabled.
+
+    display : its column name in the tables.
+    table : ``"table1"`` (the paper's Table 1), ``"table2"`` (Table 2) or ``"extra"``.
+    consumes : what the bench feeds it: ``"outputs"`` (cached penultimate features / logits of the
+        plain classifier: ``fit_outputs`` / ``score_outputs``), ``"mc"`` (the MC-dropout moments:
+        ``from_moments(mean_p, mean_entropy)``), ``"images"`` (``for_bench(seed)``, then fit / score
+        on images; no classifier), ``"tuned"`` (an input-pre-processing detector whose
+        hyper-parameters are tuned by the bench's protocols) or ``"trains"`` (trains its own
+        classifier).
+    score : the score in words (recorded in every result).
+    fair_variant : for ``"tuned"``: also run ``<name>-fair``, tuned without test OOD data.
+    """
+
+    display: str
+    table: str
+    consumes: str
+    score: str
+    fair_variant: bool = False
+
+    @property
+    def classifier_free(self) -> bool:
+        return self.consumes == "images"
 
 
 def image_shape_of(model, default=DEFAULT_SHAPE) -> tuple[int, int, int] | None:

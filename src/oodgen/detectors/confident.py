@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..utils import atomic_torch_save, derive_seed, generator, resolve_device
-from .base import Detector, InputError
+from .base import Detector, InputError, BenchInfo
 from .posthoc import softmax
 
 CHECKPOINT_FORMAT = "oodgen-confident/1"
@@ -106,6 +106,8 @@ def kl_from_uniform(logits: torch.Tensor) -> torch.Tensor:
 
 class ConfidentClassifier(Detector):
     """Classifier trained jointly with a boundary-sample GAN; score 1 - max softmax."""
+
+    bench_info = BenchInfo("Confident", "table1", "trains", "1 - max softmax of the jointly trained classifier")
 
     def __init__(self, model: nn.Module | None = None, beta: float = 1.0, epochs: int = 100,
                  batch_size: int = 128, lr: float = 2e-4, nz: int = 100, lr_drop_at: float = 0.6,

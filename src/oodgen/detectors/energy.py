@@ -20,10 +20,13 @@ import numpy as np
 from torch import nn
 
 from .posthoc import PostHocDetector, logsumexp
+from .base import BenchInfo
 
 
 class Energy(PostHocDetector):
     """Free energy -T logsumexp(f/T) of the logits."""
+
+    bench_info = BenchInfo("Energy", "extra", "outputs", "-logsumexp(logits) (T = 1)")
 
     uses = ("logits",)
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import InputError
+from .base import InputError, BenchInfo
 from .posthoc import PostHocDetector
 
 
@@ -34,6 +34,8 @@ def _normalise(f: np.ndarray) -> torch.Tensor:
 
 class KNN(PostHocDetector):
     """Distance to the k-th nearest L2-normalised training feature."""
+
+    bench_info = BenchInfo("KNN", "extra", "outputs", "distance to the 50th nearest normalised training feature")
 
     uses = ("features",)
 

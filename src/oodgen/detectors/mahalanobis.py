@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import InputError, check_images, image_shape_of
+from .base import InputError, check_images, image_shape_of, BenchInfo
 from .posthoc import PostHocDetector, grid_row, model_device, select_best, sign_step
 
 MAHALANOBIS_EPSILONS: tuple[float, ...] = (0.0, 0.01, 0.005, 0.002, 0.0014, 0.001, 0.0005)
@@ -41,6 +41,8 @@ MAHALANOBIS_EPSILONS: tuple[float, ...] = (0.0, 0.01, 0.005, 0.002, 0.0014, 0.00
 
 class Mahalanobis(PostHocDetector):
     """Minimum class-conditional Mahalanobis distance with a tied covariance."""
+
+    bench_info = BenchInfo("MD", "table1", "tuned", "min_c 0.5 d_c^2 of penultimate features after input pre-processing eps", fair_variant=True)
 
     uses = ("features",)
     needs_labels = True

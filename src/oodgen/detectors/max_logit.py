@@ -20,10 +20,13 @@ import numpy as np
 from torch import nn
 
 from .posthoc import PostHocDetector
+from .base import BenchInfo
 
 
 class MaxLogit(PostHocDetector):
     """Negated maximum logit."""
+
+    bench_info = BenchInfo("MaxLogit", "extra", "outputs", "-max logit")
 
     uses = ("logits",)
 

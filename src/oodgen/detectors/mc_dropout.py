@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import InputError, check_images, image_shape_of
+from .base import InputError, check_images, image_shape_of, BenchInfo
 from .posthoc import PostHocDetector, entropy, model_device
 
 SCORES = ("entropy", "max-prob")
@@ -104,6 +104,13 @@ def mc_dropout_score(mean_p: np.ndarray, rule: str = "entropy") -> np.ndarray:
 
 class MCDropout(PostHocDetector):
     """Predictive entropy (or 1 - max probability) of the MC-dropout mean softmax."""
+
+    bench_info = BenchInfo("MC-Dropout", "table2", "mc", "predictive entropy of the mean softmax of MC-dropout passes")
+
+    @staticmethod
+    def from_moments(mean_p: np.ndarray, mean_entropy: np.ndarray) -> np.ndarray:
+        """The score from precomputed MC-dropout moments (what the bench caches)."""
+        return mc_dropout_score(mean_p, "entropy")
 
     def __init__(self, model: nn.Module, n_passes: int = 50, score: str = "entropy", seed: int = 0,
                  batch_size: int = 500):

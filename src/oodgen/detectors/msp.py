@@ -19,10 +19,13 @@ import numpy as np
 from torch import nn
 
 from .posthoc import PostHocDetector, softmax
+from .base import BenchInfo
 
 
 class MaxSoftmax(PostHocDetector):
     """1 - max softmax probability of a trained classifier."""
+
+    bench_info = BenchInfo("Softmax", "table2", "outputs", "1 - max softmax")
 
     uses = ("logits",)
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from .mc_dropout import mc_dropout_moments, require_dropout
 from .posthoc import PostHocDetector, entropy
+from .base import BenchInfo
 
 
 def mutual_information(mean_p: np.ndarray, mean_entropy: np.ndarray) -> np.ndarray:
@@ -34,6 +35,13 @@ def mutual_information(mean_p: np.ndarray, mean_entropy: np.ndarray) -> np.ndarr
 
 class MutualInformation(PostHocDetector):
     """BALD mutual information of MC-dropout passes."""
+
+    bench_info = BenchInfo("Mutual-Info", "table2", "mc", "H[mean p] - mean H[p] over MC-dropout passes")
+
+    @staticmethod
+    def from_moments(mean_p: np.ndarray, mean_entropy: np.ndarray) -> np.ndarray:
+        """The score from precomputed MC-dropout moments (what the bench caches)."""
+        return mutual_information(mean_p, mean_entropy)
 
     def __init__(self, model: nn.Module, n_passes: int = 50, seed: int = 0, batch_size: int = 500):
         self.model = model

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import check_images, image_shape_of
+from .base import check_images, image_shape_of, BenchInfo
 from .posthoc import PostHocDetector, grid_row, model_device, select_best, sign_step, softmax
 
 ODIN_TEMPERATURES: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -124,6 +124,8 @@ def tune_odin(model: nn.Module, x_in_val, x_out_val, grid_T: Sequence[float] = O
 
 class ODIN(PostHocDetector):
     """Tempered max softmax after an input perturbation step (see the module docstring)."""
+
+    bench_info = BenchInfo("ODIN", "table1", "tuned", "1 - max softmax(f(x')/T), input perturbation eps", fair_variant=True)
 
     uses = ("logits",)
 

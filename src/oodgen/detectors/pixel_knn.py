@@ -18,12 +18,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import Detector, InputError
+from .base import Detector, InputError, BenchInfo
 from .image_stats import PixelBank
 
 
 class PixelKNN(Detector):
     """Distance to the k-th nearest L2-normalised training image."""
+
+    bench_info = BenchInfo("Pixel KNN", "extra", "images", "distance to the 50th nearest normalised training image (pixel space, no classifier)")
+
+    @classmethod
+    def for_bench(cls, seed: int) -> "PixelKNN":
+        """The configuration ``oodgen bench`` runs (k = 50, the bank subset seeded by the run)."""
+        return cls(k=50, seed=seed)
 
     def __init__(self, model=None, k: int = 50, bank_size: int | None = None, seed: int = 0):
         self.model = model

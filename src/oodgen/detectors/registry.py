@@ -28,10 +28,12 @@ from .pixel_knn import PixelKNN
 from .posthoc import PostHocDetector
 from .vim import ViM
 
+# The order is the benchmark's column order within each table (BenchInfo.table of each class).
 DETECTORS: dict[str, Callable[..., Detector]] = {
-    "msp": MaxSoftmax,
+    "confident": ConfidentClassifier,
     "odin": ODIN,
     "mahalanobis": Mahalanobis,
+    "msp": MaxSoftmax,
     "mc-dropout": MCDropout,
     "mutual-info": MutualInformation,
     "energy": Energy,
@@ -39,7 +41,6 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
     "knn": KNN,
     "vim": ViM,
     "pixel-knn": PixelKNN,
-    "confident": ConfidentClassifier,
 }
 
 #: Detectors that score a trained classifier without training anything.

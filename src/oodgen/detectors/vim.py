@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from .base import InputError
+from .base import InputError, BenchInfo
 from .posthoc import PostHocDetector, logsumexp
 
 
@@ -48,6 +48,8 @@ def default_dim(n_features: int) -> int:
 
 class ViM(PostHocDetector):
     """Residual norm outside the principal feature subspace, scaled against the energy."""
+
+    bench_info = BenchInfo("ViM", "extra", "outputs", "alpha * residual norm - logsumexp(logits)")
 
     uses = ("features",)
 
