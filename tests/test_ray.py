@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
 
 import ray  # noqa: F401  (in the test extras: a missing Ray is a failure here, not a skip)
 from oodgen.bench import bench
