@@ -82,7 +82,7 @@ def test_data_dir_and_env_take_precedence(tmp_path, monkeypatch):
 
 def test_unknown_names():
     with pytest.raises(D.DataError, match="unknown dataset"):
-        D.load("cifar10")
+        D.load("imagenet")
     with pytest.raises(D.DataError, match="unknown in-distribution setting"):
         D.ood_sets("svhn")
 
