@@ -156,8 +156,10 @@ def test_image_folder_round_trip_padded_32(tmp_path):
         (root / f"class{lab}").mkdir(parents=True, exist_ok=True)
         _png(root / f"class{lab}" / f"{i}.png", img)
     out = tmp_path / "run"
-    assert cli(["run", "--train", str(root), "--profile", "smoke", "--out", str(out), "--no-progress"]) == 0
+    assert cli(["run", "--train", str(root), "--profile", "smoke", "--out", str(out), "--no-progress",
+                "--latent", "6"]) == 0
     m2 = json.loads((out / "metrics.json").read_text())
+    assert m2["cvae_health"]["latent_dim"] == 6
     assert m2["data"]["image_shape"] == [1, 32, 32] and m2["data"]["classes"] == ["class0", "class1", "class2"]
     assert m2["n_ood"]["sphere"] > 0
     assert cli(["score", str(out), str(root / "class1" / next((root / "class1").iterdir()).name), "-q"]) == 0
