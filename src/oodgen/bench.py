@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from . import data as D
+from .artifact import read_detector
 from .config import PROFILES, RunConfig
 from .detectors.confident import ConfidentClassifier
 from .detectors.mahalanobis import MAHALANOBIS_EPSILONS, mahalanobis_grid_scores, select_mahalanobis
@@ -234,7 +235,7 @@ class _Context:
         xv, yv = self.images["val"][:N_TUNE], self.labels["val"][:N_TUNE]
         n_noise = len(xv) // 2
         noise = torch.from_numpy(D.synthetic("uniform", max(1, n_noise), derive_seed(self.cfg.seed, "fair-noise")))
-        state = load_checkpoint(self.run_dir / "detector.pt")
+        _path, state = read_detector(self.run_dir)
         cvae = CVAE.for_variant(self.n_classes, self.cfg.latent, self.cfg.variant)
         cvae.load_state_dict(state["cvae"])
         cvae.eval()

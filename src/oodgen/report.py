@@ -34,6 +34,7 @@ from .generate import off_manifold_samples, on_manifold_samples
 from .metrics import METRIC_NAMES
 from .models import CVAE
 from .plots import roc_curves, sample_grid, score_histograms
+from .artifact import read_detector
 from .score import load_detector
 from .train import fit_ellipsoids, predict_logits
 from .utils import atomic_write_bytes, generator
@@ -49,8 +50,7 @@ class ReportError(ValueError):
 
 def _load_blob(run_dir: Path) -> dict[str, Any]:
     det = load_detector(run_dir)          # validates the file and the classifier weights
-    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-        blob = torch.load(det.path, map_location="cpu", weights_only=True)
+    _path, blob = read_detector(det.path)
     for key in ("cvae", "config"):
         if key not in blob:
             raise ReportError(f"{det.path}: detector file has no {key!r} entry; rerun `oodgen run` to rewrite it")

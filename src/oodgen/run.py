@@ -30,7 +30,8 @@ from .generate.panel import N_PANEL, generated_panel
 from .metrics import METRIC_NAMES, ood_metrics, threshold_at_tpr
 from .models import Fig6cCNN, inference_copy
 from .train import load_checkpoint, predict_logits, train_plain
-from .utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, environment, resolve_device
+from .artifact import write_detector
+from .utils import atomic_write_bytes, atomic_write_json, environment, resolve_device
 
 VAL_FRACTION = 1 / 12          # 5,000 of MNIST's 60,000 training images: threshold + tuning split
 SPLIT_SEED = 20190101          # the validation split is the same for every run seed
@@ -279,21 +280,11 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
              "note": "validation split vs generated outliers only (no test OOD set); oodgen.generate.panel"}
     timings["generated_panel"] = time.perf_counter() - t0
 
-    atomic_torch_save({
-        "format": "oodgen-detector/1",
-        "image_shape": list(shape),
-        **({"classes": data_info["classes"]} if data_info else {}),
-        "config": cfg.to_dict(),
-        "n_classes": n_classes,
-        "classifier": _cpu_state(detector.classifier_),
-        "cvae": _cpu_state(detector.cvae_),
-        "score": primary,
-        "thresholds": thresholds,
-        "fusion": fusion.state_dict(),
-        "pixel_bank": detector.pixel_bank_.state_dict(),
-        "threshold_rule": "95% TPR on the in-distribution validation split",
-        "environment": environment(),
-    }, out / "detector.pt")
+    write_detector(out / "detector.pt", config=cfg.to_dict(), n_classes=n_classes, image_shape=shape,
+                   classes=data_info.get("classes"), classifier=_cpu_state(detector.classifier_),
+                   cvae=_cpu_state(detector.cvae_), score=primary, thresholds=thresholds,
+                   fusion=fusion.state_dict(), pixel_bank=detector.pixel_bank_.state_dict(),
+                   environment=environment())
 
     timings["total"] = time.perf_counter() - t_start
     reevaluated = None

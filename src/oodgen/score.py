@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .artifact import DETECTOR_FORMAT, DetectorFileError, read_detector  # noqa: F401 (re-exported)
 from .data.idx import IDXError, read_idx
 from .detectors.base import InputError, check_images
 from .detectors.fusion import NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion
@@ -42,13 +43,7 @@ from .config import Variant
 from .models import CVAE, Fig6cCNN, as_inference
 from .train import predict_logits
 
-DETECTOR_FORMAT = "oodgen-detector/1"
 IMAGE_SIZE = 28
-_REQUIRED_KEYS = ("format", "n_classes", "classifier", "score", "thresholds")
-
-
-class DetectorFileError(ValueError):
-    """``detector.pt`` is missing, unreadable, or not a detector this version understands."""
 
 
 @dataclass
@@ -132,18 +127,6 @@ def _check_threshold(t: float) -> float:
     return t
 
 
-def _detector_file(run_dir: str | os.PathLike) -> Path:
-    p = Path(run_dir)
-    if p.is_dir():
-        p = p / "detector.pt"
-    if not p.is_file():
-        where = p.parent if p.name == "detector.pt" else p
-        raise DetectorFileError(
-            f"{p}: no trained detector here; train one first with "
-            f"`oodgen run --id mnist --out {where}` (detector.pt is written at the end of a run)")
-    return p
-
-
 def load_detector(run_dir: str | os.PathLike, rule: str | None = None) -> ScoringDetector:
     """Load the detector written by :func:`oodgen.run.run` into ``run_dir`` (or a detector.pt path).
 
@@ -159,24 +142,7 @@ def load_detector(run_dir: str | os.PathLike, rule: str | None = None) -> Scorin
         If the file is missing or corrupt, has an unknown ``format``, or its weights do not fit
         the Fig. 6c classifier with ``n_classes + 1`` outputs.
     """
-    path = _detector_file(run_dir)
-    try:
-        # The environment stamp holds torch.__version__, a str subclass that the safe loader
-        # must be told about.
-        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file; all mean the same here
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DetectorFileError(f"{path}: cannot read detector file ({first}); it is corrupt or "
-                                "not a detector.pt - rerun `oodgen run` to rewrite it") from None
-    if not isinstance(blob, dict) or "format" not in blob:
-        raise DetectorFileError(f"{path}: not an oodgen detector file (no 'format' field)")
-    if blob["format"] != DETECTOR_FORMAT:
-        raise DetectorFileError(f"{path}: unknown detector format {blob['format']!r}; this version of "
-                                f"oodgen reads {DETECTOR_FORMAT!r}")
-    missing = [k for k in _REQUIRED_KEYS if k not in blob]
-    if missing:
-        raise DetectorFileError(f"{path}: detector file lacks {missing}; it is damaged - rerun `oodgen run`")
+    path, blob = read_detector(run_dir)
     n_classes, thresholds = blob["n_classes"], blob["thresholds"]
     if rule is None:
         rule = blob["score"]
