@@ -257,3 +257,24 @@ def test_knn_dead_columns_do_not_change_distances():
     bn = bank / np.linalg.norm(bank, axis=1, keepdims=True)
     d = np.sqrt(((qn[:, None, :] - bn[None]) ** 2).sum(-1))
     np.testing.assert_allclose(knn.score_outputs(features=q), np.sort(d, axis=1)[:, 6], atol=1e-5)
+
+
+def test_sklearn_parameter_protocol_on_every_registered_detector():
+    """get_params / set_params round trip (scikit-learn's contract) and PyOD's decision_function."""
+    import torch
+
+    from oodgen.detectors.registry import DETECTORS
+    from oodgen.models import Fig6cCNN
+    model = Fig6cCNN(3)
+    for name, cls in DETECTORS.items():
+        det = cls(None if name in ("confident", "pixel-knn") else model)
+        params = det.get_params()
+        assert det.set_params(**params) is det and det.get_params().keys() == params.keys(), name
+        with pytest.raises(ValueError, match="unknown parameter"):
+            det.set_params(no_such_parameter=1)
+    knn = DETECTORS["knn"](model, k=3)
+    knn.set_params(k=5)
+    assert knn.k == 5
+    x, y = torch.rand(40, 1, 28, 28), torch.arange(40) % 3
+    knn.fit(x, y)
+    np.testing.assert_array_equal(knn.decision_function(x[:5]), knn.score(x[:5]))

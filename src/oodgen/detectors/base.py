@@ -124,9 +124,17 @@ class Detector(abc.ABC):
         self.fitted_ = True
         return self
 
-    def score(self, x) -> np.ndarray:
+    def check_fitted(self) -> None:
+        """Raise :class:`NotFittedError` unless :meth:`fit` has run (the one fitted-check)."""
         if not getattr(self, "fitted_", False):
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(x_train, y_train) first")
+
+    def score(self, x) -> np.ndarray:
+        """OOD scores of images ``x``, float64 (N,), higher = more OOD.
+
+        (Not scikit-learn's ``score(X, y)``, a goodness of fit: here it is the per-image OOD score,
+        as ``decision_function`` is in PyOD, and it has that name too.)"""
+        self.check_fitted()
         x = check_images(x, "score input", shape=self.input_shape())
         out = np.asarray(self._score(x), dtype=np.float64).reshape(-1)
         return out
@@ -152,3 +160,19 @@ class Detector(abc.ABC):
                 v = getattr(self, f"{k}_rule")
             out[k] = v
         return out
+
+    def set_params(self, **params) -> "Detector":
+        """Set hyper-parameters by their constructor names (scikit-learn's protocol); returns self.
+        A fitted detector must be fitted again for most changes to take effect."""
+        known = self.get_params()
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown parameter(s) {unknown}; it has {sorted(known)}")
+        for k, v in params.items():
+            attr = f"{k}_rule" if callable(getattr(type(self), k, None)) else k
+            setattr(self, attr, v)
+        return self
+
+    def decision_function(self, x) -> np.ndarray:
+        """PyOD's name for :meth:`score`: higher = more OOD."""
+        return self.score(x)
