@@ -133,3 +133,24 @@ def test_compare_table_explains_failures(tmp_path):
     assert "(1) sphere" in table and "never leave the pixel box" in table
     with pytest.raises(ValueError, match="metrics.json is missing"):
         compare_table([tmp_path / "nowhere"])
+
+
+def test_colour_health_flags_grey_reconstructions():
+    """A colour CVAE whose reconstructions are grey is flagged, however good its nats."""
+    import math
+
+    from oodgen.generate.health import colour_saturation
+    from oodgen.models import CVAE
+    grey = torch.rand(8, 1, 4, 4).repeat(1, 3, 1, 1) * 0.5 + 0.4
+    tinted = grey * torch.tensor([1.0, 0.5, 0.25]).view(1, 3, 1, 1)
+    assert colour_saturation(grey) < 1e-6 < 0.3 < colour_saturation(tinted)
+    assert math.isnan(colour_saturation(torch.rand(4, 1, 4, 4)))
+    torch.manual_seed(0)
+    cvae = CVAE(2, 4, in_channels=3, image_size=(8, 8))
+    with torch.no_grad():                       # a decoder with the same weights for every channel: grey
+        last = cvae.decoder.net[-1]
+        last.weight[:] = last.weight[:, :1]
+        last.bias[:] = last.bias[:1]
+    x = (torch.rand(64, 1, 8, 8) * torch.rand(64, 3, 1, 1)).clamp(0, 1)
+    h = cvae_health(cvae, x, torch.arange(64) % 2)
+    assert h["colour_ratio"] < 0.1 and h["collapsed"] and any("colour" in r for r in h["collapse_reasons"])

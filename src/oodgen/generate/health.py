@@ -45,6 +45,19 @@ class CollapsedCVAEWarning(UserWarning):
     """The CVAE failed its health check: its outliers do not sample the data's boundary."""
 
 
+COLOUR_RATIO_MIN = 0.5     # colour images: reconstructions must keep at least half the colour saturation
+
+
+def colour_saturation(images: torch.Tensor, bright: float = 0.2) -> float:
+    """Mean over bright pixels (channel mean > ``bright``) of std / mean across channels: 0 for grey.
+    NaN for grey (one-channel) images or when no pixel is bright."""
+    if images.shape[1] < 2:
+        return math.nan
+    m, s = images.mean(1), images.std(1)
+    mask = m > bright
+    return float((s[mask] / m[mask]).mean()) if mask.any() else math.nan
+
+
 def _mean_pairwise_l2(images: torch.Tensor) -> float:
     flat = images.reshape(len(images), -1).double()
     dist = torch.cdist(flat, flat)
@@ -66,12 +79,14 @@ def cvae_health(cvae, x: torch.Tensor, y: torch.Tensor, ellipsoids=None, *, n: i
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(x), generator=gen)[:n]
     xs, ys = x[idx.to(x.device)], y[idx.to(y.device)]
-    mus, log_vars, recon = [], [], []
+    mus, log_vars, recon, recon_images = [], [], [], []
     for i in range(0, len(xs), batch_size):
         xb, yb = xs[i:i + batch_size].to(device), ys[i:i + batch_size].to(device)
         mu, log_var = cvae.encode(xb, yb)
         logits = cvae.decoder.logits(mu, cvae.onehot(yb))
         recon.append(F.binary_cross_entropy_with_logits(logits, xb, reduction="none").flatten(1).sum(1).cpu())
+        if xb.shape[1] > 1:
+            recon_images.append(torch.sigmoid(logits).cpu())
         mus.append(mu.cpu())
         log_vars.append(log_var.cpu())
     cvae.train(was_training)
@@ -102,6 +117,11 @@ def cvae_health(cvae, x: torch.Tensor, y: torch.Tensor, ellipsoids=None, *, n: i
         "class_mean_nats": round(class_mean_nats, 3),
         "recon_ratio": round(recon_mean / class_mean_nats, 4) if class_mean_nats > 0 else math.nan,
     }
+    if recon_images:
+        # Colour: the nats above can be good while every reconstruction is grey (seen on coloured MNIST).
+        data_sat, rec_sat = colour_saturation(xs.cpu().float()), colour_saturation(torch.cat(recon_images))
+        health["colour_saturation"] = {"data": round(data_sat, 4), "reconstruction": round(rec_sat, 4)}
+        health["colour_ratio"] = round(rec_sat / data_sat, 4) if data_sat > 0 else math.nan
     if ellipsoids is not None:
         health["type2_radius"] = [round(float(r), 4) for r in ellipsoids.radius_]
         type2_spread, train_spread = [], []
@@ -121,6 +141,9 @@ def cvae_health(cvae, x: torch.Tensor, y: torch.Tensor, ellipsoids=None, *, n: i
     if not health["recon_ratio"] <= COLLAPSE_RATIO:
         reasons.append(f"reconstruction {recon_mean:.1f} nats is not clearly better than the class mean's "
                        f"{class_mean_nats:.1f} (ratio {health['recon_ratio']:.2f} > {COLLAPSE_RATIO})")
+    if not health.get("colour_ratio", 1.0) >= COLOUR_RATIO_MIN:
+        reasons.append(f"reconstructions keep {health['colour_ratio']:.2f} of the images' colour saturation "
+                       f"(< {COLOUR_RATIO_MIN}): the CVAE models shape but not colour")
     health["collapsed"] = bool(reasons)
     health["collapse_reasons"] = reasons
     return health
@@ -136,6 +159,8 @@ def health_line(health: dict) -> str:
             f"({health['recon_ratio']:.2f}x)")
     if "spread_ratio" in health:
         line += f"; Type II spread {health['spread_ratio']:.2f}x the training images'"
+    if "colour_ratio" in health:
+        line += f"; colour kept {health['colour_ratio']:.2f}x"
     return line + (" -- COLLAPSED" if health["collapsed"] else " -- healthy")
 
 
