@@ -80,3 +80,11 @@ def test_cifar10_smoke_run_with_svhn(fake_colour_sets, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["ood"]) == {"svhn", "gaussian", "uniform", "sphere"}
     assert m["cvae_health"]["latent_dim"] == 8
+
+
+def test_svhn_reader_refuses_a_non_mat_file(tmp_path):
+    from oodgen.data.datasets import _read_svhn
+    bad = tmp_path / "test_32x32.mat"
+    bad.write_bytes(b"this is not a MATLAB file" * 10)
+    with pytest.raises(DataError, match="cannot read SVHN"):
+        _read_svhn(bad)

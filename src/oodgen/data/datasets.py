@@ -198,10 +198,15 @@ def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """SVHN format 2: X (32, 32, 3, N) uint8 and y (N, 1) with 10 for the digit 0."""
     try:
         from scipy.io import loadmat
+        from scipy.io.matlab import MatReadError
+    except ImportError:
+        raise DataError(f"{path}: reading SVHN's .mat files needs scipy (pip install scipy)") from None
+    try:
         mat = loadmat(path)
         x, y = mat["X"], mat["y"]
-    except (KeyError, ValueError, OSError, NotImplementedError) as exc:
-        raise DataError(f"{path}: cannot read SVHN's .mat file ({exc})") from None
+    except (MatReadError, KeyError, ValueError, OSError, NotImplementedError) as exc:
+        # MatReadError: not a MAT file; KeyError: no X / y; NotImplementedError: MATLAB v7.3 (HDF5)
+        raise DataError(f"{path}: cannot read SVHN's .mat file ({type(exc).__name__}: {exc})") from None
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.reshape(-1).shape[0] != x.shape[3]:
         raise DataError(f"{path}: unexpected shapes X {x.shape}, y {y.shape}")
     labels = y.reshape(-1).astype(np.int64) % 10
