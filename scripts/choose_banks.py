@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from oodgen.config import RunConfig
+from oodgen.detectors.fusion import FeatureKNNFusion
 from oodgen.detectors.image_stats import PIXEL_K, REFERENCE_BANK, PixelBank, scaled_k as scaled_k_pixel
 from oodgen.detectors.knn import KNN
 from oodgen.detectors.posthoc import model_outputs
@@ -87,11 +88,10 @@ def study_run(run_dir: Path) -> dict:
     images = {"val": xv, **panel}
     feats = {p: model_outputs(det.classifier, im, ("features",))["features"] for p, im in images.items()}
     train_feats = model_outputs(det.classifier, x, ("features",))["features"]
-    gen = np.random.default_rng(cfg.seed)
-    order = gen.permutation(len(train_feats))
     feature_rows, full_f = [], None
     for frac in FEATURE_FRACTIONS:
-        bank = train_feats[np.sort(order[:max(1, int(round(frac * len(train_feats))))])]
+        # exactly the bank a run with this fraction uses
+        bank = train_feats[FeatureKNNFusion(bank_fraction=frac, seed=cfg.seed).bank_indices(len(train_feats))]
         knn = KNN(None, k=scaled_k(frac)).fit_outputs(features=bank)
         vals, secs = {}, 0.0
         for p, f in feats.items():

@@ -11,9 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from .utils import atomic_torch_save
+from .utils import atomic_torch_save, safe_torch_load
 
 DETECTOR_FORMAT = "oodgen-detector/1"
 REQUIRED_KEYS = ("format", "n_classes", "classifier", "score", "thresholds")
@@ -41,9 +39,7 @@ def read_detector(run_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     """(path, contents) of a run's detector file, safely read and checked for format and keys."""
     path = detector_path(run_dir)
     try:
-        # The environment stamp holds torch.__version__, a str subclass the safe loader must know.
-        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-            blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = safe_torch_load(path)
     except Exception as exc:  # torch raises many types for a damaged or crafted file; all mean the same here
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DetectorFileError(f"{path}: cannot read detector file ({first}); it is corrupt or "

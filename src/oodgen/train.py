@@ -19,7 +19,7 @@ from torch import nn
 
 from .config import Profile, Stage, Variant
 from .generate import ClassEllipsoids, encode_means, off_manifold_samples, on_manifold_samples
-from .utils import atomic_torch_save, derive_seed, generator
+from .utils import atomic_torch_save, derive_seed, generator, safe_torch_load
 
 try:
     from tqdm.auto import tqdm
@@ -96,9 +96,7 @@ class CheckpointError(ValueError):
 def load_checkpoint(path) -> dict:
     """Read a checkpoint safely (``torch.load(..., weights_only=True)``) or raise :class:`CheckpointError`."""
     try:
-        # detector.pt's environment stamp holds torch.__version__, a str subclass the safe loader must know
-        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-            blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = safe_torch_load(path)
     except Exception as exc:  # a corrupt or crafted checkpoint must not be used
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: cannot read checkpoint safely ({first}); delete it to retrain "

@@ -45,6 +45,15 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
+def safe_torch_load(path):
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain values only, never code.
+    torch's version string (a str subclass in environment stamps) is allowed too.  Raises what
+    torch raises; callers turn it into their own one-line error."""
+    import torch
+    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     import io
     buf = io.BytesIO()

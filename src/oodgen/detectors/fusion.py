@@ -32,7 +32,7 @@ import torch
 
 from ..generate import NotFittedError
 from .base import InputError
-from .image_stats import STATS as STAT_NAMES
+from .image_stats import STATS as STAT_NAMES, scaled_k
 from .knn import KNN
 
 KNN_RULE = "ood-class+knn"
@@ -123,7 +123,7 @@ class FeatureKNNFusion:
             if len(train_features) != len(self.bank_indices(n)):
                 raise InputError(f"fusion: train_size={n} means a bank of {len(self.bank_indices(n))} rows "
                                  f"(bank_indices), got {len(train_features)}")
-        self.k_ = max(1, int(round(self.k * len(train_features) / n))) if n else self.k
+        self.k_ = scaled_k(self.k, len(train_features), n) if n else self.k
         self.knn_ = KNN(None, k=self.k_).fit_outputs(features=train_features)
         self.calib_knn_ = np.sort(self.knn_.score_outputs(features=calib_features))
         self.calib_p_ = np.sort(calib_ood_prob)
