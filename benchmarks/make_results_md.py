@@ -93,12 +93,36 @@ def main() -> None:
             continue
         out += ["## Type I generation at other image shapes", "", f"`{gs['command']}` on {_machine(gs)}; "
                 f"{gs['n']} samples per shape, batch {gs['batch']}, d = {gs['latent_dim']}.", "",
-                "| shape (C, H, W) | D | samples/s | bound (d+1 decoder passes) samples/s | ratio to bound |",
-                "|---|---|---|---|---|"]
+                "| shape (C, H, W) | D | batch | samples/s | bound (d+1 decoder passes) samples/s | ratio to bound |",
+                "|---|---|---|---|---|---|"]
         for r in gs["rows"]:
-            out.append(f"| {tuple(r['shape'])} | {r['D']} | {r['samples_per_s']:.0f} | {r['bound_samples_per_s']:.0f} | "
+            out.append(f"| {tuple(r['shape'])} | {r['D']} | {r.get('batch', gs['batch'])} | {r['samples_per_s']:.0f} | "
+                       f"{r['bound_samples_per_s']:.0f} | "
                        f"{r['ratio_to_bound']:.2f}{'' if r['meets_goal'] else ' (goal <= %.1f missed)' % gs['goal_ratio']} |")
         out.append("")
+    sc = _load("scaling")
+    if sc:
+        out += ["## Scaling out: torchrun (DDP) and Ray on this machine", "", f"`{sc['command']}` on {_machine(sc)}", ""]
+        if "ray" in sc:
+            r = sc["ray"]
+            g = r["grid"]
+            out += [f"Ray: the {g['profile']} grid ({' / '.join(g['settings'])} x {' / '.join(g['methods'])} x seed 0, "
+                    f"trained from scratch): serial {r['serial_s']:.0f} s, local Ray with 2 CPUs {r['ray_s']:.0f} s "
+                    f"({r['speedup']:.2f}x; {r['note']}).", ""]
+        if "ddp" in sc:
+            d = sc["ddp"]
+            sets = list(d["runs"][0]["auroc_p_nplus1"])
+            out += [f"torchrun: `oodgen run --id {d['setting']} --profile {d['profile']}` in 1 process vs "
+                    f"`--distributed 2` (gloo); one process / two processes wall time {d['wall_ratio_1_over_2']:.2f}x.", "",
+                    "| seed | processes | wall s | active dims | recon / class mean | Type II spread | accuracy | "
+                    + " | ".join(f"AUROC {s}" for s in sets) + " |",
+                    "|---|---|---|---|---|---|---|" + "---|" * len(sets)]
+            for r in d["runs"]:
+                h = r["health"]
+                out.append(f"| {r['seed']} | {r['processes']} | {r['wall_s']:.0f} | {h['active_dims']}/{h['latent_dim']} | "
+                           f"{h['recon_ratio']:.2f} | {h['spread_ratio']:.2f} | {r['accuracy']:.2f} | "
+                           + " | ".join(f"{r['auroc_p_nplus1'][s]:.1f}" for s in sets) + " |")
+            out.append("")
     k = _load("knn")
     if k:
         out += ["## Feature-bank search: torch vs faiss vs smaller banks", "",

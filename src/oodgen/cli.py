@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the OOD class per sample (default: the profile's, 0.1 as in the paper)")
     r.add_argument("--strict", action="store_true",
                    help="stop with an error when the trained CVAE fails its health check (collapsed)")
+    r.add_argument("--distributed", type=int, default=None, metavar="N",
+                   help="data-parallel training in N local processes (torchrun, DDP: gloo on the CPU, NCCL on "
+                        "GPUs); the same as `torchrun --nproc-per-node N -m oodgen run ...` (docs/scaling.md)")
     _add_variant(r)
 
     from . import score
@@ -91,8 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _without_distributed(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for tok in argv:
+        if skip:
+            skip = False
+        elif tok == "--distributed":
+            skip = True
+        elif not tok.startswith("--distributed="):
+            out.append(tok)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     a = ap.parse_args(argv)
     from ._runtime import tune_allocator
     tune_allocator()
@@ -117,9 +133,20 @@ def main(argv: list[str] | None = None) -> int:
                             channels=a.channels, latent_dim=a.latent)
             import warnings
 
+            from . import distributed
+            if a.distributed is not None and not distributed.launched_by_torchrun():
+                if a.distributed < 1:
+                    raise ValueError(f"--distributed must be a positive number of processes, got {a.distributed}")
+                if a.distributed > 1:
+                    import subprocess
+                    return subprocess.call(distributed.torchrun_argv(a.distributed, _without_distributed(argv)))
             from .generate.health import CollapsedCVAEWarning
             warnings.simplefilter("ignore", CollapsedCVAEWarning)   # run prints its own banner
-            run(cfg, a.out, data_dir=a.data_dir, progress=not a.no_progress, strict=a.strict)
+            distributed.init(a.device)
+            try:
+                run(cfg, a.out, data_dir=a.data_dir, progress=not a.no_progress, strict=a.strict)
+            finally:
+                distributed.shutdown()      # a failing rank: torchrun stops the others
             return 0
     except (DataError, InputError, RunError, CollapsedCVAEError, ValueError) as exc:
         print(f"oodgen {a.command}: error: {exc}", file=sys.stderr)

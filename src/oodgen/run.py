@@ -31,6 +31,7 @@ from .metrics import METRIC_NAMES, ood_metrics, threshold_at_tpr
 from .models import Fig6cCNN, inference_copy
 from .train import load_checkpoint, predict_logits, train_plain
 from .artifact import write_detector
+from .distributed import current as current_dist
 from .utils import atomic_write_bytes, atomic_write_json, environment, resolve_device
 
 VAL_FRACTION = 1 / 12          # 5,000 of MNIST's 60,000 training images: threshold + tuning split
@@ -197,14 +198,25 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     """Train (or resume) and evaluate one run; returns the metrics dict also written to disk.
 
     ``strict``: stop with :class:`~oodgen.generate.health.CollapsedCVAEError` when the trained
-    CVAE fails its health check (otherwise a loud warning, and ``"collapsed": true`` recorded)."""
+    CVAE fails its health check (otherwise a loud warning, and ``"collapsed": true`` recorded).
+
+    Under torch.distributed (``torchrun ... -m oodgen run``; :mod:`oodgen.distributed`) every rank
+    trains, rank 0 alone evaluates and writes the results; the other ranks return None."""
+    dist = current_dist()
+    if not dist.main:
+        log, progress = (lambda _m: None), False
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _check_config(out, cfg)
+    if dist.main:
+        _check_config(out, cfg)
+    dist.barrier()
+    if not dist.main:
+        _check_config(out, cfg)        # reads rank 0's config.json: refuses a conflicting directory too
     device = resolve_device(cfg.device)
     prof = cfg.prof
     t_start = time.perf_counter()
-    log(f"oodgen run: id={cfg.id} profile={cfg.profile} seed={cfg.seed} out={out}")
+    log(f"oodgen run: id={cfg.id} profile={cfg.profile} seed={cfg.seed} out={out}"
+        + (f" ({dist.world} processes, {dist.describe()['backend']})" if dist.active else ""))
     data_info: dict = {}
     x, y, xv, yv, xt, yt, radius = load_setting(cfg, data_dir, data_info)
     shape = tuple(int(v) for v in x.shape[1:])
@@ -215,7 +227,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     previous = _finished_run(out, prof)
 
     detector = OODGen(latent_dim=cfg.latent, profile=prof, variant=cfg.variant, score=cfg.score_rule,
-                      seed=cfg.seed, checkpoint_dir=str(ckpt), progress=progress, verbose=True,
+                      seed=cfg.seed, checkpoint_dir=str(ckpt), progress=progress, verbose=dist.main,
                       device=str(device), strict=strict).fit(x, y)
     timings = dict(detector.timings_)
 
@@ -224,6 +236,9 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     plain = Fig6cCNN(n_classes, shape[0], shape[1:]).to(device)
     train_plain(plain, x.to(device), y.to(device), prof.plain, ckpt / "plain.pt", cfg.seed, progress, log)
     timings["plain_training"] = time.perf_counter() - t0
+    dist.barrier()          # the last collective step: rank 0 evaluates alone from here
+    if not dist.main:
+        return None
 
     t0 = time.perf_counter()
     clf = detector.inference_classifier()
@@ -316,6 +331,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
         "threshold_95tpr": thresholds[primary],
         "timings_s": timings,
         "device": str(device),
+        "distributed": dist.describe(),
         "peak_rss_mb": peak_rss_mb() if previous is None else max(peak_rss_mb(), previous.get("peak_rss_mb", 0.0)),
         "reevaluated": reevaluated,
         "config": cfg.to_dict(),

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Profile, Stage, Variant
+from .distributed import current as current_dist
 from .generate import ClassEllipsoids, encode_means, off_manifold_samples, on_manifold_samples
 from .utils import atomic_torch_save, derive_seed, generator, safe_torch_load
 
@@ -58,7 +59,13 @@ def fit_epochs(stage_name: str, model: nn.Module, stage: Stage, steps_per_epoch:
                epoch_fn: Callable[[int, torch.Generator, torch.optim.Optimizer, object], float],
                ckpt_path: str | os.PathLike | None, seed: int, log: Callable[[str], None] = print) -> dict:
     """Run ``stage.epochs`` epochs of ``epoch_fn``, checkpointing after each; resume if a
-    checkpoint exists.  Returns the history (per-epoch loss and seconds)."""
+    checkpoint exists.  Returns the history (per-epoch loss and seconds).
+
+    Under torch.distributed (:mod:`oodgen.distributed`) every rank runs this loop on its shard of
+    each batch, rank 0 alone writes the checkpoint and logs, and the others wait for it."""
+    dist = current_dist()
+    if not dist.main:
+        log = _quiet
     optimizer = make_optimizer(stage, model.parameters())
     schedule = make_schedule(stage, optimizer, stage.epochs * steps_per_epoch)
     history = {"loss": [], "seconds": []}
@@ -73,19 +80,25 @@ def fit_epochs(stage_name: str, model: nn.Module, stage: Stage, steps_per_epoch:
         if start > 0:
             log(f"[{stage_name}] resuming after epoch {start}/{stage.epochs} from {ckpt_path}")
     for epoch in range(start, stage.epochs):
-        torch.manual_seed(derive_seed(seed, stage_name, epoch, "torch"))
+        # dropout etc.; ranks draw their own (one process: the seed every earlier run used)
+        torch.manual_seed(derive_seed(seed, stage_name, epoch, "torch", *((dist.rank,) if dist.active else ())))
         t0 = time.perf_counter()
         model.train()
         loss = epoch_fn(epoch, generator(seed, stage_name, epoch), optimizer, schedule)
         history["loss"].append(float(loss))
         history["seconds"].append(time.perf_counter() - t0)
         log(f"[{stage_name}] epoch {epoch + 1}/{stage.epochs} loss {loss:.4f} ({history['seconds'][-1]:.0f} s)")
-        if ckpt_path is not None:
+        if ckpt_path is not None and dist.main:
             atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                "schedule": schedule.state_dict(), "history": history, "epoch": epoch + 1},
                               ckpt_path)
+        dist.barrier()
     model.eval()
     return history
+
+
+def _quiet(_msg: str) -> None:
+    pass
 
 
 class CheckpointError(ValueError):
@@ -113,14 +126,17 @@ def train_cvae(cvae: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, 
     n = len(x)
     steps = math.ceil(n / stage.batch_size)
     warmup_steps = kl_warmup * steps
+    dist = current_dist()
+    net = dist.wrap(cvae)
 
     def epoch_fn(epoch, gen, opt, sched):
         perm = torch.randperm(n, generator=gen)
         total = 0.0
-        for i in tqdm(range(steps), desc=f"CVAE epoch {epoch + 1}", leave=False, disable=_tqdm_disable(progress)):
-            idx = perm[i * stage.batch_size:(i + 1) * stage.batch_size]
+        for i in tqdm(range(steps), desc=f"CVAE epoch {epoch + 1}", leave=False,
+                      disable=_tqdm_disable(progress and dist.main)):
+            idx = dist.shard(perm[i * stage.batch_size:(i + 1) * stage.batch_size])
             xb, yb = x[idx], y[idx]
-            logits, mu, log_var = cvae(xb, yb)
+            logits, mu, log_var = net(xb, yb)
             step = epoch * steps + i
             kl_weight = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
             loss = cvae.loss(logits, xb, mu, log_var, kl_weight)
@@ -129,7 +145,7 @@ def train_cvae(cvae: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, 
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
-        return total / n
+        return dist.sum(total) / n
 
     return fit_epochs("cvae", cvae, stage, steps, epoch_fn, ckpt_path, seed, log)
 
@@ -138,31 +154,35 @@ def train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage
                 progress: bool = True, log=print, stage_name: str = "plain") -> dict:
     n = len(x)
     steps = math.ceil(n / stage.batch_size)
+    dist = current_dist()
+    net = dist.wrap(model)
 
     def epoch_fn(epoch, gen, opt, sched):
         perm = torch.randperm(n, generator=gen)
         total = 0.0
         for i in tqdm(range(steps), desc=f"{stage_name} epoch {epoch + 1}", leave=False,
-                      disable=_tqdm_disable(progress)):
-            idx = perm[i * stage.batch_size:(i + 1) * stage.batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+                      disable=_tqdm_disable(progress and dist.main)):
+            idx = dist.shard(perm[i * stage.batch_size:(i + 1) * stage.batch_size])
+            loss = F.cross_entropy(net(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
-        return total / n
+        return dist.sum(total) / n
 
     return fit_epochs(stage_name, model, stage, steps, epoch_fn, ckpt_path, seed, log)
 
 
 class OutlierPools:
-    """Type I and Type II pools, regenerated online from the (frozen) CVAE."""
+    """Type I and Type II pools, regenerated online from the (frozen) CVAE.  Under
+    torch.distributed each rank holds its own ``1/world`` shard of the pools."""
 
     def __init__(self, cvae, ellipsoids: ClassEllipsoids, x: torch.Tensor, y: torch.Tensor,
                  variant: Variant, pool_size: int):
         self.cvae, self.ellipsoids, self.x, self.y = cvae, ellipsoids, x, y
-        self.variant, self.pool_size = variant, pool_size
+        dist = current_dist()
+        self.variant, self.pool_size = variant, max(1, math.ceil(pool_size / dist.world))
         self.seconds = {"type1": 0.0, "type2": 0.0}
         self.type1 = self.type2 = None
 
@@ -176,7 +196,7 @@ class OutlierPools:
             sub = idx[s:s + step]
             chunks.append(off_manifold_samples(self.cvae, self.x[sub], self.y[sub], beta=self.variant.beta_range(),
                                                nullspace=self.variant.nullspace, generator=gen,
-                                               clip=self.variant.clip_mode(), batch_size=256))
+                                               clip=self.variant.clip_mode()))
         self.type1 = torch.cat(chunks)
         t1 = time.perf_counter()
         labels = self.y[torch.randint(0, len(self.y), (self.pool_size,), generator=gen)]
@@ -200,17 +220,21 @@ def train_nplus1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pools: Outl
     n_classes = int(model.n_outputs) - 1
     steps = math.ceil(n / stage.batch_size)
     nb1, nb2 = prof.batch_type1, prof.batch_type2
+    dist = current_dist()
+    net = dist.wrap(model)
 
     def epoch_fn(epoch, gen, opt, sched):
         if epoch % prof.regen_every == 0 or pools.type1 is None:
-            # The pool of a resumed run is rebuilt from the epoch it was last regenerated at.
+            # The pool of a resumed run is rebuilt from the epoch it was last regenerated at; each
+            # rank of a distributed run generates its own shard.
             last = epoch - epoch % prof.regen_every
-            pools.regenerate(generator(seed, "pools", last), progress)
+            rank = ("rank", dist.rank) if dist.active else ()
+            pools.regenerate(generator(seed, "pools", last, *rank), progress and dist.main)
         perm = torch.randperm(n, generator=gen)
         total = 0.0
         for i in tqdm(range(steps), desc=f"n+1 classifier epoch {epoch + 1}", leave=False,
-                      disable=_tqdm_disable(progress)):
-            idx = perm[i * stage.batch_size:(i + 1) * stage.batch_size]
+                      disable=_tqdm_disable(progress and dist.main)):
+            idx = dist.shard(perm[i * stage.batch_size:(i + 1) * stage.batch_size])
             m = len(idx)
             k1 = max(1, nb1 * m // stage.batch_size)
             k2 = max(1, nb2 * m // stage.batch_size)
@@ -219,13 +243,13 @@ def train_nplus1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pools: Outl
             xb = torch.cat([x[idx], pools.type1[i1], pools.type2[i2]])
             yb = torch.cat([y[idx], torch.full((k1 + k2,), n_classes, dtype=y.dtype, device=y.device)])
             w = torch.cat([torch.ones(m, device=y.device), torch.full((k1 + k2,), prof.w_ood, device=y.device)])
-            loss = (F.cross_entropy(model(xb), yb, reduction="none") * w).mean()
+            loss = (F.cross_entropy(net(xb), yb, reduction="none") * w).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             total += loss.item() * m
-        return total / n
+        return dist.sum(total) / n
 
     return fit_epochs("nplus1", model, stage, steps, epoch_fn, ckpt_path, seed, log)
 

@@ -179,15 +179,36 @@ def perturb(x: torch.Tensor, direction: torch.Tensor, beta: str | tuple[float, f
     return out.clamp(0.0, 1.0) if clip else out
 
 
+TYPE1_BATCH = 256              # images per Jacobian batch up to TYPE1_BATCH_VALUES values per image
+TYPE1_BATCH_VALUES = 4096
+
+
+def type1_batch(shape) -> int:
+    """Images per Type I batch for images of ``shape`` (C, H, W): 256 up to 4,096 values per image
+    (28x28x1, 32x32x3), then halved as the images grow (64 at 64x64x3): the batch Jacobian holds
+    batch x (C*H*W) x d values, and past a few MB per batch it leaves the cache.  Measured by
+    ``benchmarks/bench_generation_shapes.py``: at 64x64x3 a batch of 256 ran at 2.06x the
+    d + 1 decoder-pass bound, a batch of 64 at 1.15x; at 28x28x1 256 beat 64 (1.10x vs 1.27x)."""
+    values = 1
+    for v in shape:
+        values *= int(v)
+    batch = TYPE1_BATCH
+    while batch > 8 and batch * values > TYPE1_BATCH * TYPE1_BATCH_VALUES:
+        batch //= 2
+    return batch
+
+
 @torch.no_grad()
 def off_manifold_samples(cvae, x: torch.Tensor, y: torch.Tensor, *, beta: str | tuple[float, float] = "paper",
                          nullspace: str = "uniform", generator: torch.Generator | None = None,
-                         batch_size: int = 256, clip: bool | str = True) -> torch.Tensor:
+                         batch_size: int | None = None, clip: bool | str = True) -> torch.Tensor:
     """Type I outliers for images ``x`` (N, C, H, W) with labels ``y`` using a trained CVAE.
 
     The Jacobian is taken at the encoder mean with the true-label one-hot (as in the paper's
-    footnote 1 and the authors' code).
+    footnote 1 and the authors' code).  ``batch_size`` None: :func:`type1_batch` of the image shape.
     """
+    if batch_size is None:
+        batch_size = type1_batch(x.shape[1:])
     if nullspace not in NULLSPACE_METHODS:
         raise ValueError(f"unknown nullspace method {nullspace!r}; use one of {NULLSPACE_METHODS}")
     direction_fn = uniform_null_direction if nullspace == "uniform" else rref_null_direction
