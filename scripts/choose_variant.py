@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-SETTINGS = ("mnist", "fmnist", "mnist0-4", "fmnist0-4")
+from oodgen.data import PAPER_SETTINGS as SETTINGS  # noqa: E402
 
 
 def panel_means(root: Path, layout: str, rule: str) -> dict[str, dict[int, float]]:

@@ -15,6 +15,8 @@ import json
 import re
 from pathlib import Path
 
+from oodgen.data import PAPER_SETTINGS
+
 ROOT = Path(__file__).resolve().parents[1]
 FUSED = ("ood-class+knn", "reject+knn", "reject+fisher")
 
@@ -79,8 +81,8 @@ def glance_block(doc: dict) -> str:
 
 
 def bench_block(doc: dict) -> str:
-    from oodgen.bench import DISPLAY
-    settings = [s for s in ("mnist", "fmnist", "mnist0-4", "fmnist0-4") if s in doc["settings"]]
+    from oodgen.tables import DISPLAY
+    settings = [s for s in PAPER_SETTINGS if s in doc["settings"]]
     methods = []
     for s in settings:
         for m in doc["settings"][s]:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from oodgen.data import PAPER_SETTINGS
+
 METRICS = ("fpr95", "detection_error", "auroc", "aupr_in", "aupr_out")
 SHORT = {"fpr95": "FPR95 ↓", "detection_error": "Det. err ↓", "auroc": "AUROC ↑", "aupr_in": "AUPR-in ↑",
          "aupr_out": "AUPR-out ↑"}
@@ -28,7 +30,7 @@ def main() -> None:
     root = Path(a.results)
     paper = json.loads((Path(__file__).resolve().parents[1] / "src/oodgen/paper_tables.json").read_text())
     lines, doc = [], {}
-    for setting in ("mnist", "fmnist", "mnist0-4", "fmnist0-4"):
+    for setting in PAPER_SETTINGS:
         runs = [json.loads(p.read_text()) for p in sorted((root / setting / "oodgen").glob("seed*/metrics.json"))]
         if not runs:
             continue

@@ -12,10 +12,11 @@ from oodgen.detectors.registry import DETECTORS
 from oodgen import bench
 from oodgen.data import SETTINGS
 from oodgen.metrics import METRIC_NAMES
+from oodgen.tables import paper_tables
 
 
 def test_paper_tables_transcription():
-    paper = bench.paper_tables()
+    paper = paper_tables()
     t1, t2 = paper["table1"], paper["table2"]
     assert paper["metric_block_order"] == ["fpr95", "detection_error", "auroc", "aupr_out", "aupr_in"]
     assert t1["results"]["mnist"]["fmnist"]["auroc"]["oodgen"] == 100.0

@@ -162,6 +162,9 @@ def test_mahalanobis_matches_sklearn_and_tunes(model, data):
                                0.5 * np.min([ref.mahalanobis(f[:5] - m) for m in det.means_], axis=0), rtol=1e-8)
     with pytest.raises(InputError, match="labels"):
         Mahalanobis(model).fit_outputs(features=f)
+    # threshold_ from the training outputs' scores (95 % at or below), without scoring any image
+    train_scores = det.score_outputs(features=f)
+    assert det.threshold_ == float(np.quantile(train_scores, 0.95, method="higher"))
     # Pre-processing on the real model; tuning returns a grid point.
     x, yy, xt, _, noise = data
     md = Mahalanobis(model).fit(x, yy)

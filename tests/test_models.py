@@ -74,5 +74,15 @@ def test_oodgen_estimator_contract(mnist_small):
     assert ((0 <= s) & (s <= 1)).all()
     again = OODGen(latent_dim=4, profile="smoke", seed=0).fit(tr.images[:300], tr.labels[:300]).score(te.images[:50])
     np.testing.assert_allclose(s, again, rtol=1e-5, atol=1e-7)
-    assert det.predict(te.images[:7]).shape == (7,)
+    assert det.predict_class(te.images[:7]).shape == (7,)
     assert hasattr(det, "cvae_") and hasattr(det, "ellipsoids_") and det.n_classes_ == 10
+    # PyOD's contract: threshold_ keeps 95 % of in-distribution images, predict labels 1 = OOD
+    t_train = det.threshold_
+    assert np.mean(det.score(tr.images[:300]) <= t_train) >= 0.95
+    det.calibrate_threshold(te.images[:200])
+    assert det.threshold_ == float(np.quantile(det.score(te.images[:200]), 0.95, method="higher"))
+    labels = det.predict(te.images[:50])
+    assert labels.dtype == np.int64 and set(np.unique(labels)) <= {0, 1}
+    np.testing.assert_array_equal(labels, (s > det.threshold_).astype(np.int64))
+    with pytest.raises(ValueError, match="tpr"):
+        det.calibrate_threshold(te.images[:10], tpr=1.5)

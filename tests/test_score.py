@@ -15,7 +15,8 @@ from PIL import Image
 
 from oodgen.data import load, write_idx
 from oodgen.detectors.base import InputError
-from oodgen.score import DetectorFileError, add_parser, load_detector, load_inputs
+from oodgen.data.images import load_inputs
+from oodgen.score import DetectorFileError, add_parser, load_detector
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,8 @@ def test_score_predict_decide(det, mnist_test):
     assert s_out.mean() > s_in.mean() + 0.1
     assert np.array_equal(det.decide(x), s_in > det.threshold)
     assert np.array_equal(det.decide(x, threshold=2.0), np.zeros(40, bool))
-    pred = det.predict(x)
+    assert np.array_equal(det.predict(x), det.decide(x).astype(np.int64)) and det.threshold_ == det.threshold
+    pred = det.predict_class(x)
     assert pred.shape == (40,) and pred.min() >= 0 and pred.max() < 10
     assert (pred == labels).mean() > 0.3
     logits = det.logits(torch.from_numpy(x))
@@ -275,7 +277,7 @@ def test_cli_csv_and_json(tmp_path, run_dir, det, mnist_test, capsys):
     images, _ = load_inputs(inputs)
     np.testing.assert_array_equal([float(r["score"]) for r in rows], det.score(images))
     assert [r["decision"] for r in rows] == ["ood" if o else "in" for o in det.decide(images)]
-    assert [int(r["predicted_class"]) for r in rows] == list(det.predict(images))
+    assert [int(r["predicted_class"]) for r in rows] == list(det.predict_class(images))
 
     assert cli(["score", str(run_dir), *inputs, "--out", str(tmp_path / "s.json"), "--threshold", "-1", "-q"]) == 0
     out = capsys.readouterr()

@@ -36,12 +36,11 @@ from .models import CVAE
 from .plots import roc_curves, sample_grid, score_histograms
 from .artifact import read_detector
 from .score import load_detector
+from .tables import METRIC_LABELS
 from .train import fit_ellipsoids, predict_logits
 from .utils import atomic_write_bytes, generator
 
 ELLIPSOID_FIT_MAX = 10_000     # training images encoded to refit the Type II ellipsoids (quantiles barely move beyond)
-METRIC_LABELS = {"fpr95": "FPR95 ↓", "detection_error": "Det. err ↓", "auroc": "AUROC ↑",
-                 "aupr_in": "AUPR-in ↑", "aupr_out": "AUPR-out ↑"}
 
 
 class ReportError(ValueError):

@@ -48,6 +48,8 @@ SETTINGS: dict[str, tuple[str, ...]] = {
     # beyond the paper, for users with internet: 32x32x3 (nothing committed depends on it)
     "cifar10": ("svhn", "gaussian", "uniform", "sphere"),
 }
+#: The paper's four in-distribution settings (the results tables, the bench's ``--id all``).
+PAPER_SETTINGS = ("mnist", "fmnist", "mnist0-4", "fmnist0-4")
 OPTIONAL_SETS = ("emnist-letters", "svhn")
 DEFAULT_SYNTHETIC_SIZE = 10_000
 

@@ -5,6 +5,12 @@
   ends in ``_``.
 * ``score(x)`` returns a float64 numpy array of shape (N,), **higher = more OOD**; calling it
   before ``fit`` raises :class:`NotFittedError`.
+* ``threshold_`` is the score at which 95 % of in-distribution images score at or below it (the
+  95 %-TPR operating point of every table here): from up to 2,000 of the training images by default,
+  computed when first needed, or from held-out in-distribution images with
+  :meth:`Detector.calibrate_threshold` (better: training images score lower than new ones).
+  ``predict(x)`` labels images with it, PyOD's way: 1 = OOD, 0 = in-distribution.
+  Detectors with a classifier give its class with ``predict_class(x)``.
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ class InputError(ValueError):
 
 
 DEFAULT_SHAPE = (1, 28, 28)
+THRESHOLD_TPR = 0.95          # fraction of in-distribution images at or below threshold_
+N_THRESHOLD = 2000            # training images kept by fit for the default threshold_
 
 
 @dataclass(frozen=True)
@@ -122,7 +130,38 @@ class Detector(abc.ABC):
         y = check_labels(y, len(x)) if y is not None else None
         self._fit(x, y)
         self.fitted_ = True
+        # threshold_ is computed from these when first asked for (scoring them costs nothing until then)
+        keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:N_THRESHOLD]
+        self._threshold_images = x[keep].detach().cpu().clone()
+        self._threshold = None
         return self
+
+    def calibrate_threshold(self, x_in, tpr: float = THRESHOLD_TPR) -> "Detector":
+        """Set :attr:`threshold_` from in-distribution images ``x_in`` (ideally held out from
+        ``fit``): the ``tpr`` quantile of their scores, so that ``tpr`` of them are kept."""
+        if not 0.0 < tpr < 1.0:
+            raise ValueError(f"tpr must be in (0, 1), got {tpr}")
+        from ..metrics import threshold_at_tpr
+        self._threshold = float(threshold_at_tpr(self.score(x_in), tpr))
+        self._threshold_images = None
+        return self
+
+    @property
+    def threshold_(self) -> float:
+        """Scores above it are called OOD (see the module docstring); set by :meth:`fit` (lazily, from
+        training images) or :meth:`calibrate_threshold`."""
+        self.check_fitted()
+        if getattr(self, "_threshold", None) is None:
+            images = getattr(self, "_threshold_images", None)
+            if images is None:
+                raise NotFittedError(f"{type(self).__name__}: no threshold; call calibrate_threshold(x_in)")
+            self.calibrate_threshold(images)
+        return self._threshold
+
+    def predict(self, x) -> np.ndarray:
+        """OOD labels, int64 (N,): 1 where ``score(x) > threshold_`` (OOD), else 0 (PyOD's contract)."""
+        t = self.threshold_
+        return (self.score(x) > t).astype(np.int64)
 
     def check_fitted(self) -> None:
         """Raise :class:`NotFittedError` unless :meth:`fit` has run (the one fitted-check)."""

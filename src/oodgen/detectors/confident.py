@@ -16,7 +16,8 @@ x0.1 after ``lr_drop_at`` of the epochs (the reference: epoch 60 of 100).
 Score (higher = more OOD): ``s(x) = 1 - max_k softmax(C(x))_k``.
 
 Networks.  The reference code is a 32x32 DCGAN; for 28x28 grey images we use a DCGAN of the
-same design sized for 28x28 (the authors' own 28x28 Keras GAN starts from a 7x7x128 map too):
+same design sized for 28x28 (the authors' own 28x28 Keras GAN starts from a 7x7x128 map too;
+G and D live in :mod:`oodgen.models.dcgan`):
 
 * G: z (100) -> ConvT 7x7 -> 7x7x128, BN, ReLU -> ConvT 4x4 s2 -> 14x14x64, BN, ReLU ->
   ConvT 4x4 s2 -> 28x28x1, sigmoid (images in [0, 1] like the data);
@@ -50,52 +51,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init
 from ..utils import atomic_torch_save, derive_seed, generator, resolve_device
 from .base import Detector, InputError, BenchInfo
 from .posthoc import softmax
 
 CHECKPOINT_FORMAT = "oodgen-confident/1"
-
-
-class DCGANGenerator(nn.Module):
-    """z (B, nz) -> images (B, 1, 28, 28) in [0, 1]."""
-
-    def __init__(self, nz: int = 100):
-        super().__init__()
-        self.nz = nz
-        self.net = nn.Sequential(
-            nn.ConvTranspose2d(nz, 128, 7, 1, 0, bias=False), nn.BatchNorm2d(128), nn.ReLU(True),
-            nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(True),
-            nn.ConvTranspose2d(64, 1, 4, 2, 1, bias=False), nn.Sigmoid())
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.view(len(z), self.nz, 1, 1))
-
-
-class DCGANDiscriminator(nn.Module):
-    """Images (B, 1, 28, 28) -> real/fake logits (B,)."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(1, 64, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(64, 128, 4, 2, 1, bias=False), nn.BatchNorm2d(128), nn.LeakyReLU(0.2, True),
-            nn.Flatten(), nn.Linear(128 * 7 * 7, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(1)
-
-
-def dcgan_init(module: nn.Module) -> None:
-    """DCGAN initialisation: conv weights N(0, 0.02), BatchNorm scale N(1, 0.02), zero biases."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
 
 
 def kl_from_uniform(logits: torch.Tensor) -> torch.Tensor:
@@ -258,8 +219,8 @@ class ConfidentClassifier(Detector):
     def _score(self, x: torch.Tensor) -> np.ndarray:
         return 1.0 - softmax(self.logits(x).double().numpy()).max(axis=1)
 
-    def predict(self, x) -> np.ndarray:
-        """Predicted class of each image."""
+    def predict_class(self, x) -> np.ndarray:
+        """Predicted class of each image (``predict`` labels OOD, PyOD's way)."""
         return self.logits(x).argmax(1).numpy()
 
 

@@ -190,6 +190,6 @@ class OODGen(Detector):
             return self.fusion_.score(out["features"], nplus1_scores(logits, "ood-class"), self.score_rule, stats)
         return nplus1_scores(predict_logits(self.inference_classifier(), x), self.score_rule)
 
-    def predict(self, x) -> np.ndarray:
-        """Predicted in-distribution class (argmax over the first n outputs)."""
+    def predict_class(self, x) -> np.ndarray:
+        """Predicted in-distribution class (argmax over the first n outputs); ``predict`` labels OOD."""
         return self.logits(x)[:, :-1].argmax(1).numpy()

@@ -175,6 +175,14 @@ class PostHocDetector(Detector):
                 raise InputError("labels: in-distribution labels must be >= 0")
         self._fit_outputs(y=y, **got)
         self.fitted_ = True
+        self._threshold_images, self._threshold = None, None
+        if not self.needs_images:     # threshold_ from (up to 2,000 of) the training outputs' scores
+            from ..metrics import threshold_at_tpr
+            from .base import N_THRESHOLD, THRESHOLD_TPR
+            n = len(next(iter(got.values())))
+            keep = np.random.default_rng(0).permutation(n)[:N_THRESHOLD]
+            sub = {k: v[keep] for k, v in got.items()}
+            self._threshold = float(threshold_at_tpr(self._score_outputs(**sub), THRESHOLD_TPR))
         return self
 
     def score_outputs(self, *, features=None, logits=None) -> np.ndarray:

@@ -1,0 +1,273 @@
+"""The bench's tables: which methods it knows and how they are named (read from the registry), and the
+rendering of the per-method ``metrics.json`` files into ``DIR/tables/{table1,table2,extra,summary,deviations}.*``.
+
+:func:`build_tables` is what ``oodgen bench`` (:mod:`oodgen.bench`) calls last, and what
+``oodgen bench --tables-only`` calls alone.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .data.datasets import PAPER_SETTINGS as SETTINGS
+from .detectors.base import BenchInfo
+from .detectors.registry import DETECTORS
+from .utils import atomic_write_bytes, atomic_write_json
+
+OURS = {"oodgen": "Ours", "oodgen+knn": "Ours+KNN", "oodgen+reject": "Ours reject+KNN",
+        "oodgen+fisher": "Ours reject+Fisher"}   # our rows of Table 1 (the derived ones: DERIVED below)
+TABLE_TITLES = {"table1": "Table 1: Ours / Confident classifier / ODIN / Mahalanobis",
+                "table2": "Table 2: max-softmax / MC-dropout / mutual information",
+                "extra": "Extra baselines (not in the paper)"}
+
+
+# Everything below is read from the registry (each detector class's BenchInfo) when it is
+# called, so a newly registered detector is benchmarked and tabled with no edit here.
+def _infos() -> dict[str, BenchInfo]:
+    return {name: cls.bench_info for name, cls in DETECTORS.items() if getattr(cls, "bench_info", None)}
+
+
+def _info(method: str) -> BenchInfo:
+    return _infos()[method.removesuffix("-fair")]
+
+
+def methods_by(consumes: str) -> tuple[str, ...]:
+    """Bench methods whose detector consumes ``consumes`` (with the -fair variants of tuned ones)."""
+    out = [n for n, i in _infos().items() if i.consumes == consumes]
+    if consumes == "tuned":
+        out += [f"{n}-fair" for n, i in _infos().items() if i.consumes == "tuned" and i.fair_variant]
+    return tuple(out)
+
+
+def all_methods() -> tuple[str, ...]:
+    """Every method ``oodgen bench`` knows, in table order: ours, then each table's baselines."""
+    out = ["oodgen"]
+    for table in TABLE_TITLES:
+        names = [n for n, i in _infos().items() if i.table == table]
+        out += names + [f"{n}-fair" for n in names if _infos()[n].fair_variant]
+    return tuple(out)
+
+
+def default_methods() -> tuple[str, ...]:
+    return tuple(m for m in all_methods() if not m.endswith("-fair"))
+
+
+def bench_tables() -> dict[str, tuple[str, tuple[str, ...]]]:
+    out = {}
+    for table, title in TABLE_TITLES.items():
+        rows = [m for m in all_methods() if m != "oodgen" and _info(m).table == table]
+        out[table] = (title, (tuple(OURS) if table == "table1" else ()) + tuple(rows))
+    return out
+
+
+def display(method: str) -> str:
+    if method in OURS:
+        return OURS[method]
+    if method.removesuffix("-fair") not in _infos():
+        return method           # e.g. "plain" (the plain classifier's accuracy)
+    return _info(method).display + (" (fair)" if method.endswith("-fair") else "")
+
+
+def score_used(method: str) -> str:
+    return _info(method).score
+
+
+# Import-time snapshots for readers of the module (the bench itself calls the functions above).
+METHODS = all_methods()
+DEFAULT_METHODS = default_methods()
+TABLES = bench_tables()
+DISPLAY = {m: display(m) for m in (*OURS, *METHODS[1:])}
+TABLE_METRICS = ("fpr95", "detection_error", "auroc", "aupr_out", "aupr_in")   # the paper's column order
+METRIC_LABELS = {"fpr95": "FPR95 ↓", "detection_error": "Det. err ↓", "auroc": "AUROC ↑",
+                 "aupr_out": "AUPR-out ↑", "aupr_in": "AUPR-in ↑"}
+
+
+def paper_tables() -> dict:
+    """The paper's Tables 1 and 2 (see ``paper_tables.json`` for the transcription notes)."""
+    return json.loads(resources.files("oodgen").joinpath("paper_tables.json").read_text())
+
+
+def _stats(values: list[float]) -> dict:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": len(arr)}
+
+
+#: Table columns computed from another method's runs: (source method, its score rule).
+DERIVED = {"oodgen+knn": ("oodgen", "ood-class+knn"), "oodgen+reject": ("oodgen", "reject+knn"),
+           "oodgen+fisher": ("oodgen", "reject+fisher")}
+
+
+def _load_metrics(out: Path, setting: str, method: str, seeds) -> list[dict]:
+    source, rule = DERIVED.get(method, (method, None))
+    paths = [out / setting / source / f"seed{s}" / "metrics.json" for s in seeds]
+    runs = [json.loads(p.read_text()) for p in paths if p.exists()]
+    if rule is None:
+        return runs
+    # The same trained n+1 classifier scored by another rule (recorded by `oodgen run`).
+    return [{**r, "method": method, "score": rule, "ood": r["ood_by_score"][rule]}
+            for r in runs if rule in r.get("ood_by_score", {})]
+
+
+def _write_summary(out: Path, settings, seeds) -> dict:
+    """Mean AUROC over every OOD set of a setting, per method (seeds averaged first)."""
+    methods = [m for _t, (_title, ms) in bench_tables().items() for m in ms]
+    doc = {"title": "Mean AUROC over the OOD sets of each setting", "seeds": list(seeds), "settings": {}}
+    lines = ["# Mean AUROC over the OOD sets of each setting", "",
+             f"Each cell: AUROC averaged over seeds (those of {list(seeds)} that ran), then over the OOD sets; "
+             "the best of each setting in bold; n = seeds.  Methods whose runs miss an OOD set are left out.", ""]
+    for setting in settings:
+        row = {}
+        for m in methods:
+            runs = _load_metrics(out, setting, m, seeds)
+            if not runs:
+                continue
+            names = set(runs[0]["ood"])
+            if any(set(r["ood"]) != names for r in runs):
+                continue
+            # sorted: a set's order changes between processes, and with it the sum's last digit
+            row[m] = {"mean_auroc": float(np.mean([np.mean([r["ood"][n]["auroc"] for r in runs]) for n in sorted(names)])),
+                      "n": len(runs), "ood_sets": sorted(names)}
+        if not row:
+            continue
+        doc["settings"][setting] = row
+        best = max(v["mean_auroc"] for v in row.values())
+        lines += [f"## {setting}", "", "| method | mean AUROC | n |", "|---|---|---|"]
+        for m, v in sorted(row.items(), key=lambda kv: -kv[1]["mean_auroc"]):
+            cell = f"{v['mean_auroc']:.2f}"
+            lines.append(f"| {display(m)} | {'**' + cell + '**' if v['mean_auroc'] == best else cell} | {v['n']} |")
+        lines.append("")
+    folder = out / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / "summary.md", "\n".join(lines).encode())
+    atomic_write_json(folder / "summary.json", doc)
+    return doc
+
+
+def build_tables(out, settings=SETTINGS, seeds=(0, 1, 2)) -> dict:
+    """Aggregate the per-method metrics.json files into ``DIR/tables/{table1,table2,extra}.*``."""
+    out = Path(out)
+    paper = paper_tables()
+    tables = {}
+    for table, (title, methods) in bench_tables().items():
+        paper_key = table if table in ("table1", "table2") else None
+        doc = {"table": table, "title": title, "methods": [], "metrics": list(TABLE_METRICS), "seeds": list(seeds),
+               "settings": {}, "cell": "mean and sample std over seeds (percent); paper = the paper's value",
+               "paper_source": paper["source"] if paper_key else None}
+        present = set()
+        for setting in settings:
+            runs = {m: r for m in methods if (r := _load_metrics(out, setting, m, seeds))}
+            if not runs:
+                continue
+            present.update(runs)
+            ptab = paper[paper_key]["results"].get(setting, {}) if paper_key else {}
+            ood_names = list(ptab) + sorted({n for r in runs.values() for m in r for n in m["ood"]} - set(ptab))
+            rows = {}
+            for name in ood_names:
+                rows[name] = {}
+                for metric in TABLE_METRICS:
+                    cells = {}
+                    for m in methods:
+                        vals = [r["ood"][name][metric] for r in runs.get(m, []) if name in r["ood"]]
+                        p = ptab.get(name, {}).get(metric, {}).get(m)
+                        if vals or p is not None:
+                            cells[m] = {**(_stats(vals) if vals else {"mean": None, "std": None, "n": 0}),
+                                        "seeds": [r["seed"] for r in runs.get(m, []) if name in r["ood"]],
+                                        "paper": p}
+                    rows[name][metric] = cells
+            acc = {m: _stats([r["accuracy"] for r in rs]) for m, rs in runs.items()
+                   if rs and all(r.get("accuracy") is not None for r in rs)}   # not CLASSIFIER_FREE ones
+            plain = [r["accuracy_plain"] for r in runs.get("oodgen", []) if "accuracy_plain" in r]
+            if plain:
+                acc["plain"] = _stats(plain)
+            doc["settings"][setting] = {
+                "accuracy": acc,
+                "paper_accuracy": paper["table1"]["accuracy"].get(setting) if table == "table1" else None,
+                "rows": rows}
+        doc["methods"] = [m for m in methods if m in present or (paper_key and m in paper[paper_key]["methods"])]
+        tables[table] = doc
+        _write_table(out / "tables", table, doc, paper)
+    tables["summary"] = _write_summary(out, settings, seeds)
+    tables["deviations"] = _write_deviations(out / "tables", tables)
+    return tables
+
+
+def _write_deviations(folder: Path, tables: dict, limit: float = 5.0) -> dict:
+    """Every AUROC cell more than ``limit`` points from the paper's value, for the README to explain."""
+    rows = []
+    for table in ("table1", "table2"):
+        for setting, sdoc in tables[table]["settings"].items():
+            for name, metrics in sdoc["rows"].items():
+                for m, c in metrics.get("auroc", {}).items():
+                    if c.get("mean") is not None and c.get("paper") is not None and abs(c["mean"] - c["paper"]) > limit:
+                        rows.append({"table": table, "setting": setting, "ood": name, "method": m,
+                                     "ours": c["mean"], "paper": c["paper"], "diff": c["mean"] - c["paper"], "n": c["n"]})
+    lines = [f"# AUROC cells more than {limit:g} points from the paper", "",
+             "Generated by `oodgen bench`; README section \"Baselines and the benchmark\" explains the causes.", "",
+             "| table | setting | OOD set | method | ours | paper | ours - paper | n |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['table']} | {r['setting']} | {r['ood']} | {display(r['method'])} | {r['ours']:.1f} "
+              f"| {r['paper']} | {r['diff']:+.1f} | {r['n']} |" for r in rows]
+    doc = {"limit": limit, "metric": "auroc", "cells": rows}
+    atomic_write_bytes(folder / "deviations.md", ("\n".join(lines) + "\n").encode())
+    atomic_write_json(folder / "deviations.json", doc)
+    return doc
+
+
+def _mean_std(cell: dict, digits: int) -> str:
+    text = f"{cell['mean']:.{digits}f}"
+    return text + (f" ± {cell['std']:.{digits}f}" if cell["std"] is not None else "")
+
+
+def _fmt(cell: dict | None) -> str:
+    if not cell:
+        return "–"
+    ours = "–" if cell["mean"] is None else _mean_std(cell, 1)
+    return ours + (f" ({cell['paper']})" if cell.get("paper") is not None else "")
+
+
+def _report_links(folder: Path, setting: str, seeds) -> list[str]:
+    """Links from a table to the per-run reports (`oodgen report DIR`) that exist for a setting."""
+    links = [f"[seed {s}](../{setting}/oodgen/seed{s}/report.md)" for s in seeds
+             if (folder.parent / setting / "oodgen" / f"seed{s}" / "report.md").exists()]
+    return [f"Reports of our runs (ROC curves, score histograms, samples): {', '.join(links)}", ""] if links else []
+
+
+def _write_table(folder: Path, table: str, doc: dict, paper: dict) -> None:
+    methods = doc["methods"]
+    names = {**paper["ood_names"], "kmnist": "KMNIST"}
+    lines = [f"# {doc['title']}", "",
+             f"Cells: ours mean ± std over those of seeds {doc['seeds']} that have results (a cell without "
+             "± has one seed; the CSV/JSON give n per cell), the paper's value in brackets, percent; "
+             "– = not run.", ""]
+    rows_csv = []
+    for setting, sdoc in doc["settings"].items():
+        acc = sdoc["accuracy"]
+        acc_txt = "; ".join(f"{display(m)} {_mean_std(a, 2)}" for m, a in acc.items() if a["n"])
+        lines += [f"## {paper['setting_names'].get(setting, setting)}", "", f"Test accuracy: {acc_txt}"
+                  + (f" (paper: plain {sdoc['paper_accuracy']['plain']}, ours {sdoc['paper_accuracy']['oodgen']})"
+                     if sdoc.get("paper_accuracy") else ""), "",
+                  *_report_links(folder, setting, doc["seeds"]),
+                  "| OOD set | metric | " + " | ".join(display(m) for m in methods) + " |",
+                  "|---|---|" + "---|" * len(methods)]
+        for name, metrics in sdoc["rows"].items():
+            for metric, cells in metrics.items():
+                lines.append(f"| {names.get(name, name)} | {METRIC_LABELS[metric]} | "
+                             + " | ".join(_fmt(cells.get(m)) for m in methods) + " |")
+                for m in methods:
+                    c = cells.get(m)
+                    if c:
+                        rows_csv.append([setting, name, metric, m, c["mean"], c["std"], c["n"], c["paper"]])
+        lines.append("")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / f"{table}.md", "\n".join(lines).encode())
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["setting", "ood", "metric", "method", "mean", "std", "n_seeds", "paper"])
+    for r in rows_csv:
+        w.writerow(["" if v is None else (f"{v:.4f}" if isinstance(v, float) else v) for v in r])
+    atomic_write_bytes(folder / f"{table}.csv", buf.getvalue().encode())
+    atomic_write_json(folder / f"{table}.json", doc)
