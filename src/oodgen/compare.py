@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from .generate.health import health_line
-from .run import RULE_LABELS, auroc_cell
+from .tables import RULE_LABELS, auroc_cell
 
 
 def _label(m: dict) -> str:
