@@ -86,3 +86,15 @@ def test_oodgen_estimator_contract(mnist_small):
     np.testing.assert_array_equal(labels, (s > det.threshold_).astype(np.int64))
     with pytest.raises(ValueError, match="tpr"):
         det.calibrate_threshold(te.images[:10], tpr=1.5)
+
+
+def test_rule_scores_is_the_one_scoring_path_and_refuses_what_it_cannot_score():
+    from oodgen.detectors.oodgen import nplus1_scores, rule_scores
+    logits = torch.randn(6, 11)
+    got = rule_scores(("ood-class", "max-in"), logits)
+    np.testing.assert_array_equal(got["ood-class"], nplus1_scores(logits, "ood-class"))
+    np.testing.assert_array_equal(got["max-in"], nplus1_scores(logits, "max-in"))
+    with pytest.raises(ValueError, match="unknown score"):
+        rule_scores(("bogus",), logits)
+    with pytest.raises(ValueError, match="features"):
+        rule_scores(("reject+knn",), logits)

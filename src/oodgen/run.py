@@ -22,8 +22,7 @@ import torch
 
 from . import data as D
 from .config import RunConfig
-from .detectors.fusion import RULES as FUSION_RULES
-from .detectors.oodgen import OODGen, nplus1_scores
+from .detectors.oodgen import SCORES, OODGen, rule_scores
 from .detectors.posthoc import model_outputs
 from .generate.panel import N_PANEL, generated_panel
 from .metrics import ood_metrics, threshold_at_tpr
@@ -258,10 +257,8 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
 
     def all_scores(feats, logits, stats):
         """(every score rule, each statistic reject+fisher combines alone): one KNN search for all."""
-        s = {r: nplus1_scores(logits, r) for r in ("ood-class", "max-in")}
         dist = fusion.distance(feats)
-        s.update(fusion.combine_all(dist, s["ood-class"], FUSION_RULES, stats))
-        return s, {"feature-knn": dist, **stats}
+        return rule_scores(SCORES, logits, feats, fusion, stats, dist=dist), {"feature-knn": dist, **stats}
 
     scores_in, comp_in = all_scores(feats_test, logits_test, stats_test)
     by_score: dict[str, dict] = {r: {} for r in scores_in}

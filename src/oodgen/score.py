@@ -38,7 +38,7 @@ from .data.images import (ARRAY_SHAPES, IMAGE_SIZE, IMAGE_SUFFIXES,  # noqa: F40
 from .detectors.base import InputError, check_images  # noqa: F401 (InputError re-exported)
 from .detectors.fusion import NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion
 from .detectors.image_stats import PixelBank, image_stats
-from .detectors.oodgen import SCORES, nplus1_scores
+from .detectors.oodgen import SCORES, rule_needs, rule_scores
 from .detectors.posthoc import model_outputs
 from .config import Variant
 from .models import CVAE, Fig6cCNN, as_inference
@@ -89,15 +89,17 @@ class ScoringDetector:
 
     def _scores_and_logits(self, x) -> tuple[np.ndarray, torch.Tensor]:
         x = check_images(x, "score input", shape=self.image_shape)
-        if self.score_rule not in FUSION_RULES:
+        rule = self.score_rule
+        feats, stats_needed = rule_needs(rule)
+        if not feats:
             logits = predict_logits(self.classifier, x, self.batch_size)
-            return nplus1_scores(logits, self.score_rule), logits
+            return rule_scores((rule,), logits)[rule], logits
         out = model_outputs(self.classifier, x, ("features", "logits"), self.batch_size)
         logits = torch.from_numpy(out["logits"])
         stats = None
-        if self.score_rule in NEEDS_STATS:
+        if stats_needed:
             stats = image_stats(self.cvae, self.pixel_bank, x, logits[:, :self.n_classes].argmax(1), self.batch_size)
-        return self.fusion.score(out["features"], nplus1_scores(logits, "ood-class"), self.score_rule, stats), logits
+        return rule_scores((rule,), logits, out["features"], self.fusion, stats)[rule], logits
 
     def score(self, x) -> np.ndarray:
         """OOD scores, float64 (N,), higher = more OOD, by the stored rule."""

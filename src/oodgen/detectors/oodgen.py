@@ -62,6 +62,32 @@ def nplus1_scores(logits: torch.Tensor, rule: str) -> np.ndarray:
     raise ValueError(f"unknown score {rule!r}; use one of {SCORES}")
 
 
+def rule_scores(rules, logits: torch.Tensor, features: np.ndarray | None = None,
+                fusion: FeatureKNNFusion | None = None, stats: dict | None = None,
+                dist: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The one scoring path of a trained n+1 run: ``{rule: scores}`` for each of ``rules`` (see
+    :data:`SCORES`) from one classifier pass's ``logits`` (and penultimate ``features``), the fitted
+    ``fusion`` and the images' ``stats`` where a rule needs them (``dist``: the feature-KNN distances
+    when already computed).  Used by :class:`OODGen`, :class:`oodgen.score.ScoringDetector` and
+    ``oodgen run``, so the three always agree."""
+    unknown = [r for r in rules if r not in SCORES]
+    if unknown:
+        raise ValueError(f"unknown score(s) {unknown}; use any of {SCORES}")
+    out = {r: nplus1_scores(logits, r) for r in rules if r not in FUSION_RULES}
+    fused = [r for r in rules if r in FUSION_RULES]
+    if fused:
+        if fusion is None or (features is None and dist is None):
+            raise ValueError(f"scores {fused} need the classifier's features and a fitted fusion")
+        p_ood = out["ood-class"] if "ood-class" in out else nplus1_scores(logits, "ood-class")
+        out.update(fusion.combine_all(fusion.distance(features) if dist is None else dist, p_ood, fused, stats))
+    return out
+
+
+def rule_needs(rule: str) -> tuple[bool, bool]:
+    """(needs the classifier's features, needs the image statistics) for ``rule``."""
+    return rule in FUSION_RULES, rule in NEEDS_STATS
+
+
 class OODGen(Detector):
     def __init__(self, latent_dim: int = 8, profile: str | Profile = "full", variant: Variant | None = None,
                  score: str = "ood-class", seed: int = 0, checkpoint_dir: str | None = None,
@@ -183,12 +209,14 @@ class OODGen(Detector):
         return predict_logits(self.inference_classifier(), check_images(x, shape=self.input_shape()))
 
     def _score(self, x: torch.Tensor) -> np.ndarray:
-        if self.score_rule in FUSION_RULES:
-            out = model_outputs(self.inference_classifier(), x, ("features", "logits"))
-            logits = torch.from_numpy(out["logits"])
-            stats = self.image_stats(x, logits) if self.score_rule in NEEDS_STATS else None
-            return self.fusion_.score(out["features"], nplus1_scores(logits, "ood-class"), self.score_rule, stats)
-        return nplus1_scores(predict_logits(self.inference_classifier(), x), self.score_rule)
+        rule = self.score_rule
+        feats, stats_needed = rule_needs(rule)
+        if not feats:
+            return rule_scores((rule,), predict_logits(self.inference_classifier(), x))[rule]
+        out = model_outputs(self.inference_classifier(), x, ("features", "logits"))
+        logits = torch.from_numpy(out["logits"])
+        stats = self.image_stats(x, logits) if stats_needed else None
+        return rule_scores((rule,), logits, out["features"], self.fusion_, stats)[rule]
 
     def predict_class(self, x) -> np.ndarray:
         """Predicted in-distribution class (argmax over the first n outputs); ``predict`` labels OOD."""
