@@ -148,6 +148,26 @@ def test_tune_odin_picks_the_grid_minimum(model, data):
         tune_odin(model, xt[:5], noise[:5], grid_T=[0], grid_eps=[0.0])
 
 
+def test_one_generic_sweep_reproduces_each_detectors_own_tuning(model, data):
+    from oodgen.detectors.mahalanobis import MAHALANOBIS_EPSILONS, Mahalanobis, mahalanobis_grid_scores
+    from oodgen.detectors.odin import ODIN, odin_grid_scores, select_odin
+    from oodgen.detectors.posthoc import grid_points, model_outputs, select_point
+    x, yy, xt, _, noise = data
+    odin = ODIN.for_tuning(model)
+    g_in, g_out = odin.grid_scores(xt[:20]), odin.grid_scores(noise[:20])
+    full = odin_grid_scores(model, xt[:20])
+    assert g_in.shape == (full.shape[0] * full.shape[1], 20)
+    np.testing.assert_array_equal(g_in, full.reshape(-1, 20))
+    choice = select_point(grid_points(ODIN.param_grid), g_in, g_out)
+    assert choice == select_odin(full, odin_grid_scores(model, noise[:20]))
+    one = {"temperature": choice["temperature"], "eps": choice["eps"]}
+    k = grid_points(ODIN.param_grid).index(one)
+    np.testing.assert_allclose(odin.grid_scores(xt[:20], [one])[0], g_in[k])
+    feats = model_outputs(model, torch.as_tensor(x), ("features",))["features"]
+    md = Mahalanobis.for_tuning(model, features=feats, y=np.asarray(yy))
+    np.testing.assert_array_equal(md.grid_scores(xt[:10]), mahalanobis_grid_scores(md, xt[:10], MAHALANOBIS_EPSILONS))
+
+
 def test_mahalanobis_matches_sklearn_and_tunes(model, data):
     rng = np.random.default_rng(1)
     f = rng.normal(size=(300, 6)) + np.repeat(np.eye(6)[:3] * 4, 100, axis=0)

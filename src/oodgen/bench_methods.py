@@ -18,10 +18,8 @@ from . import data as D
 from .artifact import read_detector
 from .config import RunConfig
 from .detectors.confident import ConfidentClassifier
-from .detectors.mahalanobis import MAHALANOBIS_EPSILONS, mahalanobis_grid_scores, select_mahalanobis
 from .detectors.mc_dropout import mc_dropout_moments
-from .detectors.odin import ODIN_EPSILONS, ODIN_TEMPERATURES, odin_grid_scores, select_odin
-from .detectors.posthoc import model_outputs
+from .detectors.posthoc import grid_points, model_outputs, select_point
 from .detectors.registry import DETECTORS, make_detector
 from .metrics import ood_metrics
 from .models import CVAE, Fig6cCNN, as_inference
@@ -241,29 +239,24 @@ def _params(det) -> dict:
 def _evaluate_tuned(ctx: _Context, method: str, log):
     base, fair = method.removesuffix("-fair"), method.endswith("-fair")
     names = ctx.ood_names
-    if base == "odin":
-        def grid(x):
-            return odin_grid_scores(ctx.plain, x, ODIN_TEMPERATURES, ODIN_EPSILONS)
+    # One generic search for every tunable detector (its class declares param_grid and scores the
+    # whole grid in one pass: grid_scores), under either protocol.
+    cls = DETECTORS[base]
+    det = cls.for_tuning(ctx.plain, features=ctx.outputs()["train"]["features"], y=ctx.labels["train"].numpy())
+    points = grid_points(cls.param_grid)
+    keys = tuple(cls.param_grid)
 
-        def select(g_in, g_out):
-            return select_odin(g_in, g_out, ODIN_TEMPERATURES, ODIN_EPSILONS)
+    def grid(x):
+        return det.grid_scores(x)
 
-        def scores(choice, x):
-            return odin_grid_scores(ctx.plain, x, [choice["temperature"]], [choice["eps"]])[0, 0]
-        keys, params = ("temperature", "eps"), {"grid_T": list(ODIN_TEMPERATURES), "grid_eps": list(ODIN_EPSILONS)}
-    else:
-        det = make_detector("mahalanobis", ctx.plain).fit_outputs(
-            features=ctx.outputs()["train"]["features"], y=ctx.labels["train"].numpy())
+    def select(g_in, g_out):
+        return select_point(points, g_in, g_out)
 
-        def grid(x):
-            return mahalanobis_grid_scores(det, x, MAHALANOBIS_EPSILONS)
-
-        def select(g_in, g_out):
-            return select_mahalanobis(g_in, g_out, MAHALANOBIS_EPSILONS)
-
-        def scores(choice, x):
-            return mahalanobis_grid_scores(det, x, [choice["eps"]])[0]
-        keys, params = ("eps",), {"grid_eps": list(MAHALANOBIS_EPSILONS), "features": "penultimate (Dense-128)"}
+    def scores(choice, x):
+        return det.grid_scores(x, [{k: choice[k] for k in keys}])[0]
+    params = {f"grid_{k}": [float(v) for v in vals] for k, vals in cls.param_grid.items()}
+    if "features" in cls.uses:
+        params["features"] = "penultimate (Dense-128)"
 
     in_cache: dict[tuple, np.ndarray] = {}
 

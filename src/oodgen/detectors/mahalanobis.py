@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .base import InputError, check_images, image_shape_of, BenchInfo
-from .posthoc import PostHocDetector, grid_row, model_device, select_best, sign_step
+from .posthoc import PostHocDetector, grid_points, model_device, select_point, sign_step
 
 MAHALANOBIS_EPSILONS: tuple[float, ...] = (0.0, 0.01, 0.005, 0.002, 0.0014, 0.001, 0.0005)
 
@@ -46,6 +46,12 @@ class Mahalanobis(PostHocDetector):
 
     uses = ("features",)
     needs_labels = True
+    param_grid = {"eps": MAHALANOBIS_EPSILONS}
+
+    def grid_scores(self, x, points: list[dict] | None = None) -> np.ndarray:
+        """(points, N): every eps of the grid (or of ``points``) from one gradient per batch."""
+        eps = self.param_grid["eps"] if points is None else [p["eps"] for p in points]
+        return mahalanobis_grid_scores(self, x, eps)
 
     def __init__(self, model: nn.Module, eps: float = 0.0, batch_size: int = 500):
         self.model = model
@@ -130,10 +136,7 @@ def mahalanobis_grid_scores(detector: Mahalanobis, x, epsilons: Sequence[float] 
 def select_mahalanobis(grid_in: np.ndarray, grid_out: np.ndarray,
                        epsilons: Sequence[float] = MAHALANOBIS_EPSILONS) -> dict:
     """Choose eps from precomputed :func:`mahalanobis_grid_scores` of validation in/out images."""
-    rows = [grid_row({"eps": float(e)}, grid_in[j], grid_out[j]) for j, e in enumerate(epsilons)]
-    best = select_best(rows)
-    return {"eps": best["eps"], "fpr95": best["fpr95"], "auroc": best["auroc"],
-            "criterion": "lowest FPR at 95% TPR, ties: higher AUROC", "grid": rows}
+    return select_point(grid_points({"eps": epsilons}), grid_in, grid_out)
 
 
 def tune_mahalanobis(detector: Mahalanobis, x_in_val, x_out_val,

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import check_images, image_shape_of, BenchInfo
-from .posthoc import PostHocDetector, grid_row, model_device, select_best, sign_step, softmax
+from .posthoc import PostHocDetector, grid_points, model_device, select_point, sign_step, softmax
 
 ODIN_TEMPERATURES: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 ODIN_EPSILONS: tuple[float, ...] = tuple(float(e) for e in np.round(np.linspace(0.0, 0.004, 21), 6))
@@ -95,11 +95,8 @@ def odin_grid_scores(model: nn.Module, x, temperatures: Sequence[float] = ODIN_T
 def select_odin(grid_in: np.ndarray, grid_out: np.ndarray, temperatures: Sequence[float] = ODIN_TEMPERATURES,
                 epsilons: Sequence[float] = ODIN_EPSILONS) -> dict:
     """Choose (T, eps) from precomputed :func:`odin_grid_scores` of validation in/out images."""
-    rows = [grid_row({"temperature": float(t), "eps": float(e)}, grid_in[i, j], grid_out[i, j])
-            for i, t in enumerate(temperatures) for j, e in enumerate(epsilons)]
-    best = select_best(rows)
-    return {"temperature": best["temperature"], "eps": best["eps"], "fpr95": best["fpr95"],
-            "auroc": best["auroc"], "criterion": "lowest FPR at 95% TPR, ties: higher AUROC", "grid": rows}
+    return select_point(grid_points({"temperature": temperatures, "eps": epsilons}),
+                        grid_in.reshape(-1, grid_in.shape[-1]), grid_out.reshape(-1, grid_out.shape[-1]))
 
 
 def tune_odin(model: nn.Module, x_in_val, x_out_val, grid_T: Sequence[float] = ODIN_TEMPERATURES,
@@ -128,6 +125,7 @@ class ODIN(PostHocDetector):
     bench_info = BenchInfo("ODIN", "table1", "tuned", "1 - max softmax(f(x')/T), input perturbation eps", fair_variant=True)
 
     uses = ("logits",)
+    param_grid = {"temperature": ODIN_TEMPERATURES, "eps": ODIN_EPSILONS}
 
     def __init__(self, model: nn.Module, temperature: float = 1000.0, eps: float = 0.0014,
                  batch_size: int = 500):
@@ -147,6 +145,16 @@ class ODIN(PostHocDetector):
     def _score(self, x: torch.Tensor) -> np.ndarray:
         self._check_model()
         return odin_grid_scores(self.model, x, [self.temperature], [self.eps], self.batch_size)[0, 0]
+
+    def grid_scores(self, x, points: list[dict] | None = None) -> np.ndarray:
+        """(points, N): the whole (T, eps) grid in one pass per batch (one backward per T), else
+        each given point."""
+        self._check_model()
+        if points is None:
+            g = odin_grid_scores(self.model, x, self.param_grid["temperature"], self.param_grid["eps"], self.batch_size)
+            return g.reshape(-1, g.shape[-1])
+        return np.stack([odin_grid_scores(self.model, x, [p["temperature"]], [p["eps"]], self.batch_size)[0, 0]
+                         for p in points])
 
     def _score_outputs(self, logits: np.ndarray) -> np.ndarray:
         _check_grid([self.temperature], [self.eps])

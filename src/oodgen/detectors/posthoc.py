@@ -15,6 +15,8 @@ themselves (input perturbation, dropout sampling) report ``needs_images = True``
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 from torch import nn
@@ -115,6 +117,25 @@ def grid_row(params: dict, scores_in: np.ndarray, scores_out: np.ndarray) -> dic
     return {**params, "fpr95": m["fpr95"], "auroc": m["auroc"]}
 
 
+TUNING_CRITERION = "lowest FPR at 95% TPR, ties: higher AUROC"
+
+
+def grid_points(param_grid: dict) -> list[dict]:
+    """Every point of a ``{name: values}`` grid as ``{name: float}``, the first name varying slowest."""
+    names = list(param_grid)
+    return [dict(zip(names, (float(v) for v in vals))) for vals in itertools.product(*param_grid.values())]
+
+
+def select_point(points: list[dict], grid_in: np.ndarray, grid_out: np.ndarray) -> dict:
+    """The one search behind every tuning protocol: the grid point (rows of ``grid_in`` /
+    ``grid_out``, scores of in-distribution / OOD tuning images, in ``points`` order) with the lowest
+    FPR at 95 % TPR, ties by higher AUROC then grid order; with its metrics and the whole grid."""
+    rows = [grid_row(p, gi, go) for p, gi, go in zip(points, grid_in, grid_out)]
+    best = select_best(rows)
+    return {**{k: best[k] for k in points[0]}, "fpr95": best["fpr95"], "auroc": best["auroc"],
+            "criterion": TUNING_CRITERION, "grid": rows}
+
+
 class PostHocDetector(Detector):
     """Base of detectors that score a trained classifier (see the module docstring).
 
@@ -125,6 +146,24 @@ class PostHocDetector(Detector):
 
     uses: tuple[str, ...] = ("logits",)
     needs_labels: bool = False
+    #: A tunable detector's hyper-parameter grid ``{constructor name: values}`` (None: not tuned).
+    #: It implements :meth:`grid_scores`; ``oodgen bench`` tunes it with :func:`select_point`.
+    param_grid: dict | None = None
+
+    @classmethod
+    def for_tuning(cls, model: nn.Module, features: np.ndarray | None = None,
+                   y: np.ndarray | None = None) -> "PostHocDetector":
+        """An instance ready for :meth:`grid_scores`: fitted on the training ``features`` / labels
+        ``y`` when it learns statistics."""
+        det = cls(model)
+        if cls.needs_labels or "features" in cls.uses:
+            det.fit_outputs(features=features, y=y)
+        return det
+
+    def grid_scores(self, x, points: list[dict] | None = None) -> np.ndarray:
+        """Scores of images ``x`` at every point of :attr:`param_grid` (or at ``points``), shape
+        (points, N), computed in one vectorised pass where the method allows."""
+        raise NotImplementedError(f"{type(self).__name__} is not tunable (no param_grid)")
 
     def __init__(self, model: nn.Module, batch_size: int = 1000):
         self.model = model
