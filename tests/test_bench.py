@@ -117,6 +117,13 @@ def test_bench_smoke_end_to_end(tmp_path, monkeypatch):
     stamp = (tmp_path / "mnist" / "msp" / "seed0" / "metrics.json").stat().st_mtime_ns
     bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, log=lambda *_: None)
     assert (tmp_path / "mnist" / "msp" / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
+    # The tables cover every seed in OUT, not only the seeds of this call
+    other = json.loads((tmp_path / "mnist" / "msp" / "seed0" / "metrics.json").read_text())
+    other["seed"] = 5
+    (tmp_path / "mnist" / "msp" / "seed5").mkdir()
+    (tmp_path / "mnist" / "msp" / "seed5" / "metrics.json").write_text(json.dumps(other))
+    again = bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, log=lambda *_: None)
+    assert again["table2"]["settings"]["mnist"]["rows"]["fmnist"]["auroc"]["msp"]["n"] == 2
 
 
 def test_bench_refuses_a_run_of_another_profile(tmp_path):

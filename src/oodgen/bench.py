@@ -118,7 +118,16 @@ def bench(settings, methods, seeds, profile: str, out, data_dir=None, device: st
         for seed in seeds:
             bench_one(setting, seed, methods, profile, out, data_dir, device, mc_passes, confident_epochs,
                       progress, log)
-    return build_tables(out, settings, seeds)
+    return tables_of_everything(out, settings, seeds)
+
+
+def tables_of_everything(out, settings, seeds) -> dict:
+    """The tables of every setting and seed in ``out`` (and of ``settings`` / ``seeds``), so that a
+    bench of one setting or seed does not rewrite the tables without the others."""
+    root = Path(out)
+    settings_all = tuple(dict.fromkeys([*(s for s in SETTINGS if (root / s).is_dir()), *settings]))
+    seeds_all = sorted({*seeds, *(int(p.name[4:]) for p in root.glob("*/*/seed*") if p.name[4:].isdigit())})
+    return build_tables(out, settings_all, seeds_all)
 
 
 def _main(a: argparse.Namespace) -> int:
@@ -137,7 +146,7 @@ def _main(a: argparse.Namespace) -> int:
             except ExecutorError as exc:
                 print(f"oodgen bench: error: {exc}", file=sys.stderr)
                 return 2
-            build_tables(a.out, settings, a.seeds)
+            tables_of_everything(a.out, settings, a.seeds)
             print(f"[ray] {len(rep.ran)} job(s) ran, {len(rep.skipped)} skipped (finished before), "
                   f"{len(rep.failed)} failed, {rep.wall_s:.0f} s")
             if rep.failed:
