@@ -7,7 +7,7 @@ the runs, is the smallest latent size (then the fewest epochs) whose CVAE passes
 target (colour_ratio >= 0.5, active >= d - 2, reconstruction <= 0.85x the class mean).
 
     python scripts/make_coloured_mnist.py --out data/coloured-mnist
-    python scripts/colour_cvae_sweep.py [--latents 8 12 16] [--epochs 2 5] \
+    python scripts/colour_cvae_sweep.py [--latents 8 12 16] [--epochs 2 5] [--colour-path none|offset|gain] \
         [--out results/ablation/colour_cvae_sweep.json]
 """
 from __future__ import annotations
@@ -51,6 +51,8 @@ def main() -> None:
     ap.add_argument("--latents", type=int, nargs="+", default=[8, 12, 16])
     ap.add_argument("--epochs", type=int, nargs="+", default=[2])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--colour-path", choices=["none", "offset", "gain"], default="none",
+                    help="the decoder's experimental colour term (oodgen.models.cvae.Decoder)")
     ap.add_argument("--out", default="results/ablation/colour_cvae_sweep.json")
     a = ap.parse_args()
     data = load_user(a.train)
@@ -66,16 +68,19 @@ def main() -> None:
             if (d, epochs) in done:
                 continue
             torch.manual_seed(a.seed)
-            cvae = CVAE.for_variant(10, d, Variant(), tuple(x.shape[1:]))
+            v = Variant()
+            cvae = CVAE(10, d, sample_z=v.sample_z, encoder_act=v.encoder_act, in_channels=x.shape[1],
+                        image_size=tuple(x.shape[2:]), colour_path=a.colour_path)
             stage = replace(base, epochs=epochs, schedule="cosine" if epochs > 2 else base.schedule)
             t0 = time.perf_counter()
             train_cvae(cvae, x, y, stage, None, a.seed, progress=False, kl_warmup=Variant().kl_warmup)
             secs = time.perf_counter() - t0
             cvae.eval()
             h = cvae_health(cvae, xv, yv, seed=a.seed)
-            png = out.with_name(f"colour_cvae_d{d}_e{epochs}.png")
+            stem = "colour_cvae" if out.stem == "colour_cvae_sweep" else out.stem
+            png = out.with_name(f"{stem}_d{d}_e{epochs}.png")
             panel(cvae, xv[:12], yv[:12], png)
-            rows.append({"latent_dim": d, "epochs": epochs, "stage": stage.__dict__, "seconds": secs,
+            rows.append({"latent_dim": d, "epochs": epochs, "colour_path": a.colour_path, "stage": stage.__dict__, "seconds": secs,
                          "passes": passes(h), "png": str(png), "health": h})
             print(f"d={d} epochs={epochs}: {h['active_dims']}/{d} active, recon {h['recon_ratio']:.2f}x, "
                   f"colour_ratio {h.get('colour_ratio')}, {secs:.0f} s, passes={passes(h)}", flush=True)

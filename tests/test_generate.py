@@ -30,6 +30,19 @@ def test_layerwise_jacobian_matches_autodiff(cvae):
     torch.testing.assert_close(jac, ref, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("path", ["offset", "gain"])
+def test_colour_decoder_jacobian_includes_its_colour_term_and_matches_autodiff(path):
+    torch.manual_seed(0)
+    colour = CVAE(10, 8, in_channels=3, image_size=(32, 32), colour_path=path).eval()
+    assert colour.decoder.colour is not None
+    assert CVAE(10, 8, colour_path=path).decoder.colour is None                  # grey: the paper's decoder
+    assert CVAE(10, 8, in_channels=3).decoder.colour is None                      # off by default
+    jac, z, y = _jac(colour, n=6)
+    ref = decoder_jacobian(colour.decoder, z, colour.onehot(y)).detach()
+    assert jac.shape == (6, 3 * 32 * 32, 8)
+    torch.testing.assert_close(jac, ref, rtol=1e-4, atol=1e-7)
+
+
 @pytest.mark.parametrize("method", [uniform_null_direction, rref_null_direction])
 def test_direction_is_unit_and_in_left_null_space(cvae, method):
     jac, _, _ = _jac(cvae)
