@@ -91,7 +91,7 @@ def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None
             "n_ood": res["n_ood"],
             "tuning": res["tuning"],
             "hyper_parameters": res["hyper_parameters"],
-            "classifier": ("its own, trained jointly with a GAN" if method == "confident"
+            "classifier": ("its own, trained jointly with a GAN" if _info(method).consumes == "trains"
                            else "none (pixel space)" if _info(method).classifier_free
                            else f"the plain n-class Fig. 6c CNN of {run_dir / 'checkpoints' / 'plain.pt'}"),
             "timings_s": {"total": time.perf_counter() - t0},

@@ -17,7 +17,6 @@ import torch
 from . import data as D
 from .artifact import read_detector
 from .config import RunConfig
-from .detectors.confident import ConfidentClassifier
 from .detectors.mc_dropout import mc_dropout_moments
 from .detectors.posthoc import grid_points, model_outputs, select_point
 from .detectors.registry import DETECTORS, make_detector
@@ -194,7 +193,7 @@ def _evaluate(ctx: _Context, method: str, confident_epochs: int, log) -> dict:
         for name in names:
             ood[name] = ood_metrics(s_in, score(name))
             sizes[name] = len(ctx.images[name])
-        params = {"n_passes": ctx.mc_passes, "score": "entropy" if method == "mc-dropout" else method,
+        params = {"n_passes": ctx.mc_passes, "score": getattr(DETECTORS[method], "mc_score", method),
                   "seed": f"derive_seed({ctx.cfg.seed}, 'mc-dropout', <set>)"}
     elif kind == "tuned":
         ood, sizes, tuning, params = _evaluate_tuned(ctx, method, log)
@@ -202,17 +201,16 @@ def _evaluate(ctx: _Context, method: str, confident_epochs: int, log) -> dict:
         det = DETECTORS[method].for_bench(ctx.cfg.seed).fit(ctx.images["train"])
         ood, sizes = _score_images(ctx, det)
         params = _params(det)
-    elif kind == "trains" and method == "confident":
-        out_dir = ctx.run_dir.parent.parent / "confident" / f"seed{ctx.cfg.seed}"
-        det = ConfidentClassifier(beta=1.0, epochs=confident_epochs, seed=ctx.cfg.seed,
-                                  device=str(ctx.device), checkpoint_path=str(out_dir / "checkpoints" / "confident.pt"),
-                                  verbose=True)
+    elif kind == "trains":      # trains its own classifier, in DIR/<id>/<method>/seed<k>/checkpoints
+        out_dir = ctx.run_dir.parent.parent / method / f"seed{ctx.cfg.seed}"
+        det = DETECTORS[method].for_bench_training(ctx.cfg.seed, confident_epochs, str(ctx.device),
+                                                   str(out_dir / "checkpoints" / f"{method}.pt"))
         atomic_write_json(out_dir / "config.json", {"run_config": ctx.cfg.to_dict(), "params": _params(det)})
         det.fit(ctx.images["train"], ctx.labels["train"])
         ood, sizes = _score_images(ctx, det)
         accuracy = float((det.predict_class(ctx.images["test"]) == ctx.labels["test"].numpy()).mean() * 100)
         params = _params(det)
-        params["history"] = det.history_
+        params["history"] = getattr(det, "history_", None)
     else:
         raise ValueError(f"bench: no protocol for {method!r} (consumes {kind!r})")
     if accuracy is None and not _info(method).classifier_free:

@@ -70,6 +70,11 @@ class ConfidentClassifier(Detector):
 
     bench_info = BenchInfo("Confident", "table1", "trains", "1 - max softmax of the jointly trained classifier")
 
+    @classmethod
+    def for_bench_training(cls, seed: int, epochs: int, device: str, checkpoint_path: str) -> "ConfidentClassifier":
+        """The instance ``oodgen bench`` trains (resumable from ``checkpoint_path``)."""
+        return cls(beta=1.0, epochs=epochs, seed=seed, device=device, checkpoint_path=checkpoint_path, verbose=True)
+
     def __init__(self, model: nn.Module | None = None, beta: float = 1.0, epochs: int = 100,
                  batch_size: int = 128, lr: float = 2e-4, nz: int = 100, lr_drop_at: float = 0.6,
                  seed: int = 0, device: str = "cpu", checkpoint_path: str | None = None,

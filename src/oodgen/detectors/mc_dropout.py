@@ -106,6 +106,7 @@ class MCDropout(PostHocDetector):
     """Predictive entropy (or 1 - max probability) of the MC-dropout mean softmax."""
 
     bench_info = BenchInfo("MC-Dropout", "table2", "mc", "predictive entropy of the mean softmax of MC-dropout passes")
+    mc_score = "entropy"          # what from_moments computes (recorded by the bench)
 
     @staticmethod
     def from_moments(mean_p: np.ndarray, mean_entropy: np.ndarray) -> np.ndarray:
