@@ -152,11 +152,17 @@ class Detector(abc.ABC):
         training images) or :meth:`calibrate_threshold`."""
         self.check_fitted()
         if getattr(self, "_threshold", None) is None:
-            images = getattr(self, "_threshold_images", None)
-            if images is None:
+            scores = self._training_scores()
+            if scores is None:
                 raise NotFittedError(f"{type(self).__name__}: no threshold; call calibrate_threshold(x_in)")
-            self.calibrate_threshold(images)
+            from ..metrics import threshold_at_tpr
+            self._threshold = float(threshold_at_tpr(scores, THRESHOLD_TPR))
         return self._threshold
+
+    def _training_scores(self) -> np.ndarray | None:
+        """Scores of the training images kept by :meth:`fit` (the default :attr:`threshold_`)."""
+        images = getattr(self, "_threshold_images", None)
+        return None if images is None else self.score(images)
 
     def predict(self, x) -> np.ndarray:
         """OOD labels, int64 (N,): 1 where ``score(x) > threshold_`` (OOD), else 0 (PyOD's contract)."""

@@ -34,12 +34,12 @@ import torch
 from torch import nn
 
 from .base import InputError, check_images, image_shape_of, BenchInfo
-from .posthoc import PostHocDetector, grid_points, model_device, select_point, sign_step
+from .posthoc import TunedDetector, grid_points, model_device, select_point, sign_step
 
 MAHALANOBIS_EPSILONS: tuple[float, ...] = (0.0, 0.01, 0.005, 0.002, 0.0014, 0.001, 0.0005)
 
 
-class Mahalanobis(PostHocDetector):
+class Mahalanobis(TunedDetector):
     """Minimum class-conditional Mahalanobis distance with a tied covariance."""
 
     bench_info = BenchInfo("MD", "table1", "tuned", "min_c 0.5 d_c^2 of penultimate features after input pre-processing eps", fair_variant=True)

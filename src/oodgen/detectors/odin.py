@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import check_images, image_shape_of, BenchInfo
-from .posthoc import PostHocDetector, grid_points, model_device, select_point, sign_step, softmax
+from .posthoc import TunedDetector, grid_points, model_device, select_point, sign_step, softmax
 
 ODIN_TEMPERATURES: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 ODIN_EPSILONS: tuple[float, ...] = tuple(float(e) for e in np.round(np.linspace(0.0, 0.004, 21), 6))
@@ -119,7 +119,7 @@ def tune_odin(model: nn.Module, x_in_val, x_out_val, grid_T: Sequence[float] = O
     return select_odin(g_in, g_out, grid_T, grid_eps)
 
 
-class ODIN(PostHocDetector):
+class ODIN(TunedDetector):
     """Tempered max softmax after an input perturbation step (see the module docstring)."""
 
     bench_info = BenchInfo("ODIN", "table1", "tuned", "1 - max softmax(f(x')/T), input perturbation eps", fair_variant=True)

@@ -15,15 +15,15 @@ themselves (input perturbation, dropout sampling) report ``needs_images = True``
 """
 from __future__ import annotations
 
+import abc
 import itertools
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..generate import NotFittedError
 from ..metrics import ood_metrics
-from .base import Detector, InputError
+from .base import N_THRESHOLD, Detector, InputError
 
 OUTPUT_NAMES = ("features", "logits")
 
@@ -146,24 +146,6 @@ class PostHocDetector(Detector):
 
     uses: tuple[str, ...] = ("logits",)
     needs_labels: bool = False
-    #: A tunable detector's hyper-parameter grid ``{constructor name: values}`` (None: not tuned).
-    #: It implements :meth:`grid_scores`; ``oodgen bench`` tunes it with :func:`select_point`.
-    param_grid: dict | None = None
-
-    @classmethod
-    def for_tuning(cls, model: nn.Module, features: np.ndarray | None = None,
-                   y: np.ndarray | None = None) -> "PostHocDetector":
-        """An instance ready for :meth:`grid_scores`: fitted on the training ``features`` / labels
-        ``y`` when it learns statistics."""
-        det = cls(model)
-        if cls.needs_labels or "features" in cls.uses:
-            det.fit_outputs(features=features, y=y)
-        return det
-
-    def grid_scores(self, x, points: list[dict] | None = None) -> np.ndarray:
-        """Scores of images ``x`` at every point of :attr:`param_grid` (or at ``points``), shape
-        (points, N), computed in one vectorised pass where the method allows."""
-        raise NotImplementedError(f"{type(self).__name__} is not tunable (no param_grid)")
 
     def __init__(self, model: nn.Module, batch_size: int = 1000):
         self.model = model
@@ -214,20 +196,21 @@ class PostHocDetector(Detector):
                 raise InputError("labels: in-distribution labels must be >= 0")
         self._fit_outputs(y=y, **got)
         self.fitted_ = True
+        # threshold_: from (up to 2,000 of) these training outputs, scored when first asked for
+        keep = np.random.default_rng(0).permutation(len(next(iter(got.values()))))[:N_THRESHOLD]
+        self._threshold_outputs = {k: v[keep] for k, v in got.items()}
         self._threshold_images, self._threshold = None, None
-        if not self.needs_images:     # threshold_ from (up to 2,000 of) the training outputs' scores
-            from ..metrics import threshold_at_tpr
-            from .base import N_THRESHOLD, THRESHOLD_TPR
-            n = len(next(iter(got.values())))
-            keep = np.random.default_rng(0).permutation(n)[:N_THRESHOLD]
-            sub = {k: v[keep] for k, v in got.items()}
-            self._threshold = float(threshold_at_tpr(self._score_outputs(**sub), THRESHOLD_TPR))
         return self
+
+    def _training_scores(self) -> np.ndarray | None:
+        outputs = getattr(self, "_threshold_outputs", None)
+        if outputs is not None and not self.needs_images:
+            return self.score_outputs(**outputs)
+        return super()._training_scores()
 
     def score_outputs(self, *, features=None, logits=None) -> np.ndarray:
         """Scores (higher = more OOD) from precomputed model outputs."""
-        if not getattr(self, "fitted_", False):
-            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(x_train, y_train) first")
+        self.check_fitted()
         if self.needs_images:
             raise InputError(f"{type(self).__name__} with these settings needs the images: call score(x)")
         return np.asarray(self._score_outputs(**self._collect(features, logits)), dtype=np.float64).reshape(-1)
@@ -248,3 +231,26 @@ class PostHocDetector(Detector):
         # Only detectors that need the images (MC passes, input pre-processing) lack this, and
         # score_outputs refuses them before getting here.
         raise InputError(f"{type(self).__name__} cannot score precomputed outputs: call score(x)")
+
+
+class TunedDetector(PostHocDetector):
+    """A post-hoc detector whose hyper-parameters ``oodgen bench`` tunes: it declares
+    :attr:`param_grid` ``{constructor name: values}`` and scores the whole grid in one pass
+    (:meth:`grid_scores`); one search, :func:`select_point`, serves every tuning protocol."""
+
+    param_grid: dict = {}
+
+    @classmethod
+    def for_tuning(cls, model: nn.Module, features: np.ndarray | None = None,
+                   y: np.ndarray | None = None) -> "TunedDetector":
+        """An instance ready for :meth:`grid_scores`: fitted on the training ``features`` / labels
+        ``y`` when it learns statistics."""
+        det = cls(model)
+        if cls.needs_labels or "features" in cls.uses:
+            det.fit_outputs(features=features, y=y)
+        return det
+
+    @abc.abstractmethod
+    def grid_scores(self, x, points: list[dict] | None = None) -> np.ndarray:
+        """Scores of images ``x`` at every point of :attr:`param_grid` (or at ``points``), shape
+        (points, N), computed in one vectorised pass where the method allows."""

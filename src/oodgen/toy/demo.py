@@ -29,7 +29,7 @@ from ..metrics import ood_metrics, threshold_at_tpr
 from ..utils import atomic_write_bytes, atomic_write_json, environment, generator
 from . import sphere as S
 from .coverage import boundary_coverage
-from .figures import write_figures
+from .figures import _tensor, write_figures
 from .gan import ConfidentGAN, mlp
 from .generator import TOY_BETA, VectorCVAE, fit_class_ellipsoids, train_vector_cvae, type1_samples, type2_samples
 
@@ -56,10 +56,6 @@ BUDGETS = {
 }
 HIDDEN = 64
 BATCH = 128                    # in-distribution points per classifier step (+ BATCH/2 of each outlier type)
-
-
-def _tensor(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a))
 
 
 def train_nplus1_mlp(cvae: VectorCVAE, ellipsoids, x: torch.Tensor, y: torch.Tensor, budget: Budget,
