@@ -1,8 +1,10 @@
 """Scoring throughput of every shipped score rule of a trained run, beside the baselines that
 need more than one pass, on the same images in one process (CPU, batch 256):
 
-* our rules through ``load_detector(run, rule).score`` (what ``oodgen score`` runs): p(n+1),
-  max-in, ood-class+knn, reject+knn, reject+fisher;
+* our rules through ``load_detector(run, rule, precision).score`` (what ``oodgen score`` runs):
+  p(n+1), max-in, ood-class+knn, reject+knn, reject+fisher, each in float32 and in bfloat16
+  (:mod:`oodgen.models.inference`; ``"auto"``, the scoring default, picks bfloat16 on a CPU with
+  AMX), and every rule's AUROC on the setting's OOD sets in both precisions;
 * each statistic that reject+fisher combines, alone: feature KNN distance, CVAE likelihood
   (``nll``), likelihood minus zlib code length (``nll-complexity``), pixel KNN distance;
 * the stage breakdown of the fused rules: classifier pass, feature KNN search, CVAE pass, zlib,
@@ -14,8 +16,10 @@ need more than one pass, on the same images in one process (CPU, batch 256):
 
 Ratios are what count (images/s of a rule / images/s of ODIN, of Mahalanobis, of p(n+1)).
 
-    python benchmarks/bench_rules.py [--run results/fmnist/oodgen/seed0] [--n 4096] \
-        [--out benchmarks/results/rules.json]
+    python benchmarks/bench_rules.py [--run results/fmnist/oodgen/seed2] [--n 4096] \
+        [--auroc-n 5000] [--out benchmarks/results/rules.json]
+
+(the run needs its checkpoints: a run trained on this machine, not only its committed JSON)
 """
 from __future__ import annotations
 
@@ -37,7 +41,8 @@ from oodgen.detectors.image_stats import complexity_bits, cvae_nll_bits  # noqa:
 from oodgen.detectors.oodgen import SCORES, nplus1_scores  # noqa: E402
 from oodgen.detectors.posthoc import model_outputs  # noqa: E402
 from oodgen.detectors.registry import make_detector  # noqa: E402
-from oodgen.models import Fig6cCNN, as_inference  # noqa: E402
+from oodgen.metrics import ood_metrics  # noqa: E402
+from oodgen.models import Fig6cCNN, as_inference, resolve_precision  # noqa: E402
 from oodgen.score import load_detector  # noqa: E402
 from oodgen.utils import atomic_write_json, environment  # noqa: E402
 
@@ -83,12 +88,33 @@ def stage_seconds(det, x: torch.Tensor, batch: int) -> dict[str, float]:
     return t
 
 
+def auroc_by_precision(run: Path, cfg: RunConfig, precisions, n: int) -> dict:
+    """AUROC of every rule on the setting's test images vs each OOD set (``n`` images each, the run's
+    seed), scored through ``load_detector(run, rule, precision)`` in each precision."""
+    test = torch.from_numpy(D.load(cfg.id, "test", n=n).images)
+    metrics = json.loads((run / "metrics.json").read_text())
+    sets = {name: torch.from_numpy(D.load(name, "test", n=n, seed=cfg.seed,
+                                          sphere_radius=float(metrics["sphere_radius"])).images)
+            for name in metrics["ood"]}
+    out: dict = {}
+    for prec in precisions:
+        out[prec] = {}
+        for rule in SCORES:
+            det = load_detector(run, rule, prec)
+            s_in = det.score(test)
+            out[prec][rule] = {name: ood_metrics(s_in, det.score(x))["auroc"]
+                               for name, x in sets.items()}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", default="results/fmnist/oodgen/seed0")
+    ap.add_argument("--run", default="results/fmnist/oodgen/seed2")
     ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--passes", type=int, default=50)
+    ap.add_argument("--auroc-n", type=int, default=5000,
+                    help="images per set of the AUROC comparison between precisions (0: skip it)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "rules.json"))
     a = ap.parse_args()
     allocator = tune_allocator()       # as the oodgen command does; the same for every method
@@ -98,33 +124,40 @@ def main() -> None:
     x = torch.from_numpy(test.images[:a.n])
     train = D.load(cfg.id, "train")
     x_fit, y_fit = torch.from_numpy(train.images[:5000]), torch.from_numpy(train.labels[:5000]).long()
+    default = resolve_precision("auto")         # what load_detector / oodgen score use by default here
+    precisions = ["fp32", "bf16"]
 
     rates: dict[str, float] = {}
-    dets = {rule: load_detector(run, rule) for rule in SCORES}
-    for rule, det in dets.items():
-        rates[f"oodgen {rule}"] = rate(det.score, x, a.batch)
+    stages: dict[str, dict] = {}
+    for prec in precisions:
+        dets = {rule: load_detector(run, rule, prec) for rule in SCORES}
+        for rule, det in dets.items():
+            rates[f"oodgen {rule} [{prec}]"] = rate(det.score, x, a.batch)
+        full = dets[FISHER_RULE]
 
-    full = dets[FISHER_RULE]
+        def feature_knn(xb, full=full):
+            return full.fusion.distance(model_outputs(full.classifier, xb, ("features",), a.batch)["features"])
 
-    def feature_knn(xb):
-        return full.fusion.distance(model_outputs(full.classifier, xb, ("features",), a.batch)["features"])
+        def nll(xb, full=full):
+            labels = full.logits(xb)[:, :full.n_classes].argmax(1)
+            return cvae_nll_bits(full.cvae, xb, labels, a.batch)
 
-    def nll(xb):
-        labels = full.logits(xb)[:, :full.n_classes].argmax(1)
-        return cvae_nll_bits(full.cvae, xb, labels, a.batch)
-
-    rates["statistic feature-knn (classifier + search)"] = rate(feature_knn, x, a.batch)
-    rates["statistic nll (classifier for the class + CVAE)"] = rate(nll, x, a.batch)
-    rates["statistic nll-complexity (+ zlib)"] = rate(lambda xb: nll(xb) - complexity_bits(xb), x, a.batch)
+        rates[f"statistic feature-knn (classifier + search) [{prec}]"] = rate(feature_knn, x, a.batch)
+        rates[f"statistic nll (classifier for the class + CVAE) [{prec}]"] = rate(nll, x, a.batch)
+        rates[f"statistic nll-complexity (+ zlib) [{prec}]"] = rate(lambda xb, nll=nll: nll(xb) - complexity_bits(xb),
+                                                                   x, a.batch)
+        stages[prec] = stage_seconds(full, x, a.batch)
     rates["statistic pixel-knn (search only)"] = rate(full.pixel_bank.distance, x, a.batch)
 
     plain = Fig6cCNN(full.n_classes)
     plain.load_state_dict(torch.load(run / "checkpoints" / "plain.pt", map_location="cpu",
                                      weights_only=True)["model"])
     as_inference(plain)       # the same eval-mode, channels-last format our scoring uses
+    odin_name = "odin (T=1000, eps=0.0014)"
+    maha_name = "mahalanobis (eps=0.0014, pre-processing)"
     baselines = {
-        "odin (T=1000, eps=0.0014)": make_detector("odin", plain, temperature=1000.0, eps=0.0014),
-        "mahalanobis (eps=0.0014, pre-processing)": make_detector("mahalanobis", plain, eps=0.0014),
+        odin_name: make_detector("odin", plain, temperature=1000.0, eps=0.0014),
+        maha_name: make_detector("mahalanobis", plain, eps=0.0014),
         "max-softmax": make_detector("msp", plain),
         f"mc-dropout (T={a.passes})": make_detector("mc-dropout", plain, n_passes=a.passes),
         f"mutual-info (T={a.passes})": make_detector("mutual-info", plain, n_passes=a.passes),
@@ -134,18 +167,33 @@ def main() -> None:
         xs = x[:max(a.batch, a.n // 8)] if name.startswith(("mc-", "mutual")) else x
         rates[name] = rate(det.score, xs, a.batch)
 
-    odin = rates["odin (T=1000, eps=0.0014)"]
-    maha = rates["mahalanobis (eps=0.0014, pre-processing)"]
-    ours = rates["oodgen ood-class"]
-    rules = {r: {"images_per_s": rates[f"oodgen {r}"],
-                 "x_odin": rates[f"oodgen {r}"] / odin, "x_mahalanobis": rates[f"oodgen {r}"] / maha,
-                 "cost_vs_nplus1": ours / rates[f"oodgen {r}"]} for r in SCORES}
-    for r in rules.values():
-        r["meets_targets"] = bool(r["x_odin"] >= TARGET_VS_ODIN and r["x_mahalanobis"] >= TARGET_VS_MAHA)
+    # Reference only (not a shipped configuration): ODIN with its three passes under bf16 autocast,
+    # to show how much of our bf16 gain a pre-processing baseline could also take.
+    def odin_bf16(xb):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return baselines[odin_name].score(xb)
+    rates["odin under bf16 autocast (reference, not shipped)"] = rate(odin_bf16, x, a.batch)
+
+    odin, maha = rates[odin_name], rates[maha_name]
+    rules = {}
+    for prec in precisions:
+        ours = rates[f"oodgen ood-class [{prec}]"]
+        for r in SCORES:
+            v = rates[f"oodgen {r} [{prec}]"]
+            rules[f"{r} [{prec}]"] = {"rule": r, "precision": prec, "default_here": prec == default,
+                                      "images_per_s": v, "x_odin": v / odin, "x_mahalanobis": v / maha,
+                                      "cost_vs_nplus1_fp32": rates["oodgen ood-class [fp32]"] / v,
+                                      "cost_vs_nplus1_same_precision": ours / v,
+                                      "meets_targets": bool(v / odin >= TARGET_VS_ODIN and v / maha >= TARGET_VS_MAHA)}
+    auroc = auroc_by_precision(run, cfg, precisions, a.auroc_n) if a.auroc_n else None
+    auroc_diff = None
+    if auroc:
+        auroc_diff = {r: max(abs(auroc["bf16"][r][s] - auroc["fp32"][r][s]) for s in auroc["fp32"][r]) for r in SCORES}
     out = {
         "run": str(run), "id": cfg.id, "n": a.n, "batch": a.batch, "allocator_tuned": allocator,
-        "images_per_s": rates, "rules": rules,
-        "stages_ms_per_1000": stage_seconds(full, x, a.batch),
+        "default_precision": default, "images_per_s": rates, "rules": rules,
+        "stages_ms_per_1000": stages,
+        "auroc_by_precision": auroc, "auroc_n": a.auroc_n, "max_abs_auroc_diff_bf16_vs_fp32": auroc_diff,
         "banks": {"feature": list(full.fusion.knn_.bank_.shape), "feature_k": int(full.fusion.knn_.k),
                   "pixel": list(full.pixel_bank.images.shape), "pixel_k": int(full.pixel_bank.k)},
         "targets": {"x_odin": TARGET_VS_ODIN, "x_mahalanobis": TARGET_VS_MAHA, "goal_cost_vs_nplus1": GOAL_VS_NPLUS1},
@@ -155,8 +203,10 @@ def main() -> None:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(a.out, out)
     for name, v in rates.items():
-        print(f"{name:50s} {v:9.0f} img/s  {v / odin:5.2f}x ODIN")
+        print(f"{name:60s} {v:9.0f} img/s  {v / odin:5.2f}x ODIN")
     print(json.dumps(out["stages_ms_per_1000"], indent=1))
+    if auroc_diff:
+        print("max |AUROC bf16 - fp32| per rule:", json.dumps(auroc_diff))
 
 
 if __name__ == "__main__":

@@ -70,23 +70,42 @@ def main() -> None:
         out += ["## Every score rule of a trained run vs the multi-pass baselines", "",
                 f"`{r['command']}` on {_machine(r)}; run `{r['run']}`, {r['n']} test images, batch {r['batch']}; "
                 f"feature bank {r['banks']['feature'][0]} rows (k = {r['banks']['feature_k']}), pixel bank "
-                f"{r['banks']['pixel'][0]} images (k = {r['banks']['pixel_k']}).", "",
-                "| scorer | images/s | x ODIN | x Mahalanobis (pre-proc.) | cost vs p(n+1) |", "|---|---|---|---|---|"]
-        odin = next(v for k, v in r["images_per_s"].items() if k.startswith("odin"))
+                f"{r['banks']['pixel'][0]} images (k = {r['banks']['pixel_k']}).", ""]
+        if "default_precision" in r:
+            out += [f"Our rules are scored in float32 and in bfloat16 (`load_detector(run, rule, precision)`); the "
+                    f"scoring default `auto` resolves to **{r['default_precision']}** on this machine "
+                    "(bf16 where the CPU has AMX). Baselines run as shipped (float32).", ""]
+        out += ["| scorer | images/s | x ODIN | x Mahalanobis (pre-proc.) |", "|---|---|---|---|"]
+        odin = next(v for k, v in r["images_per_s"].items() if k.startswith("odin ("))
         maha = next(v for k, v in r["images_per_s"].items() if k.startswith("mahalanobis"))
-        ours = r["images_per_s"]["oodgen ood-class"]
         for k, v in r["images_per_s"].items():
-            out.append(f"| {k} | {v:.0f} | {v / odin:.2f} | {v / maha:.2f} | {ours / v:.2f} |")
+            out.append(f"| {k} | {v:.0f} | {v / odin:.2f} | {v / maha:.2f} |")
         t = r["targets"]
         out += ["", f"Targets: every rule >= {t['x_odin']:.0f}x ODIN and >= {t['x_mahalanobis']:.0f}x Mahalanobis "
                 f"with pre-processing (goal: within {t['goal_cost_vs_nplus1']}x of p(n+1)).", ""]
-        for rule, row in r["rules"].items():
-            out.append(f"- {rule}: {row['x_odin']:.2f}x ODIN, {row['x_mahalanobis']:.2f}x Mahalanobis, "
-                       f"{row['cost_vs_nplus1']:.2f}x the cost of p(n+1): "
-                       + ("met" if row["meets_targets"] else "**missed**"))
-        out += ["", "Stage breakdown of reject+fisher (ms per 1,000 images):", "",
-                "| stage | ms / 1,000 images |", "|---|---|"]
-        out += [f"| {k} | {v:.1f} |" for k, v in r["stages_ms_per_1000"].items()]
+        for name, row in r["rules"].items():
+            cost = row.get("cost_vs_nplus1_same_precision", row.get("cost_vs_nplus1"))
+            out.append(f"- {name}{' (the default here)' if row.get('default_here') else ''}: {row['x_odin']:.2f}x ODIN, "
+                       f"{row['x_mahalanobis']:.2f}x Mahalanobis, {cost:.2f}x the cost of p(n+1) in the same "
+                       "precision: " + ("met" if row["meets_targets"] else "**missed**"))
+        st = r["stages_ms_per_1000"]
+        if st and not isinstance(next(iter(st.values())), dict):
+            st = {"fp32": st}
+        for prec, stages in st.items():
+            out += ["", f"Stage breakdown of reject+fisher, {prec} (ms per 1,000 images, every image through every stage):",
+                    "", "| stage | ms / 1,000 images |", "|---|---|"]
+            out += [f"| {k} | {v:.1f} |" for k, v in stages.items()]
+        if r.get("auroc_by_precision"):
+            a = r["auroc_by_precision"]
+            sets = list(next(iter(a["fp32"].values())))
+            out += ["", f"AUROC (%) of every rule in both precisions ({r['auroc_n']} test images vs {r['auroc_n']} "
+                    "of each OOD set):", "",
+                    "| rule | precision | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
+            for rule in a["fp32"]:
+                for prec in a:
+                    out.append(f"| {rule} | {prec} | " + " | ".join(f"{a[prec][rule][s]:.2f}" for s in sets) + " |")
+            out += ["", "Largest |AUROC bf16 - AUROC fp32| per rule (points): "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in r["max_abs_auroc_diff_bf16_vs_fp32"].items())]
         out.append("")
     for gs in (_load("generation_shapes"), _load("generation_shapes_b256")):
         if not gs:

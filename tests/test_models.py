@@ -98,3 +98,22 @@ def test_rule_scores_is_the_one_scoring_path_and_refuses_what_it_cannot_score():
         rule_scores(("bogus",), logits)
     with pytest.raises(ValueError, match="features"):
         rule_scores(("reject+knn",), logits)
+
+
+def test_inference_precision():
+    from oodgen.models import inference_copy, model_precision, resolve_precision
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    assert resolve_precision("auto") in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_precision("half")
+    torch.manual_seed(0)
+    clf = Fig6cCNN(11)
+    b16 = inference_copy(clf, "bf16")
+    assert model_precision(b16) == "bf16" and model_precision(clf) == "fp32"     # the original is untouched
+    assert clf.training and not b16.training
+    from oodgen.train import predict_logits
+    x = torch.rand(8, 1, 28, 28)
+    a, b = predict_logits(inference_copy(clf), x), predict_logits(b16, x)
+    assert b.dtype == torch.float32 and torch.allclose(a, b, atol=0.05 * a.abs().max().item() + 1e-3)
+    cvae = inference_copy(CVAE(10, 8), "bf16")
+    assert cvae.onehot(torch.tensor([1, 2])).dtype == torch.bfloat16

@@ -330,3 +330,36 @@ def test_cli_errors_are_one_line(tmp_path, run_dir, capsys):
     assert cli(["score", str(tmp_path / "nowhere"), str(bad)]) == 2
     assert "no trained detector" in capsys.readouterr().err
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_precisions_agree_and_reject_fisher_skips_rejected_exactly(run_dir):
+    """bf16 scoring moves scores by float rounding only; reject+fisher computes the image statistics
+    for accepted images alone and gives exactly the scores of the full computation."""
+    from oodgen.detectors.fusion import rejected
+    from oodgen.detectors.image_stats import image_stats
+    from oodgen.detectors.oodgen import nplus1_scores, rule_scores
+    from oodgen.detectors.posthoc import model_outputs
+    x = np.concatenate([load("mnist", "test", n=30).images, load("uniform", "test", n=30).images])
+    f32 = load_detector(run_dir, "reject+fisher", precision="fp32")
+    b16 = load_detector(run_dir, "reject+fisher", precision="bf16")
+    assert f32.precision == "fp32" and b16.precision == "bf16"
+    assert next(b16.classifier.parameters()).dtype == torch.bfloat16
+    assert next(b16.cvae.parameters()).dtype == torch.bfloat16
+    lf, lb = f32.logits(x), b16.logits(x)
+    assert lb.dtype == torch.float32
+    assert (lf - lb).abs().max() <= 0.05 * lf.abs().max() + 0.05
+    # exact cascade: the full statistics of every image give the same scores
+    xt = torch.from_numpy(x)
+    out = model_outputs(f32.classifier, xt, ("features", "logits"))
+    logits = torch.from_numpy(out["logits"])
+    p = nplus1_scores(logits, "ood-class")
+    assert rejected(p).any() and not rejected(p).all()      # both branches are exercised
+    full = image_stats(f32.cvae, f32.pixel_bank, xt, logits[:, :-1].argmax(1))
+    want = rule_scores(("reject+fisher",), logits, out["features"], f32.fusion, full)["reject+fisher"]
+    np.testing.assert_array_equal(f32.score(x), want)
+    part = image_stats(f32.cvae, f32.pixel_bank, xt, logits[:, :-1].argmax(1), only=~rejected(p))
+    for k in full:
+        assert np.all(np.isnan(part[k][rejected(p)]))
+        np.testing.assert_allclose(part[k][~rejected(p)], full[k][~rejected(p)], rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown precision"):
+        load_detector(run_dir, precision="fp16")

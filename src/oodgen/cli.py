@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     r.add_argument("--w-ood", type=float, default=None,
                    help="weight of the OOD class per sample (default: the profile's, 0.1 as in the paper)")
+    r.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="precision the evaluation scores in (training is always fp32): fp32 (default: the "
+                        "committed results, the same on every machine), bf16, or auto (bf16 where fast); "
+                        "recorded in metrics.json")
     r.add_argument("--strict", action="store_true",
                    help="stop with an error when the trained CVAE fails its health check (collapsed)")
     r.add_argument("--distributed", type=int, default=None, metavar="N",
@@ -144,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore", CollapsedCVAEWarning)   # run prints its own banner
             distributed.init(a.device)
             try:
-                run(cfg, a.out, data_dir=a.data_dir, progress=not a.no_progress, strict=a.strict)
+                run(cfg, a.out, data_dir=a.data_dir, progress=not a.no_progress, strict=a.strict,
+                    precision=a.precision)
             finally:
                 distributed.shutdown()      # a failing rank: torchrun stops the others
             return 0

@@ -148,10 +148,11 @@ def figure3(run_dir, out_dir=None, data_dir=None, n_per_class: int = 4, seed: in
 
 def run_scores(run_dir, data_dir=None) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
     """(in-distribution test scores, {OOD set: scores}, score rule) recomputed from ``detector.pt``
-    on the samples the run evaluated."""
+    on the samples the run evaluated, in the precision it evaluated in."""
     run_dir = Path(run_dir)
-    det = load_detector(run_dir)
     metrics = _load_metrics(run_dir)
+    # the precision the run evaluated in (runs before the option existed: float32)
+    det = load_detector(run_dir, precision=metrics.get("precision", "fp32"))
     cfg = det.config
     setting = cfg.get("id") or metrics.get("id")
     _named_setting_only(setting, run_dir)

@@ -26,7 +26,7 @@ from .detectors.oodgen import SCORES, OODGen, rule_scores
 from .detectors.posthoc import model_outputs
 from .generate.panel import N_PANEL, generated_panel
 from .metrics import ood_metrics, threshold_at_tpr
-from .models import Fig6cCNN, inference_copy
+from .models import Fig6cCNN, inference_copy, resolve_precision
 from .train import load_checkpoint, predict_logits, train_plain
 from .artifact import write_detector
 from .distributed import current as current_dist
@@ -192,11 +192,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print, strict: bool = False) -> dict:
+def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print, strict: bool = False,
+        precision: str = "fp32") -> dict:
     """Train (or resume) and evaluate one run; returns the metrics dict also written to disk.
 
     ``strict``: stop with :class:`~oodgen.generate.health.CollapsedCVAEError` when the trained
     CVAE fails its health check (otherwise a loud warning, and ``"collapsed": true`` recorded).
+    ``precision``: the networks' precision during evaluation (``"fp32"``, ``"bf16"`` or ``"auto"``;
+    :mod:`oodgen.models.inference`), recorded as ``metrics["precision"]``.
 
     Under torch.distributed (``torchrun ... -m oodgen run``; :mod:`oodgen.distributed`) every rank
     trains, rank 0 alone evaluates and writes the results; the other ranks return None."""
@@ -226,7 +229,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
 
     detector = OODGen(latent_dim=cfg.latent, profile=prof, variant=cfg.variant, score=cfg.score_rule,
                       seed=cfg.seed, checkpoint_dir=str(ckpt), progress=progress, verbose=dist.main,
-                      device=str(device), strict=strict).fit(x, y)
+                      device=str(device), strict=strict, precision=precision).fit(x, y)
     timings = dict(detector.timings_)
 
     t0 = time.perf_counter()
@@ -327,6 +330,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
         "threshold_95tpr": thresholds[primary],
         "timings_s": timings,
         "device": str(device),
+        "precision": resolve_precision(precision, device),
         "distributed": dist.describe(),
         "peak_rss_mb": peak_rss_mb() if previous is None else max(peak_rss_mb(), previous.get("peak_rss_mb", 0.0)),
         "reevaluated": reevaluated,

@@ -37,11 +37,10 @@ from .data.images import (ARRAY_SHAPES, IMAGE_SIZE, IMAGE_SUFFIXES,  # noqa: F40
                           load_inputs, load_shaped_inputs)
 from .detectors.base import InputError, check_images  # noqa: F401 (InputError re-exported)
 from .detectors.fusion import NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion
-from .detectors.image_stats import PixelBank, image_stats
-from .detectors.oodgen import SCORES, rule_needs, rule_scores
-from .detectors.posthoc import model_outputs
+from .detectors.image_stats import PixelBank
+from .detectors.oodgen import SCORES, score_images
 from .config import Variant
-from .models import CVAE, Fig6cCNN, as_inference
+from .models import CVAE, PRECISIONS, Fig6cCNN, as_inference, resolve_precision
 from .train import predict_logits
 
 
@@ -60,6 +59,8 @@ class ScoringDetector:
     config : the run configuration (``RunConfig.to_dict()``).
     path : the file it was loaded from.
     fusion, cvae, pixel_bank : what the fused rules need (``None`` where the rule does not).
+    precision : ``"fp32"`` or ``"bf16"``, the precision the networks score in
+        (:mod:`oodgen.models.inference`; :func:`load_detector` chooses it).
     """
 
     classifier: Fig6cCNN
@@ -75,6 +76,7 @@ class ScoringDetector:
     pixel_bank: PixelBank | None = None
     image_shape: tuple[int, int, int] = (1, 28, 28)
     classes: list[str] | None = None
+    precision: str = "fp32"
 
     @property
     def threshold(self) -> float:
@@ -88,18 +90,8 @@ class ScoringDetector:
         return predict_logits(self.classifier, check_images(x, "score input", shape=self.image_shape), self.batch_size)
 
     def _scores_and_logits(self, x) -> tuple[np.ndarray, torch.Tensor]:
-        x = check_images(x, "score input", shape=self.image_shape)
-        rule = self.score_rule
-        feats, stats_needed = rule_needs(rule)
-        if not feats:
-            logits = predict_logits(self.classifier, x, self.batch_size)
-            return rule_scores((rule,), logits)[rule], logits
-        out = model_outputs(self.classifier, x, ("features", "logits"), self.batch_size)
-        logits = torch.from_numpy(out["logits"])
-        stats = None
-        if stats_needed:
-            stats = image_stats(self.cvae, self.pixel_bank, x, logits[:, :self.n_classes].argmax(1), self.batch_size)
-        return rule_scores((rule,), logits, out["features"], self.fusion, stats)[rule], logits
+        return score_images(self.score_rule, self.classifier, check_images(x, "score input", shape=self.image_shape),
+                            self.batch_size, self.fusion, self.cvae, self.pixel_bank)
 
     def score(self, x) -> np.ndarray:
         """OOD scores, float64 (N,), higher = more OOD, by the stored rule."""
@@ -138,11 +130,15 @@ def _check_threshold(t: float) -> float:
     return t
 
 
-def load_detector(run_dir: str | os.PathLike, rule: str | None = None) -> ScoringDetector:
+def load_detector(run_dir: str | os.PathLike, rule: str | None = None, precision: str = "auto") -> ScoringDetector:
     """Load the detector written by :func:`oodgen.run.run` into ``run_dir`` (or a detector.pt path).
 
     ``rule`` scores with another of the run's score rules than the one it reports (every rule's
     95 %-TPR threshold is stored); default: the run's own.
+
+    ``precision``: ``"auto"`` (bfloat16 on a CPU with AMX or a bf16-capable GPU, else float32),
+    ``"fp32"`` or ``"bf16"`` (:mod:`oodgen.models.inference`).  The stored thresholds were set in
+    float32 by ``oodgen run``; bfloat16 moves scores by float rounding only.
 
     The file is read with ``torch.load(weights_only=True)``: only tensors and plain Python
     values are unpickled, never arbitrary objects.
@@ -176,7 +172,8 @@ def load_detector(run_dir: str | os.PathLike, rule: str | None = None) -> Scorin
         first = str(exc).strip().splitlines()[0]
         raise DetectorFileError(f"{path}: classifier weights do not fit a Fig6cCNN with "
                                 f"{n_classes + 1} outputs ({first})") from None
-    as_inference(classifier)
+    precision = resolve_precision(precision)
+    as_inference(classifier, precision)
     fusion = None
     if rule in FUSION_RULES:
         if not isinstance(blob.get("fusion"), dict):
@@ -188,7 +185,7 @@ def load_detector(run_dir: str | os.PathLike, rule: str | None = None) -> Scorin
             raise DetectorFileError(f"{path}: damaged feature bank ({exc})") from None
     cvae = pixel_bank = None
     if rule in NEEDS_STATS:
-        cvae = _load_cvae(path, blob, n_classes, rule, fusion, shape)
+        cvae = _load_cvae(path, blob, n_classes, rule, fusion, shape, precision)
         try:
             pixel_bank = PixelBank.from_state_dict(blob["pixel_bank"])
         except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as exc:
@@ -198,11 +195,11 @@ def load_detector(run_dir: str | os.PathLike, rule: str | None = None) -> Scorin
                            n_classes=n_classes, score_rule=rule,
                            thresholds={k: float(v) for k, v in thresholds.items()},
                            config=blob.get("config", {}), environment=blob.get("environment", {}),
-                           path=path, image_shape=shape, classes=blob.get("classes"))
+                           path=path, image_shape=shape, classes=blob.get("classes"), precision=precision)
 
 
 def _load_cvae(path: Path, blob: dict, n_classes: int, rule: str, fusion: FeatureKNNFusion,
-               shape=(1, 28, 28)) -> CVAE:
+               shape=(1, 28, 28), precision: str = "fp32") -> CVAE:
     """The CVAE that rule ``rule`` needs, from ``blob["cvae"]`` (latent size from its weights)."""
     state = blob.get("cvae")
     if not isinstance(state, dict) or "encoder.mu.weight" not in state:
@@ -219,7 +216,7 @@ def _load_cvae(path: Path, blob: dict, n_classes: int, rule: str, fusion: Featur
         first = str(exc).strip().splitlines()[0]
         raise DetectorFileError(f"{path}: CVAE weights do not fit {n_classes} classes ({first})") from None
     # Scoring only: channels-last is 1.5x faster (oodgen.models.inference).
-    return as_inference(cvae)
+    return as_inference(cvae, precision)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -228,11 +225,11 @@ RESULT_FIELDS = ("name", "score", "decision", "predicted_class")
 
 
 def score_files(run_dir: str | os.PathLike, paths: Sequence[str | os.PathLike],
-                threshold: float | None = None, rule: str | None = None, resize: bool = False
-                ) -> tuple[ScoringDetector, list[dict[str, Any]], float]:
+                threshold: float | None = None, rule: str | None = None, resize: bool = False,
+                precision: str = "auto") -> tuple[ScoringDetector, list[dict[str, Any]], float]:
     """Score files with the detector of ``run_dir`` (by ``rule``, default the run's): (detector, one
     row per image, threshold used)."""
-    det = load_detector(run_dir, rule)
+    det = load_detector(run_dir, rule, precision)
     images, names = load_inputs(paths, shape=det.image_shape, resize=resize)
     t = det.threshold if threshold is None else _check_threshold(threshold)
     scores, ood, pred = det.evaluate(images, t)
@@ -262,6 +259,7 @@ def write_results(path: str | os.PathLike, rows: list[dict[str, Any]], det: Scor
             "threshold_rule": "score > threshold is OOD" + (
                 "" if threshold == det.threshold else " (threshold given on the command line)"),
             "n_classes": det.n_classes,
+            "precision": det.precision,
             "results": rows,
         }, indent=2) + "\n"
     else:
@@ -272,7 +270,7 @@ def write_results(path: str | os.PathLike, rows: list[dict[str, Any]], det: Scor
 def _cmd_score(args: argparse.Namespace) -> int:
     if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise ValueError(f"--out {args.out}: unknown extension {Path(args.out).suffix!r}; use .csv or .json")
-    det, rows, t = score_files(args.run_dir, args.inputs, args.threshold, args.score, args.resize)
+    det, rows, t = score_files(args.run_dir, args.inputs, args.threshold, args.score, args.resize, args.precision)
     if args.out is not None:
         write_results(args.out, rows, det, t)
     if not args.quiet:
@@ -312,6 +310,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resize", action="store_true",
                    help="for a run on your own data (--train): resize inputs to the run's image size "
                         "(otherwise an input of another size is refused)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="network precision: auto (bf16 where the CPU has AMX or the GPU supports it, else "
+                        "fp32), fp32, bf16 (default: auto)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     p.set_defaults(func=_cmd_score)
     return p

@@ -40,6 +40,7 @@ RULE = KNN_RULE               # the older name
 REJECT_RULE = "reject+knn"
 FISHER_RULE = "reject+fisher"
 RULES = (KNN_RULE, REJECT_RULE, FISHER_RULE)
+REJECT_AT = 0.5                # p(n+1) above which the reject rules reject outright
 FEATURE_K = 50                 # neighbours in the full bank
 FEATURE_BANK_FRACTION = 0.2    # chosen by scripts/choose_banks.py (results/ablation/bank_choice.json)
 # rules that need the image statistics (oodgen.detectors.image_stats) of every image
@@ -56,7 +57,13 @@ def _pvalue(reference_sorted: np.ndarray, s: np.ndarray) -> np.ndarray:
     return (1.0 + n - np.searchsorted(reference_sorted, s, side="left")) / (n + 1.0)
 
 
-def _check_stats(stats, n: int, what: str) -> dict[str, np.ndarray]:
+def rejected(ood_prob: np.ndarray) -> np.ndarray:
+    """The images the classifier's reject option takes (p(n+1) > 0.5): ``reject+knn`` and
+    ``reject+fisher`` rank them first by p(n+1) alone, whatever their other statistics."""
+    return np.asarray(ood_prob, dtype=np.float64).reshape(-1) > REJECT_AT
+
+
+def _check_stats(stats, n: int, what: str, skip: np.ndarray | None = None) -> dict[str, np.ndarray]:
     if stats is None:
         raise InputError(f"fusion: rule {FISHER_RULE!r} needs the image statistics {STAT_NAMES} of the "
                          f"{what} images (oodgen.detectors.image_stats.image_stats)")
@@ -67,8 +74,9 @@ def _check_stats(stats, n: int, what: str) -> dict[str, np.ndarray]:
         v = np.asarray(stats[name], dtype=np.float64).reshape(-1)
         if len(v) != n:
             raise InputError(f"fusion: {n} {what} images but {len(v)} values of {name!r}")
-        if not np.all(np.isfinite(v)):
-            raise InputError(f"fusion: non-finite values of {name!r} for the {what} images")
+        if not np.all(np.isfinite(v if skip is None else v[~skip])):
+            raise InputError(f"fusion: non-finite values of {name!r} for the {what} images"
+                             + ("" if skip is None else " that the classifier does not reject"))
         out[name] = v
     return out
 
@@ -167,7 +175,8 @@ class FeatureKNNFusion:
             if self.calib_stats_ is None:
                 raise NotFittedError(f"FeatureKNNFusion was fitted without calibration statistics, so rule "
                                      f"{FISHER_RULE!r} is unavailable; pass calib_stats to fit(...)")
-            stats = _check_stats(stats, len(dist), "scored")
+            # rejected images need no statistics (NaN allowed there: image_stats(..., only=...))
+            stats = _check_stats(stats, len(dist), "scored", skip=rejected(ood_prob))
         return {rule: self._combine(dist, ood_prob, rule, stats) for rule in rules}
 
     def _combine(self, dist: np.ndarray, ood_prob: np.ndarray, rule: str, stats=None) -> np.ndarray:
@@ -177,10 +186,11 @@ class FeatureKNNFusion:
                 logp = logp + np.log(_pvalue(self.calib_stats_[name], stats[name]))
             f = -logp
             # Rejected images score in (2.5, 3], accepted ones f / (1 + f) in [0, 1).
-            return np.where(ood_prob > 0.5, 2.0 + ood_prob, f / (1.0 + f))
+            with np.errstate(invalid="ignore"):     # NaN statistics of rejected images are not used
+                return np.where(rejected(ood_prob), 2.0 + ood_prob, f / (1.0 + f))
         if rule == REJECT_RULE:
             # Rejected images score in (2.5, 3], accepted ones d / (1 + d) in [0, 1).
-            return np.where(ood_prob > 0.5, 2.0 + ood_prob, dist / (1.0 + dist))
+            return np.where(rejected(ood_prob), 2.0 + ood_prob, dist / (1.0 + dist))
         a, b = _percentile(self.calib_p_, ood_prob), _percentile(self.calib_knn_, dist)
         # Percentiles move in steps of 1/n_calib; the tie-breakers stay far below one step.
         step = 1.0 / max(len(self.calib_p_), len(self.calib_knn_))

@@ -77,14 +77,15 @@ def cvae_nll_bits(cvae, x: torch.Tensor, labels: torch.Tensor, batch_size: int =
     """Reconstruction cross-entropy + 0.5 ||mu||^2 of each image under ``cvae`` with ``labels``, in bits."""
     was_training = cvae.training
     cvae.eval()
-    device = next(cvae.parameters()).device
+    p = next(cvae.parameters())        # a bf16 inference copy takes bf16 inputs; the loss is float32
     out = []
     try:
         for i in range(0, len(x), batch_size):
-            b = x[i:i + batch_size].to(device, torch.float32)
-            yb = labels[i:i + batch_size].to(device)
-            mu, _ = cvae.encode(b.contiguous(memory_format=torch.channels_last), yb)
-            logits = cvae.decoder.logits(mu, cvae.onehot(yb))
+            b = x[i:i + batch_size].to(p.device, torch.float32)
+            yb = labels[i:i + batch_size].to(p.device)
+            mu, _ = cvae.encode(b.to(p.dtype).contiguous(memory_format=torch.channels_last), yb)
+            logits = cvae.decoder.logits(mu, cvae.onehot(yb)).float()
+            mu = mu.float()
             # Inputs outside [0, 1] (e.g. the unclipped sphere set) are scored against their clipped
             # version; the cross-entropy needs targets in [0, 1].
             rec = F.binary_cross_entropy_with_logits(logits, b.clamp(0, 1), reduction="none").flatten(1).sum(1)
@@ -130,9 +131,23 @@ class PixelBank:
 
 
 def image_stats(cvae, bank: PixelBank, x: torch.Tensor, labels: torch.Tensor,
-                batch_size: int = CVAE_BATCH) -> dict[str, np.ndarray]:
-    """The :data:`STATS` of images ``x`` whose predicted classes are ``labels``."""
+                batch_size: int = CVAE_BATCH, only: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The :data:`STATS` of images ``x`` whose predicted classes are ``labels``.
+
+    ``only``: a boolean mask; the statistics are computed for those images alone and the others
+    get NaN (``reject+fisher`` needs none for the images the classifier rejects)."""
     if len(labels) != len(x):
         raise ValueError(f"image_stats: {len(x)} images but {len(labels)} labels")
+    if only is not None:
+        only = np.asarray(only, dtype=bool).reshape(-1)
+        if len(only) != len(x):
+            raise ValueError(f"image_stats: {len(x)} images but a mask of {len(only)}")
+        out = {k: np.full(len(x), np.nan) for k in STATS}
+        if only.any():
+            rows = torch.from_numpy(np.flatnonzero(only))
+            part = image_stats(cvae, bank, torch.as_tensor(x)[rows], torch.as_tensor(labels)[rows], batch_size)
+            for k in STATS:
+                out[k][only] = part[k]
+        return out
     nll = cvae_nll_bits(cvae, x, labels, batch_size)
     return {"nll": nll, "nll-complexity": nll - complexity_bits(x), "pixel-knn": bank.distance(x)}

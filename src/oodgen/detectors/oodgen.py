@@ -22,7 +22,9 @@ Scores (higher = more OOD):
   KNN distance; :mod:`oodgen.detectors.image_stats`).  Calibrated like ``ood-class+knn``.
 
 Hyper-parameters: ``latent_dim`` (8 MNIST, 10 F-MNIST), ``profile`` (training budget, see
-:mod:`oodgen.config`), ``variant`` (paper vs authors'-code choices), ``score``, ``seed``.
+:mod:`oodgen.config`), ``variant`` (paper vs authors'-code choices), ``score``, ``seed``;
+``precision`` of scoring (``"auto"``, ``"fp32"``, ``"bf16"``; :mod:`oodgen.models.inference`;
+training is always float32).
 ``fit`` measures the trained CVAE's health (``cvae_health_``, :mod:`oodgen.generate.health`),
 prints it when ``verbose``, warns when the CVAE has collapsed, and raises
 :class:`~oodgen.generate.health.CollapsedCVAEError` then when ``strict``.
@@ -40,7 +42,7 @@ from ..models import CVAE, Fig6cCNN
 from ..generate.health import check_health, cvae_health
 from ..train import OutlierPools, fit_ellipsoids, predict_logits, train_cvae, train_nplus1
 from .base import Detector
-from .fusion import NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion
+from .fusion import NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion, rejected
 from .image_stats import PixelBank, image_stats
 from ..models.inference import inference_copy
 from .posthoc import model_outputs
@@ -88,10 +90,31 @@ def rule_needs(rule: str) -> tuple[bool, bool]:
     return rule in FUSION_RULES, rule in NEEDS_STATS
 
 
+def score_images(rule: str, classifier, x: torch.Tensor, batch_size: int = 256,
+                 fusion: FeatureKNNFusion | None = None, cvae=None,
+                 pixel_bank: PixelBank | None = None) -> tuple[np.ndarray, torch.Tensor]:
+    """(scores by ``rule``, n+1 logits) of checked images ``x``: one classifier pass, then only what
+    the rule needs.  ``reject+fisher`` computes the image statistics (CVAE pass, zlib, pixel KNN)
+    for the images the classifier accepts (p(n+1) <= 0.5) alone: the rejected ones score by
+    p(n+1) whatever their statistics, so this is exact and saves the cost on obvious outliers."""
+    feats, stats_needed = rule_needs(rule)
+    if not feats:
+        logits = predict_logits(classifier, x, batch_size)
+        return rule_scores((rule,), logits)[rule], logits
+    out = model_outputs(classifier, x, ("features", "logits"), batch_size)
+    logits = torch.from_numpy(out["logits"])
+    stats = None
+    if stats_needed:
+        keep = ~rejected(nplus1_scores(logits, "ood-class"))
+        stats = image_stats(cvae, pixel_bank, x, logits[:, :-1].argmax(1), batch_size, only=keep)
+    return rule_scores((rule,), logits, out["features"], fusion, stats)[rule], logits
+
+
 class OODGen(Detector):
     def __init__(self, latent_dim: int = 8, profile: str | Profile = "full", variant: Variant | None = None,
                  score: str = "ood-class", seed: int = 0, checkpoint_dir: str | None = None,
-                 progress: bool = False, verbose: bool = False, device: str = "cpu", strict: bool = False):
+                 progress: bool = False, verbose: bool = False, device: str = "cpu", strict: bool = False,
+                 precision: str = "auto"):
         self.latent_dim = latent_dim
         self.profile = profile
         self.variant = variant
@@ -102,6 +125,7 @@ class OODGen(Detector):
         self.verbose = verbose
         self.device = device
         self.strict = strict
+        self.precision = precision
 
     def _log(self, msg: str) -> None:
         if self.verbose:
@@ -192,16 +216,16 @@ class OODGen(Detector):
         return self
 
     def inference_classifier(self):
-        """The trained n+1 classifier as an eval-mode, channels-last copy (1.5x faster scoring on
-        the CPU; :mod:`oodgen.models.inference`), made once after fitting."""
+        """The trained n+1 classifier as an eval-mode, channels-last copy in :attr:`precision`
+        (faster scoring on the CPU; :mod:`oodgen.models.inference`), made once after fitting."""
         if getattr(self, "infer_classifier_", None) is None:
-            self.infer_classifier_ = inference_copy(self.classifier_)
+            self.infer_classifier_ = inference_copy(self.classifier_, self.precision)
         return self.infer_classifier_
 
     def image_stats(self, x, logits: torch.Tensor) -> dict[str, np.ndarray]:
         """The image statistics of ``x`` given their n+1 ``logits`` (class = argmax of the first n)."""
         if getattr(self, "stats_cvae_", None) is None:
-            self.stats_cvae_ = inference_copy(self.cvae_)
+            self.stats_cvae_ = inference_copy(self.cvae_, self.precision)
         return image_stats(self.stats_cvae_, self.pixel_bank_, torch.as_tensor(x), logits[:, :-1].argmax(1))
 
     def logits(self, x) -> torch.Tensor:
@@ -209,14 +233,10 @@ class OODGen(Detector):
         return predict_logits(self.inference_classifier(), check_images(x, shape=self.input_shape()))
 
     def _score(self, x: torch.Tensor) -> np.ndarray:
-        rule = self.score_rule
-        feats, stats_needed = rule_needs(rule)
-        if not feats:
-            return rule_scores((rule,), predict_logits(self.inference_classifier(), x))[rule]
-        out = model_outputs(self.inference_classifier(), x, ("features", "logits"))
-        logits = torch.from_numpy(out["logits"])
-        stats = self.image_stats(x, logits) if stats_needed else None
-        return rule_scores((rule,), logits, out["features"], self.fusion_, stats)[rule]
+        if rule_needs(self.score_rule)[1] and getattr(self, "stats_cvae_", None) is None:
+            self.stats_cvae_ = inference_copy(self.cvae_, self.precision)
+        return score_images(self.score_rule, self.inference_classifier(), x, fusion=self.fusion_,
+                            cvae=self.stats_cvae_, pixel_bank=self.pixel_bank_)[0]
 
     def predict_class(self, x) -> np.ndarray:
         """Predicted in-distribution class (argmax over the first n outputs); ``predict`` labels OOD."""

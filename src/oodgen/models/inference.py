@@ -1,24 +1,83 @@
-"""Inference copies of the networks: eval mode, channels-last memory format.
+"""Inference copies of the networks: eval mode, channels-last memory format, fp32 or bfloat16.
 
 On the CPU (oneDNN) the convolutions of the Fig. 6c classifier run 1.5x faster and the CVAE's
 transposed convolutions 1.5x faster in channels-last format, with the same weights; outputs
 agree up to float rounding (``benchmarks/bench_rules.py``).  Training stays in the default
 format (channels-last did not speed training up here; ``benchmarks/bench_training.py``), so
 these are copies made once training is over, used for scoring only.
+
+**Precision** (scoring only; training is always float32):
+
+* ``"fp32"``: float32 weights and activations (every committed result was scored this way);
+* ``"bf16"``: a bfloat16 copy of the weights, inputs cast to bfloat16, outputs returned as
+  float32.  oneDNN runs it on the AMX tile units of recent Intel Xeons (Sapphire Rapids and
+  later), where the classifier pass is several times faster (``benchmarks/bench_rules.py``
+  measures both, and each rule's AUROC in both precisions); on a CPU without them it is slower
+  than float32;
+* ``"auto"`` (the scoring default): ``"bf16"`` where it is fast - a CPU that reports
+  ``amx_bf16`` in ``/proc/cpuinfo``, or a CUDA device that supports bfloat16 - else ``"fp32"``.
+
+bfloat16 keeps 8 bits of mantissa: logits and features move by about 0.5 % of their scale.
+Scores move accordingly; the AUROC of every rule stays within the tolerance measured in
+``benchmarks/RESULTS.md``.  The loaded detector's :attr:`precision` says which was used.
 """
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import nn
 
-
-def inference_copy(model: nn.Module) -> nn.Module:
-    """An eval-mode, channels-last copy of ``model`` (``model`` itself is left as it is)."""
-    return as_inference(copy.deepcopy(model))
+PRECISIONS = ("auto", "fp32", "bf16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def as_inference(model: nn.Module) -> nn.Module:
-    """Put ``model`` itself in eval mode and channels-last format; returns it."""
-    return model.eval().to(memory_format=torch.channels_last)
+@functools.lru_cache(maxsize=1)
+def cpu_has_amx_bf16() -> bool:
+    """True when the CPU reports the AMX bfloat16 tile instructions (Linux ``/proc/cpuinfo``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str = "auto", device: str | torch.device = "cpu") -> str:
+    """``"fp32"`` or ``"bf16"`` for ``precision`` (one of :data:`PRECISIONS`) on ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
+    if precision != "auto":
+        return precision
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if dev.type == "cpu":
+        return "bf16" if cpu_has_amx_bf16() else "fp32"
+    return "fp32"
+
+
+def inference_copy(model: nn.Module, precision: str = "fp32") -> nn.Module:
+    """An eval-mode, channels-last copy of ``model`` in ``precision`` (``model`` is left as it is)."""
+    return as_inference(copy.deepcopy(model), precision)
+
+
+def as_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
+    """Put ``model`` itself in eval mode, channels-last format and ``precision`` (``"fp32"`` or
+    ``"bf16"``; ``"auto"`` is resolved for the model's device); returns it."""
+    device = next(model.parameters()).device
+    dtype = DTYPES[resolve_precision(precision, device)]
+    return model.eval().to(dtype=dtype, memory_format=torch.channels_last)
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating-point dtype of ``model``'s parameters (inputs are cast to it)."""
+    return next(model.parameters()).dtype
+
+
+def model_precision(model: nn.Module) -> str:
+    """``"bf16"`` or ``"fp32"``: the precision ``model``'s parameters are in."""
+    return "bf16" if model_dtype(model) == torch.bfloat16 else "fp32"
