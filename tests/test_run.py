@@ -56,6 +56,26 @@ def test_rerun_with_other_config_is_refused(smoke_run):
         run(RunConfig(id="mnist", profile="smoke", variant=Variant(beta="authors")), smoke_run, progress=False)
 
 
+def test_config_check_tolerates_older_files_but_not_real_changes(tmp_path):
+    """A config.json from an older version (a variant option added since, another evaluation batch)
+    still resumes; a change of what the run trains does not."""
+    from oodgen.run import _check_config
+    cfg = RunConfig(id="mnist", profile="full", seed=0)
+    old = cfg.to_dict()
+    del old["variant"]["clip_type1"]                      # absent before the option existed: its default
+    old["profile_settings"]["eval_batch"] = 1000          # evaluation-only
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    _check_config(tmp_path, cfg)                          # no error
+    for changed in (RunConfig(id="mnist", profile="full", seed=1),
+                    RunConfig(id="mnist", profile="full", seed=0, variant=Variant(clip_type1="half"))):
+        with pytest.raises(RunError, match="different configuration"):
+            _check_config(tmp_path, changed)
+    old["profile_settings"]["cvae"]["epochs"] = 3         # a training setting
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    with pytest.raises(RunError, match=r"differs in \['profile_settings'\]"):
+        _check_config(tmp_path, cfg)
+
+
 def test_rerun_resumes_without_training(smoke_run, capsys):
     before = json.loads((smoke_run / "metrics.json").read_text())
     after = run(RunConfig(id="mnist", profile="smoke", device="cpu"), smoke_run, progress=False)

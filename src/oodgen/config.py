@@ -77,7 +77,10 @@ class Profile:
     regen_every: int = 1               # epochs between outlier-pool regenerations
     n_train: int | None = None         # use only the first n training images (smoke tests)
     n_eval: int | None = None          # evaluate on the first n of each test / OOD set
-    eval_batch: int = 1000
+    # images per scoring batch in evaluation: 256 keeps the activations cache-resident (the classifier
+    # pass is 1.2x faster than at 1000 in float32, 2x in bfloat16, on 2 cores); evaluation-only, so a
+    # run written with another value resumes (oodgen.run.EVALUATION_ONLY)
+    eval_batch: int = 256
 
 
 PROFILES: dict[str, Profile] = {

@@ -15,13 +15,14 @@ import json
 import re
 import resource
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import data as D
-from .config import RunConfig
+from .config import RunConfig, Variant
 from .detectors.oodgen import SCORES, OODGen, rule_scores
 from .detectors.posthoc import model_outputs
 from .generate.panel import N_PANEL, generated_panel
@@ -150,12 +151,29 @@ def load_setting(cfg: RunConfig, data_dir=None, info: dict | None = None):
     return t(x[tr]), t(y[tr]), t(x[va]), t(y[va]), t(test.images), t(test.labels), radius
 
 
+# Profile settings that change how a run is evaluated, not what it trains: a run directory written
+# with another value of them resumes (its checkpoints stay valid).
+EVALUATION_ONLY = ("eval_batch",)
+
+
+def _comparable(d: dict) -> dict:
+    """A stored or current config reduced to what must match for a run directory to resume: options
+    left at their default (None) may be absent from configs written by older versions, a variant
+    option added later takes its default (the behaviour before it existed), and evaluation-only
+    profile settings do not count."""
+    d = {k: v for k, v in json.loads(json.dumps(d)).items() if v is not None and k != "device"}
+    if isinstance(d.get("variant"), dict):
+        d["variant"] = asdict(Variant.from_dict(d["variant"]))
+    if isinstance(d.get("profile_settings"), dict):
+        d["profile_settings"] = {k: v for k, v in d["profile_settings"].items() if k not in EVALUATION_ONLY}
+    return d
+
+
 def _check_config(out: Path, cfg: RunConfig) -> None:
     path = out / "config.json"
-    # Options left at their default (None) may be absent from configs written by older versions.
-    mine = {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if v is not None and k != "device"}
+    mine = _comparable(cfg.to_dict())
     if path.exists():
-        theirs = {k: v for k, v in json.loads(path.read_text()).items() if v is not None and k != "device"}
+        theirs = _comparable(json.loads(path.read_text()))
         if theirs != mine:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise RunError(f"{out} holds a run with a different configuration (differs in {diff}); "
