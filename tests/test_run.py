@@ -134,9 +134,28 @@ def test_python_dash_m_runs_the_cli(tmp_path):
 def test_strict_stops_on_a_collapsed_cvae(tmp_path, capsys):
     """The smoke profile's CVAE (9 steps) cannot model MNIST: --strict stops before the classifier."""
     rc = main(["run", "--id", "mnist", "--profile", "smoke", "--out", str(tmp_path), "--no-progress", "--strict"])
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert rc == 2 and "collapsed" in err and "latent dimensions" in err
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "checkpoints" / "nplus1.pt").exists()
+    # it was trained again from a fresh initialisation twice (the default --cvae-retries 2) first
+    assert "CVAE attempt 1 collapsed" in out and "attempt 3 of 3" in out
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("cvae*.pt"))
+    assert ckpts == ["cvae-retry1.pt", "cvae-retry2.pt", "cvae.pt"]
+
+
+def test_collapsed_cvae_attempts_are_recorded(tmp_path):
+    """Every CVAE attempt is in cvae_health["attempts"] with its seed; --cvae-retries 0 is one attempt."""
+    from oodgen.detectors.oodgen import cvae_attempt_seed
+    one = run(RunConfig(id="mnist", profile="smoke", variant=Variant(cvae_retries=0)), tmp_path / "one",
+              progress=False, log=lambda *_a: None)
+    assert [a["attempt"] for a in one["cvae_health"]["attempts"]] == [0]
+    two = run(RunConfig(id="mnist", profile="smoke", variant=Variant(cvae_retries=1)), tmp_path / "two",
+              progress=False, log=lambda *_a: None)
+    attempts = two["cvae_health"]["attempts"]
+    assert [(a["attempt"], a["seed"]) for a in attempts] == [(0, 0), (1, cvae_attempt_seed(0, 1))]
+    assert attempts[0]["collapsed"]                       # 9 smoke steps cannot model MNIST
+    assert attempts[0] == one["cvae_health"]["attempts"][0]   # the first attempt is the one-attempt run's
+    assert (tmp_path / "two" / "checkpoints" / "cvae-retry1.pt").exists()
 
 
 class _Payload:

@@ -15,6 +15,9 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
                         "the paper's relu dies and collapses the CVAE, see README 'CVAE health'), relu = the paper's")
     g.add_argument("--kl-warmup", type=float, default=1.0, metavar="EPOCHS",
                    help="epochs over which the CVAE's KL weight ramps from 0 to 1 (default 1; 0 = the paper's loss)")
+    g.add_argument("--cvae-retries", type=int, default=2, metavar="N",
+                   help="train a CVAE that fails its health check (collapsed) again from a fresh initialisation, "
+                        "up to N times (default 2; 0 = a single attempt, as the paper)")
     g.add_argument("--z", choices=["sampled", "mean"], default="sampled",
                    help="CVAE latent during training: sampled (paper's VAE) or mean (authors' code)")
     g.add_argument("--beta", default="paper",
@@ -38,9 +41,11 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
 def _variant(a) -> Variant:
     if not a.kl_warmup >= 0:
         raise ValueError(f"--kl-warmup must be >= 0, got {a.kl_warmup}")
+    if a.cvae_retries < 0:
+        raise ValueError(f"--cvae-retries must be >= 0, got {a.cvae_retries}")
     return Variant(encoder_act=a.encoder_act, kl_warmup=a.kl_warmup, sample_z=a.z == "sampled", beta=a.beta, nullspace=a.nullspace,
                    type2_radius=a.type2_radius, score=a.score, sphere_radius=a.sphere_radius,
-                   clip_type1=a.clip_type1)
+                   clip_type1=a.clip_type1, cvae_retries=a.cvae_retries)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,9 +15,9 @@ CUSTOM_ID = "custom"          # a run on the user's own data (RunConfig.train)
 
 @dataclass(frozen=True)
 class Variant:
-    """Where the paper and the authors' code disagree (defaults are the paper's), and the two
-    CVAE fixes beyond both (``encoder_act``, ``kl_warmup``), whose defaults are the fixes: the
-    paper's form collapses (README, "CVAE health")."""
+    """Where the paper and the authors' code disagree (defaults are the paper's), and the CVAE
+    fixes beyond both (``encoder_act``, ``kl_warmup``, ``cvae_retries``), whose defaults are the
+    fixes: the paper's form collapses (README, "CVAE health")."""
 
     encoder_act: str = "leaky"         # CVAE encoder's 16-unit layer: "leaky" = LeakyReLU(0.2) (default;
                                        # the paper's "relu" dies and collapses the CVAE: README "CVAE
@@ -36,6 +36,9 @@ class Variant:
     sphere_radius: str = "paper"       # Sphere-OOD radius: paper max-norm; "authors": max-norm + 2
     clip_type1: str = "clip"           # "clip" to [0, 1] (authors' code), "none" (eq. 2 as written),
                                        # "half" (a random half clipped)
+    cvae_retries: int = 2              # a CVAE whose health check fails (collapsed) is trained again from a
+                                       # fresh initialisation, up to this many times (0 = one attempt, as
+                                       # the paper); runs written before the option: 2 (it never fired)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Variant":

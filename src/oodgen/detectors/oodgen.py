@@ -26,8 +26,10 @@ Hyper-parameters: ``latent_dim`` (8 MNIST, 10 F-MNIST), ``profile`` (training bu
 ``precision`` of scoring (``"auto"``, ``"fp32"``, ``"bf16"``; :mod:`oodgen.models.inference`;
 training is always float32).
 ``fit`` measures the trained CVAE's health (``cvae_health_``, :mod:`oodgen.generate.health`),
-prints it when ``verbose``, warns when the CVAE has collapsed, and raises
-:class:`~oodgen.generate.health.CollapsedCVAEError` then when ``strict``.
+prints it when ``verbose``; a collapsed CVAE is trained again from a fresh initialisation (seed
+:func:`cvae_attempt_seed`) up to ``variant.cvae_retries`` times (every attempt is recorded in
+``cvae_health_["attempts"]``); when the last one has collapsed too, it warns, and raises
+:class:`~oodgen.generate.health.CollapsedCVAEError` when ``strict``.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ import torch
 
 from ..config import PROFILES, Profile, Variant
 from ..models import CVAE, Fig6cCNN
-from ..generate.health import check_health, cvae_health
+from ..generate.health import check_health, cvae_health, health_line
 from ..train import OutlierPools, fit_ellipsoids, predict_logits, train_cvae, train_nplus1
 from .base import Detector
 from .fusion import NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion, rejected
@@ -49,6 +51,13 @@ from .posthoc import model_outputs
 
 SCORES = ("ood-class", "max-in") + FUSION_RULES
 N_CALIBRATION = 5000
+# what each CVAE attempt records (cvae_health["attempts"])
+ATTEMPT_FIELDS = ("active_dims", "recon_ratio", "spread_ratio", "colour_ratio", "collapsed")
+
+
+def cvae_attempt_seed(seed: int, attempt: int) -> int:
+    """Seed of the CVAE's ``attempt``-th training (0: the run's own seed)."""
+    return int(seed) + 7919 * int(attempt)
 
 
 def nplus1_scores(logits: torch.Tensor, rule: str) -> np.ndarray:
@@ -156,18 +165,34 @@ class OODGen(Detector):
         x, y = x.to(device), y.to(device)
         torch.manual_seed(self.seed)
         timings = {}
-        t0 = time.perf_counter()
-        self.cvae_ = CVAE.for_variant(n_classes, self.latent_dim, variant, self.image_shape_).to(device)
-        self.cvae_history_ = train_cvae(self.cvae_, x, y, prof.cvae, self._ckpt("cvae.pt"), self.seed,
-                                        self.progress, self._log, kl_warmup=variant.kl_warmup)
-        self.cvae_.eval()
-        timings["cvae_training"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        self.ellipsoids_ = fit_ellipsoids(self.cvae_, x, y)
-        timings["ellipsoid_fit"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        self.cvae_health_ = cvae_health(self.cvae_, x, y, self.ellipsoids_, seed=self.seed)
-        timings["cvae_health"] = time.perf_counter() - t0
+        timings.update(cvae_training=0.0, ellipsoid_fit=0.0, cvae_health=0.0)
+        self.cvae_attempts_ = []
+        for attempt in range(1 + max(0, int(variant.cvae_retries))):
+            # attempt 0 is the run's own seed (so a healthy first CVAE is exactly the one-attempt run's)
+            seed = cvae_attempt_seed(self.seed, attempt)
+            torch.manual_seed(seed)
+            t0 = time.perf_counter()
+            self.cvae_ = CVAE.for_variant(n_classes, self.latent_dim, variant, self.image_shape_).to(device)
+            name = "cvae.pt" if attempt == 0 else f"cvae-retry{attempt}.pt"
+            self.cvae_history_ = train_cvae(self.cvae_, x, y, prof.cvae, self._ckpt(name), seed,
+                                            self.progress, self._log, kl_warmup=variant.kl_warmup)
+            self.cvae_.eval()
+            timings["cvae_training"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            self.ellipsoids_ = fit_ellipsoids(self.cvae_, x, y)
+            timings["ellipsoid_fit"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            self.cvae_health_ = cvae_health(self.cvae_, x, y, self.ellipsoids_, seed=self.seed)
+            timings["cvae_health"] += time.perf_counter() - t0
+            last = attempt == variant.cvae_retries
+            self.cvae_attempts_.append({"attempt": attempt, "seed": seed, "checkpoint": name,
+                                        **{k: self.cvae_health_.get(k) for k in ATTEMPT_FIELDS}})
+            if not self.cvae_health_["collapsed"] or last:
+                break
+            self._log(f"CVAE attempt {attempt + 1} collapsed ({health_line(self.cvae_health_)}); training it again "
+                      f"from a fresh initialisation (seed {cvae_attempt_seed(self.seed, attempt + 1)}, attempt "
+                      f"{attempt + 2} of {1 + variant.cvae_retries})")
+        self.cvae_health_ = {**self.cvae_health_, "attempts": self.cvae_attempts_}
         check_health(self.cvae_health_, strict=self.strict, log=self._log)
         pools = OutlierPools(self.cvae_, self.ellipsoids_, x, y, variant,
                              max(1, int(prof.pool_fraction * len(x))))
