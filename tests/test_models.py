@@ -116,4 +116,5 @@ def test_inference_precision():
     a, b = predict_logits(inference_copy(clf), x), predict_logits(b16, x)
     assert b.dtype == torch.float32 and torch.allclose(a, b, atol=0.05 * a.abs().max().item() + 1e-3)
     cvae = inference_copy(CVAE(10, 8), "bf16")
-    assert cvae.onehot(torch.tensor([1, 2])).dtype == torch.bfloat16
+    assert cvae.onehot(torch.tensor([1, 2])).dtype == torch.float32      # dense layers stay float32
+    assert next(cvae.parameters()).dtype == torch.bfloat16                # convolutions in bf16

@@ -9,15 +9,16 @@ these are copies made once training is over, used for scoring only.
 **Precision** (scoring only; training is always float32):
 
 * ``"fp32"``: float32 weights and activations (every committed result was scored this way);
-* ``"bf16"``: a bfloat16 copy of the weights, inputs cast to bfloat16, outputs returned as
-  float32.  oneDNN runs it on the AMX tile units of recent Intel Xeons (Sapphire Rapids and
+* ``"bf16"``: the convolutions' weights and inputs in bfloat16, the dense layers (a tenth of
+  the arithmetic, and the layers that produce the logits, features and latent means the scores
+  are made of) in float32; outputs returned as float32.  oneDNN runs it on the AMX tile units of recent Intel Xeons (Sapphire Rapids and
   later), where the classifier pass is several times faster (``benchmarks/bench_rules.py``
   measures both, and each rule's AUROC in both precisions); on a CPU without them it is slower
   than float32;
 * ``"auto"`` (the scoring default): ``"bf16"`` where it is fast - a CPU that reports
   ``amx_bf16`` in ``/proc/cpuinfo``, or a CUDA device that supports bfloat16 - else ``"fp32"``.
 
-bfloat16 keeps 8 bits of mantissa: logits and features move by about 0.5 % of their scale.
+bfloat16 keeps 8 bits of mantissa: each convolution output moves by about 0.4 % of its scale.
 Scores move accordingly; the AUROC of every rule stays within the tolerance measured in
 ``benchmarks/RESULTS.md``.  The loaded detector's :attr:`precision` says which was used.
 """
@@ -65,16 +66,62 @@ def inference_copy(model: nn.Module, precision: str = "fp32") -> nn.Module:
     return as_inference(copy.deepcopy(model), precision)
 
 
+class _Float32Linear(nn.Module):
+    """A dense layer of a bf16 inference copy kept in float32: its input is cast up, its output stays
+    float32 (so logits, features and the CVAE's latent mean carry no bfloat16 rounding of their own)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.linear = linear.float()
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.linear.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.float())
+
+
+class _Bfloat16Conv(nn.Module):
+    """A (transposed) convolution of a bf16 inference copy: its input is cast to bfloat16."""
+
+    def __init__(self, conv: nn.Module):
+        super().__init__()
+        self.conv = conv.to(torch.bfloat16)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.conv.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.to(torch.bfloat16))
+
+
+def _mixed_bf16(model: nn.Module) -> nn.Module:
+    """Convolutions (nearly all the arithmetic) in bfloat16, dense layers in float32, in place."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, _Float32Linear(child))
+            elif isinstance(child, (nn.Conv2d, nn.ConvTranspose2d)):
+                setattr(parent, name, _Bfloat16Conv(child))
+    return model
+
+
 def as_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
     """Put ``model`` itself in eval mode, channels-last format and ``precision`` (``"fp32"`` or
-    ``"bf16"``; ``"auto"`` is resolved for the model's device); returns it."""
+    ``"bf16"``; ``"auto"`` is resolved for the model's device); returns it.  In ``"bf16"`` the
+    convolutions run in bfloat16 and the dense layers in float32 (their cost is small and their
+    outputs - logits, features - are what the scores are made of)."""
     device = next(model.parameters()).device
-    dtype = DTYPES[resolve_precision(precision, device)]
-    return model.eval().to(dtype=dtype, memory_format=torch.channels_last)
+    model = model.eval().to(memory_format=torch.channels_last)
+    if resolve_precision(precision, device) == "bf16":
+        _mixed_bf16(model)
+    return model
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:
-    """The floating-point dtype of ``model``'s parameters (inputs are cast to it)."""
+    """The floating-point dtype of ``model``'s first parameter (inputs are cast to it)."""
     return next(model.parameters()).dtype
 
 
