@@ -3,7 +3,7 @@ need more than one pass, on the same images in one process (CPU, batch 256):
 
 * our rules through ``load_detector(run, rule, precision).score`` (what ``oodgen score`` runs):
   p(n+1), max-in, ood-class+knn, reject+knn, reject+fisher, each in float32 and in bfloat16
-  (:mod:`oodgen.models.inference`; ``"auto"``, the scoring default, picks bfloat16 on a CPU with
+  (:mod:`oodgen.models.inference`; the default is float32, ``"auto"`` picks bfloat16 on a CPU with
   AMX), and every rule's AUROC on the setting's OOD sets in both precisions;
 * each statistic that reject+fisher combines, alone: feature KNN distance, CVAE likelihood
   (``nll``), likelihood minus zlib code length (``nll-complexity``), pixel KNN distance;
@@ -124,7 +124,8 @@ def main() -> None:
     x = torch.from_numpy(test.images[:a.n])
     train = D.load(cfg.id, "train")
     x_fit, y_fit = torch.from_numpy(train.images[:5000]), torch.from_numpy(train.labels[:5000]).long()
-    default = resolve_precision("auto")         # what load_detector / oodgen score use by default here
+    default = "fp32"                            # load_detector / oodgen score default
+    auto = resolve_precision("auto")            # what --precision auto picks on this machine
     precisions = ["fp32", "bf16"]
 
     rates: dict[str, float] = {}
@@ -181,6 +182,7 @@ def main() -> None:
         for r in SCORES:
             v = rates[f"oodgen {r} [{prec}]"]
             rules[f"{r} [{prec}]"] = {"rule": r, "precision": prec, "default_here": prec == default,
+                                      "auto_here": prec == auto,
                                       "images_per_s": v, "x_odin": v / odin, "x_mahalanobis": v / maha,
                                       "cost_vs_nplus1_fp32": rates["oodgen ood-class [fp32]"] / v,
                                       "cost_vs_nplus1_same_precision": ours / v,
@@ -191,7 +193,7 @@ def main() -> None:
         auroc_diff = {r: max(abs(auroc["bf16"][r][s] - auroc["fp32"][r][s]) for s in auroc["fp32"][r]) for r in SCORES}
     out = {
         "run": str(run), "id": cfg.id, "n": a.n, "batch": a.batch, "allocator_tuned": allocator,
-        "default_precision": default, "images_per_s": rates, "rules": rules,
+        "default_precision": default, "auto_precision": auto, "images_per_s": rates, "rules": rules,
         "stages_ms_per_1000": stages,
         "auroc_by_precision": auroc, "auroc_n": a.auroc_n, "max_abs_auroc_diff_bf16_vs_fp32": auroc_diff,
         "banks": {"feature": list(full.fusion.knn_.bank_.shape), "feature_k": int(full.fusion.knn_.k),

@@ -71,9 +71,9 @@ def main() -> None:
                 f"`{r['command']}` on {_machine(r)}; run `{r['run']}`, {r['n']} test images, batch {r['batch']}; "
                 f"feature bank {r['banks']['feature'][0]} rows (k = {r['banks']['feature_k']}), pixel bank "
                 f"{r['banks']['pixel'][0]} images (k = {r['banks']['pixel_k']}).", ""]
-        if "default_precision" in r:
-            out += [f"Our rules are scored in float32 and in bfloat16 (`load_detector(run, rule, precision)`); the "
-                    f"scoring default `auto` resolves to **{r['default_precision']}** on this machine "
+        if "auto_precision" in r:
+            out += [f"Our rules are scored in float32 (the default) and in bfloat16 (`load_detector(run, rule, "
+                    f"precision)`, opt-in); `--precision auto` resolves to **{r['auto_precision']}** on this machine "
                     "(bf16 where the CPU has AMX). Baselines run as shipped (float32).", ""]
         out += ["| scorer | images/s | x ODIN | x Mahalanobis (pre-proc.) |", "|---|---|---|---|"]
         odin = next(v for k, v in r["images_per_s"].items() if k.startswith("odin ("))
@@ -85,7 +85,7 @@ def main() -> None:
                 f"with pre-processing (goal: within {t['goal_cost_vs_nplus1']}x of p(n+1)).", ""]
         for name, row in r["rules"].items():
             cost = row.get("cost_vs_nplus1_same_precision", row.get("cost_vs_nplus1"))
-            out.append(f"- {name}{' (the default here)' if row.get('default_here') else ''}: {row['x_odin']:.2f}x ODIN, "
+            out.append(f"- {name}{' (the default)' if row.get('default_here') else ''}: {row['x_odin']:.2f}x ODIN, "
                        f"{row['x_mahalanobis']:.2f}x Mahalanobis, {cost:.2f}x the cost of p(n+1) in the same "
                        "precision: " + ("met" if row["meets_targets"] else "**missed**"))
         st = r["stages_ms_per_1000"]

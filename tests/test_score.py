@@ -363,3 +363,4 @@ def test_precisions_agree_and_reject_fisher_skips_rejected_exactly(run_dir):
         np.testing.assert_allclose(part[k][~rejected(p)], full[k][~rejected(p)], rtol=1e-6)
     with pytest.raises(ValueError, match="unknown precision"):
         load_detector(run_dir, precision="fp16")
+    assert load_detector(run_dir).precision == "fp32"           # the default: the run's own scores

@@ -130,15 +130,16 @@ def _check_threshold(t: float) -> float:
     return t
 
 
-def load_detector(run_dir: str | os.PathLike, rule: str | None = None, precision: str = "auto") -> ScoringDetector:
+def load_detector(run_dir: str | os.PathLike, rule: str | None = None, precision: str = "fp32") -> ScoringDetector:
     """Load the detector written by :func:`oodgen.run.run` into ``run_dir`` (or a detector.pt path).
 
     ``rule`` scores with another of the run's score rules than the one it reports (every rule's
     95 %-TPR threshold is stored); default: the run's own.
 
-    ``precision``: ``"auto"`` (bfloat16 on a CPU with AMX or a bf16-capable GPU, else float32),
-    ``"fp32"`` or ``"bf16"`` (:mod:`oodgen.models.inference`).  The stored thresholds were set in
-    float32 by ``oodgen run``; bfloat16 moves scores by float rounding only.
+    ``precision``: ``"fp32"`` (default: the scores ``oodgen run`` measured), ``"bf16"`` or
+    ``"auto"`` (bfloat16 on a CPU with AMX or a bf16-capable GPU, else float32;
+    :mod:`oodgen.models.inference`): 2-3x faster where bfloat16 is native, at the cost of AUROC
+    shifts measured in ``benchmarks/RESULTS.md`` (up to 0.13 points for p(n+1) on F-MNIST).
 
     The file is read with ``torch.load(weights_only=True)``: only tensors and plain Python
     values are unpickled, never arbitrary objects.
@@ -226,7 +227,7 @@ RESULT_FIELDS = ("name", "score", "decision", "predicted_class")
 
 def score_files(run_dir: str | os.PathLike, paths: Sequence[str | os.PathLike],
                 threshold: float | None = None, rule: str | None = None, resize: bool = False,
-                precision: str = "auto") -> tuple[ScoringDetector, list[dict[str, Any]], float]:
+                precision: str = "fp32") -> tuple[ScoringDetector, list[dict[str, Any]], float]:
     """Score files with the detector of ``run_dir`` (by ``rule``, default the run's): (detector, one
     row per image, threshold used)."""
     det = load_detector(run_dir, rule, precision)
@@ -310,9 +311,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resize", action="store_true",
                    help="for a run on your own data (--train): resize inputs to the run's image size "
                         "(otherwise an input of another size is refused)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="network precision: auto (bf16 where the CPU has AMX or the GPU supports it, else "
-                        "fp32), fp32, bf16 (default: auto)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="network precision: fp32 (default: the run's own scores), bf16 (2-3x faster on CPUs "
+                        "with AMX; AUROC moves by up to ~0.1 point, benchmarks/RESULTS.md), or auto (bf16 where "
+                        "the CPU has AMX or the GPU supports it, else fp32)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     p.set_defaults(func=_cmd_score)
     return p

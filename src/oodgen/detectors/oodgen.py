@@ -23,8 +23,8 @@ Scores (higher = more OOD):
 
 Hyper-parameters: ``latent_dim`` (8 MNIST, 10 F-MNIST), ``profile`` (training budget, see
 :mod:`oodgen.config`), ``variant`` (paper vs authors'-code choices), ``score``, ``seed``;
-``precision`` of scoring (``"auto"``, ``"fp32"``, ``"bf16"``; :mod:`oodgen.models.inference`;
-training is always float32).
+``precision`` of scoring (``"fp32"`` default, ``"bf16"``, ``"auto"``;
+:mod:`oodgen.models.inference`; training is always float32).
 ``fit`` measures the trained CVAE's health (``cvae_health_``, :mod:`oodgen.generate.health`),
 prints it when ``verbose``; a collapsed CVAE is trained again from a fresh initialisation (seed
 :func:`cvae_attempt_seed`) up to ``variant.cvae_retries`` times (every attempt is recorded in
@@ -123,7 +123,7 @@ class OODGen(Detector):
     def __init__(self, latent_dim: int = 8, profile: str | Profile = "full", variant: Variant | None = None,
                  score: str = "ood-class", seed: int = 0, checkpoint_dir: str | None = None,
                  progress: bool = False, verbose: bool = False, device: str = "cpu", strict: bool = False,
-                 precision: str = "auto"):
+                 precision: str = "fp32"):
         self.latent_dim = latent_dim
         self.profile = profile
         self.variant = variant

@@ -15,12 +15,13 @@ these are copies made once training is over, used for scoring only.
   later), where the classifier pass is several times faster (``benchmarks/bench_rules.py``
   measures both, and each rule's AUROC in both precisions); on a CPU without them it is slower
   than float32;
-* ``"auto"`` (the scoring default): ``"bf16"`` where it is fast - a CPU that reports
-  ``amx_bf16`` in ``/proc/cpuinfo``, or a CUDA device that supports bfloat16 - else ``"fp32"``.
+* ``"auto"``: ``"bf16"`` where it is fast - a CPU that reports ``amx_bf16`` in
+  ``/proc/cpuinfo``, or a CUDA device that supports bfloat16 - else ``"fp32"``.
 
-bfloat16 keeps 8 bits of mantissa: each convolution output moves by about 0.4 % of its scale.
-Scores move accordingly; the AUROC of every rule stays within the tolerance measured in
-``benchmarks/RESULTS.md``.  The loaded detector's :attr:`precision` says which was used.
+The default everywhere is ``"fp32"``.  bfloat16 keeps 8 bits of mantissa: each convolution output
+moves by about 0.4 % of its scale, and AUROCs move with it - by up to 0.13 points for p(n+1) on the
+F-MNIST seed-2 run, 0.04 on MNIST 0-4 (``benchmarks/RESULTS.md``), more than this project's
+0.05-point tolerance for a speed-up, so it is opt-in.  The detector's ``precision`` says which is used.
 """
 from __future__ import annotations
 
