@@ -258,8 +258,7 @@ def train_nplus1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pools: Outl
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits of ``model`` on ``x`` in batches, computed on the model's device, returned on the CPU."""
     model.eval()
-    p = next(model.parameters())      # inputs in the parameters' dtype (a bf16 inference copy: bf16)
+    device = next(model.parameters()).device
     if not len(x):
         return torch.empty(0)
-    return torch.cat([model(x[i:i + batch_size].to(p.device, p.dtype)).float().cpu()
-                      for i in range(0, len(x), batch_size)])
+    return torch.cat([model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])

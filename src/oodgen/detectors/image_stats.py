@@ -77,15 +77,15 @@ def cvae_nll_bits(cvae, x: torch.Tensor, labels: torch.Tensor, batch_size: int =
     """Reconstruction cross-entropy + 0.5 ||mu||^2 of each image under ``cvae`` with ``labels``, in bits."""
     was_training = cvae.training
     cvae.eval()
-    p = next(cvae.parameters())        # a bf16 inference copy takes bf16 inputs; the loss is float32
+    device = next(cvae.parameters()).device
     out = []
     try:
         for i in range(0, len(x), batch_size):
-            b = x[i:i + batch_size].to(p.device, torch.float32)
-            yb = labels[i:i + batch_size].to(p.device)
-            mu, _ = cvae.encode(b.to(p.dtype).contiguous(memory_format=torch.channels_last), yb)
+            b = x[i:i + batch_size].to(device, torch.float32)
+            yb = labels[i:i + batch_size].to(device)
+            mu, _ = cvae.encode(b.contiguous(memory_format=torch.channels_last), yb)
+            # a bf16 inference copy's last (transposed) convolution returns bf16: the loss is float32
             logits = cvae.decoder.logits(mu, cvae.onehot(yb)).float()
-            mu = mu.float()
             # Inputs outside [0, 1] (e.g. the unclipped sphere set) are scored against their clipped
             # version; the cross-entropy needs targets in [0, 1].
             rec = F.binary_cross_entropy_with_logits(logits, b.clamp(0, 1), reduction="none").flatten(1).sum(1)

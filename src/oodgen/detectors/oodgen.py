@@ -167,7 +167,8 @@ class OODGen(Detector):
         timings = {}
         timings.update(cvae_training=0.0, ellipsoid_fit=0.0, cvae_health=0.0)
         self.cvae_attempts_ = []
-        for attempt in range(1 + max(0, int(variant.cvae_retries))):
+        retries = max(0, int(variant.cvae_retries))
+        for attempt in range(1 + retries):
             # attempt 0 is the run's own seed (so a healthy first CVAE is exactly the one-attempt run's)
             seed = cvae_attempt_seed(self.seed, attempt)
             torch.manual_seed(seed)
@@ -184,14 +185,13 @@ class OODGen(Detector):
             t0 = time.perf_counter()
             self.cvae_health_ = cvae_health(self.cvae_, x, y, self.ellipsoids_, seed=self.seed)
             timings["cvae_health"] += time.perf_counter() - t0
-            last = attempt == variant.cvae_retries
             self.cvae_attempts_.append({"attempt": attempt, "seed": seed, "checkpoint": name,
                                         **{k: self.cvae_health_.get(k) for k in ATTEMPT_FIELDS}})
-            if not self.cvae_health_["collapsed"] or last:
+            if not self.cvae_health_["collapsed"] or attempt == retries:
                 break
             self._log(f"CVAE attempt {attempt + 1} collapsed ({health_line(self.cvae_health_)}); training it again "
                       f"from a fresh initialisation (seed {cvae_attempt_seed(self.seed, attempt + 1)}, attempt "
-                      f"{attempt + 2} of {1 + variant.cvae_retries})")
+                      f"{attempt + 2} of {1 + retries})")
         self.cvae_health_ = {**self.cvae_health_, "attempts": self.cvae_attempts_}
         check_health(self.cvae_health_, strict=self.strict, log=self._log)
         pools = OutlierPools(self.cvae_, self.ellipsoids_, x, y, variant,
@@ -247,21 +247,24 @@ class OODGen(Detector):
             self.infer_classifier_ = inference_copy(self.classifier_, self.precision)
         return self.infer_classifier_
 
-    def image_stats(self, x, logits: torch.Tensor) -> dict[str, np.ndarray]:
-        """The image statistics of ``x`` given their n+1 ``logits`` (class = argmax of the first n)."""
+    def stats_cvae(self):
+        """The CVAE as an inference copy in :attr:`precision`, for the image statistics; made once."""
         if getattr(self, "stats_cvae_", None) is None:
             self.stats_cvae_ = inference_copy(self.cvae_, self.precision)
-        return image_stats(self.stats_cvae_, self.pixel_bank_, torch.as_tensor(x), logits[:, :-1].argmax(1))
+        return self.stats_cvae_
+
+    def image_stats(self, x, logits: torch.Tensor) -> dict[str, np.ndarray]:
+        """The image statistics of ``x`` given their n+1 ``logits`` (class = argmax of the first n)."""
+        return image_stats(self.stats_cvae(), self.pixel_bank_, torch.as_tensor(x), logits[:, :-1].argmax(1))
 
     def logits(self, x) -> torch.Tensor:
         from .base import check_images
         return predict_logits(self.inference_classifier(), check_images(x, shape=self.input_shape()))
 
     def _score(self, x: torch.Tensor) -> np.ndarray:
-        if rule_needs(self.score_rule)[1] and getattr(self, "stats_cvae_", None) is None:
-            self.stats_cvae_ = inference_copy(self.cvae_, self.precision)
         return score_images(self.score_rule, self.inference_classifier(), x, fusion=self.fusion_,
-                            cvae=self.stats_cvae_, pixel_bank=self.pixel_bank_)[0]
+                            cvae=self.stats_cvae() if rule_needs(self.score_rule)[1] else None,
+                            pixel_bank=self.pixel_bank_)[0]
 
     def predict_class(self, x) -> np.ndarray:
         """Predicted in-distribution class (argmax over the first n outputs); ``predict`` labels OOD."""

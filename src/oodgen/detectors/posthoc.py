@@ -35,14 +35,6 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x`` on ``model``'s device, in its parameters' dtype (bfloat16 for a bf16 inference copy,
-    :mod:`oodgen.models.inference`)."""
-    for p in model.parameters():
-        return x.to(p.device, p.dtype if p.dtype.is_floating_point else None)
-    return x
-
-
 @torch.no_grad()
 def model_outputs(model: nn.Module, x: torch.Tensor, uses=OUTPUT_NAMES, batch_size: int = 256
                   ) -> dict[str, np.ndarray]:
@@ -57,10 +49,11 @@ def model_outputs(model: nn.Module, x: torch.Tensor, uses=OUTPUT_NAMES, batch_si
                          "need a classifier split into a feature extractor and a head")
     was_training = model.training
     model.eval()
+    device = model_device(model)
     feats, logits = [], []
     try:
         for i in range(0, len(x), batch_size):
-            xb = model_input(model, x[i:i + batch_size])
+            xb = x[i:i + batch_size].to(device)
             if "features" in uses:
                 f = model.features(xb)
                 feats.append(f.float().cpu())

@@ -3,7 +3,7 @@ classifier's DCGAN."""
 from .classifier import Fig6cCNN
 from .cvae import CVAE, Decoder, Encoder
 from .dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init
-from .inference import PRECISIONS, as_inference, inference_copy, model_dtype, model_precision, resolve_precision
+from .inference import PRECISIONS, as_inference, inference_copy, model_precision, resolve_precision
 
 __all__ = ["CVAE", "DCGANDiscriminator", "DCGANGenerator", "Decoder", "Encoder", "Fig6cCNN", "as_inference",
-           "dcgan_init", "inference_copy", "model_dtype", "model_precision", "PRECISIONS", "resolve_precision"]
+           "dcgan_init", "inference_copy", "model_precision", "PRECISIONS", "resolve_precision"]

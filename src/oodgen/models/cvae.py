@@ -145,8 +145,7 @@ class CVAE(nn.Module):
                    in_channels=c, image_size=(h, w))
 
     def onehot(self, y: torch.Tensor) -> torch.Tensor:
-        # the parameters' dtype: float32, or bfloat16 for a reduced-precision inference copy
-        return F.one_hot(y, self.n_classes).to(self.encoder.mu.weight.dtype)
+        return F.one_hot(y, self.n_classes).to(torch.float32)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(x, self.onehot(y))

@@ -69,7 +69,9 @@ def inference_copy(model: nn.Module, precision: str = "fp32") -> nn.Module:
 
 class _Float32Linear(nn.Module):
     """A dense layer of a bf16 inference copy kept in float32: its input is cast up, its output stays
-    float32 (so logits, features and the CVAE's latent mean carry no bfloat16 rounding of their own)."""
+    float32 (so logits, features and the CVAE's latent mean carry no bfloat16 rounding of their own).
+    The wrappers cast their own inputs, so callers pass float32 images as to any model; ``weight``
+    is forwarded for code that reads a layer's weights."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -121,11 +123,6 @@ def as_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
     return model
 
 
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """The floating-point dtype of ``model``'s first parameter (inputs are cast to it)."""
-    return next(model.parameters()).dtype
-
-
 def model_precision(model: nn.Module) -> str:
-    """``"bf16"`` or ``"fp32"``: the precision ``model``'s parameters are in."""
-    return "bf16" if model_dtype(model) == torch.bfloat16 else "fp32"
+    """``"bf16"`` or ``"fp32"``: whether ``model``'s convolutions are a bf16 inference copy's."""
+    return "bf16" if any(p.dtype == torch.bfloat16 for p in model.parameters()) else "fp32"
