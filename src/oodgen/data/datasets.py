@@ -197,7 +197,8 @@ def _read_cifar(archive: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """SVHN format 2: X (32, 32, 3, N) uint8 and y (N, 1) with 10 for the digit 0."""
+    """SVHN format 2: X (32, 32, 3, N) uint8 and y (N, 1) with 10 for the digit 0.  MATLAB v5 files
+    (as published) are read with scipy; v7.3 files (HDF5, e.g. re-saved by MATLAB) with h5py."""
     try:
         from scipy.io import loadmat
         from scipy.io.matlab import MatReadError
@@ -206,13 +207,30 @@ def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         mat = loadmat(path)
         x, y = mat["X"], mat["y"]
-    except (MatReadError, KeyError, ValueError, OSError, NotImplementedError) as exc:
-        # MatReadError: not a MAT file; KeyError: no X / y; NotImplementedError: MATLAB v7.3 (HDF5)
+    except NotImplementedError:            # scipy's answer to a MATLAB v7.3 (HDF5) file
+        x, y = _read_mat73(path, ("X", "y"))
+    except (MatReadError, KeyError, ValueError, OSError) as exc:
+        # MatReadError: not a MAT file; KeyError: no X / y
         raise DataError(f"{path}: cannot read SVHN's .mat file ({type(exc).__name__}: {exc})") from None
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.reshape(-1).shape[0] != x.shape[3]:
         raise DataError(f"{path}: unexpected shapes X {x.shape}, y {y.shape}")
     labels = y.reshape(-1).astype(np.int64) % 10
     return np.ascontiguousarray(x.transpose(3, 2, 0, 1)), labels
+
+
+def _read_mat73(path: Path, names: tuple[str, ...]) -> list[np.ndarray]:
+    """Variables ``names`` of a MATLAB v7.3 file (HDF5), in MATLAB's own dimension order."""
+    try:
+        import h5py
+    except ImportError:
+        raise DataError(f"{path}: a MATLAB v7.3 (HDF5) file; reading it needs h5py (pip install h5py "
+                        "or 'oodgen[mat73]'), or save it again in MATLAB with -v7") from None
+    try:
+        with h5py.File(path, "r") as f:
+            # HDF5 keeps MATLAB's column-major arrays with their dimensions reversed
+            return [np.asarray(f[name]).transpose() for name in names]
+    except (KeyError, OSError) as exc:
+        raise DataError(f"{path}: cannot read SVHN's MATLAB v7.3 file ({type(exc).__name__}: {exc})") from None
 
 
 def available(name: str, data_dir: str | os.PathLike | None = None) -> bool:
