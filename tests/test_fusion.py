@@ -171,13 +171,18 @@ def test_fisher_rule_state_and_errors(fitted_stats, fitted):
 
 
 @pytest.mark.parametrize("rule", [RULE, REJECT_RULE, FISHER_RULE])
-def test_run_records_fused_score_and_scoring_reproduces_it(tmp_path, rule):
+def test_run_records_fused_score_and_scoring_reproduces_it(tmp_path, rule, monkeypatch):
     from oodgen import data as D
+    from oodgen import run as run_module
     from oodgen.config import RunConfig, Variant
     from oodgen.run import run
     from oodgen.score import load_detector
+    # the evaluation computes the image statistics for accepted images and a sample of each OOD set
+    # only: with a sample smaller than the sets, the rules must still match the scoring path below
+    monkeypatch.setattr(run_module, "N_COMPONENT_SAMPLE", 100)
     cfg = RunConfig(id="mnist", profile="smoke", variant=Variant(score=rule))
     m = run(cfg, tmp_path, progress=False, log=lambda *_a: None)
+    assert "sample of 100 images" in m["fisher_components_note"]
     assert m["score"] == rule
     assert set(m["ood_by_score"]) == {"ood-class", "max-in", "ood-class+knn", "reject+knn", "reject+fisher"}
     assert m["ood"] == m["ood_by_score"][rule]
@@ -262,3 +267,12 @@ def test_full_bank_detector_state_keeps_its_bank_and_k():
     q = _blobs(40, rng)
     np.testing.assert_allclose(fus.distance(q), old.score_outputs(features=q))
     assert fus.knn_.bank_.shape[0] == 600
+
+
+def test_component_sample_is_seeded_and_bounded():
+    from oodgen.run import component_sample
+    a, b = component_sample(5000, seed=3, size=2000), component_sample(5000, seed=3, size=2000)
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == bool and a.sum() == 2000
+    assert not np.array_equal(a, component_sample(5000, seed=4, size=2000))
+    assert component_sample(300, seed=0, size=2000).all()

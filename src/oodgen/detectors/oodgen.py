@@ -253,9 +253,11 @@ class OODGen(Detector):
             self.stats_cvae_ = inference_copy(self.cvae_, self.precision)
         return self.stats_cvae_
 
-    def image_stats(self, x, logits: torch.Tensor) -> dict[str, np.ndarray]:
-        """The image statistics of ``x`` given their n+1 ``logits`` (class = argmax of the first n)."""
-        return image_stats(self.stats_cvae(), self.pixel_bank_, torch.as_tensor(x), logits[:, :-1].argmax(1))
+    def image_stats(self, x, logits: torch.Tensor, only: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The image statistics of ``x`` given their n+1 ``logits`` (class = argmax of the first n);
+        ``only``: a boolean mask, the others get NaN (:func:`~oodgen.detectors.image_stats.image_stats`)."""
+        return image_stats(self.stats_cvae(), self.pixel_bank_, torch.as_tensor(x), logits[:, :-1].argmax(1),
+                           only=only)
 
     def logits(self, x) -> torch.Tensor:
         from .base import check_images

@@ -35,10 +35,13 @@ class Fig6cCNN(nn.Module):
         return (self.in_channels, *self.image_size)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.conv1(x))
-        h = F.max_pool2d(F.relu(self.conv2(h)), 2)
+        # ReLU after the pooling (max and ReLU commute: the same numbers, forward and backward) on a
+        # quarter of the values, and in place (no layer here needs its output for backward):
+        # about a fifth off the scoring pass on the CPU (benchmarks/bench_rules.py).
+        h = F.relu(self.conv1(x), inplace=True)
+        h = F.relu(F.max_pool2d(self.conv2(h), 2), inplace=True)
         h = self.drop1(h).flatten(1)
-        return F.relu(self.fc1(h))
+        return F.relu(self.fc1(h), inplace=True)
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.drop2(features))
