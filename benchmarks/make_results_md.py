@@ -95,6 +95,12 @@ def main() -> None:
             out += ["", f"Stage breakdown of reject+fisher, {prec} (ms per 1,000 images, every image through every stage):",
                     "", "| stage | ms / 1,000 images |", "|---|---|"]
             out += [f"| {k} | {v:.1f} |" for k, v in stages.items()]
+            b = (r.get("reject_fisher_bound") or {}).get(prec)
+            if b:
+                out += ["", f"Bound, {prec}: the classifier and CVAE passes alone cost "
+                        f"{b['classifier_plus_cvae_ms_per_1000']:.0f} ms per 1,000 images against ODIN's "
+                        f"{r['odin_ms_per_1000']:.0f}, so reject+fisher (which needs both) can reach at most "
+                        f"**{b['max_x_odin']:.2f}x ODIN** here, even with every search, zlib and the arithmetic free."]
         if r.get("auroc_by_precision"):
             a = r["auroc_by_precision"]
             sets = list(next(iter(a["fp32"].values())))
