@@ -114,10 +114,19 @@ def test_rerun_of_finished_run_reevaluates_and_keeps_training_cost(tmp_path):
     cfg = RunConfig(id="mnist", profile="smoke")
     first = run(cfg, tmp_path, progress=False, log=lambda *_a: None)
     assert first["reevaluated"] is None
+    panel = tmp_path / "checkpoints" / "panel.pt"
+    assert panel.is_file()                         # the generated panel is kept for re-evaluations
+    made = panel.stat().st_mtime_ns
     second = run(cfg, tmp_path, progress=False, log=lambda *_a: None)
     assert second["reevaluated"] is not None and second["reevaluated"]["evaluation_s"] > 0
     assert second["timings_s"] == first["timings_s"]
     assert second["ood"] == first["ood"]          # same weights, same data: same numbers
+    assert panel.stat().st_mtime_ns == made        # read back, not generated again
+    assert second["generated_panel"] == first["generated_panel"]
+    panel.write_bytes(b"not a torch file")         # a damaged cache is generated again, same numbers
+    third = run(cfg, tmp_path, progress=False, log=lambda *_a: None)
+    assert third["generated_panel"] == first["generated_panel"]
+    assert torch.load(panel, weights_only=True)["key"]
 
 
 def test_python_dash_m_runs_the_cli(tmp_path):

@@ -11,6 +11,8 @@ Run directory layout::
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import re
 import resource
@@ -196,6 +198,31 @@ def component_sample(n: int, seed: int, size: int | None = None) -> np.ndarray:
     return mask
 
 
+def cached_panel(path: Path, detector: OODGen, xv: torch.Tensor, yv: torch.Tensor, seed: int) -> dict:
+    """The generated panel (:func:`oodgen.generate.panel.generated_panel`) of a run, kept in
+    ``path`` (its checkpoints folder) so that re-evaluating a finished run does not generate it again.
+
+    The file is used only when it was made from the same CVAE weights, validation images and seed
+    (a SHA-256 over all three); anything else - a retrained CVAE, another split, a damaged file -
+    means the panel is generated again and the file rewritten."""
+    h = hashlib.sha256(f"panel v1 seed={seed} n={N_PANEL}".encode())
+    for t in [*detector.cvae_.state_dict().values(), xv, yv]:
+        h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
+    key = h.hexdigest()
+    if path.is_file():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved.get("key") == key:
+                return saved["images"]
+        except Exception:       # damaged or foreign: regenerate below
+            pass
+    panel = generated_panel(detector.cvae_, detector.ellipsoids_, xv, yv, seed)
+    buf = io.BytesIO()
+    torch.save({"key": key, "images": panel}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return panel
+
+
 def _finished_run(out: Path, prof) -> dict | None:
     """The previous metrics.json when every training stage's checkpoint is complete, else None."""
     path = out / "metrics.json"
@@ -321,7 +348,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     # outliers (oodgen.generate.panel), the same images for every variant sharing this CVAE.
     t0 = time.perf_counter()
     panel_auroc: dict[str, dict] = {r: {} for r in scores_val}
-    for name, images in generated_panel(detector.cvae_, detector.ellipsoids_, xv, yv, cfg.seed).items():
+    for name, images in cached_panel(ckpt / "panel.pt", detector, xv, yv, cfg.seed).items():
         scores_panel = all_scores(*outputs(images, also=np.zeros(len(images), dtype=bool)))[0]
         for rule in panel_auroc:
             panel_auroc[rule][name] = ood_metrics(scores_val[rule], scores_panel[rule])["auroc"]
