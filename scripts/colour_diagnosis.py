@@ -18,6 +18,7 @@ half scores), and the correlation of the decoded chromaticity with the image's.
     python scripts/colour_diagnosis.py --loss bce --epochs 2 --n 20000
     python scripts/colour_diagnosis.py --loss chroma --sigma 0.005
     python scripts/colour_diagnosis.py --loss chroma-only --epochs 1 --n 10000 --sigma 0.02
+    python scripts/colour_diagnosis.py --loss chroma --sigma 0.005 --epochs 3 --chroma-epochs 1
 
 Rows are appended to ``results/ablation/colour_diagnosis.json``.
 """
@@ -54,6 +55,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--sigma", type=float, default=0.02, help="scale of the chromaticity term")
+    ap.add_argument("--chroma-epochs", type=int, default=None,
+                    help="with --loss chroma: use the chromaticity term in the first K epochs only "
+                         "(a colour warm-up: does the latent keep colour once it has found it?)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/ablation/colour_diagnosis.json")
     a = ap.parse_args()
@@ -80,7 +84,8 @@ def main() -> None:
                 loss = chroma
             else:
                 bce = F.binary_cross_entropy_with_logits(logits, xb, reduction="sum") / len(xb)
-                loss = bce + min(1.0, (epoch * steps + i) / steps) * kl + (chroma if a.loss == "chroma" else 0.0)
+                use_chroma = a.loss == "chroma" and (a.chroma_epochs is None or epoch < a.chroma_epochs)
+                loss = bce + min(1.0, (epoch * steps + i) / steps) * kl + (chroma if use_chroma else 0.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -96,7 +101,8 @@ def main() -> None:
     coef, *_ = np.linalg.lstsq(design[:half], c_in[:half], rcond=None)
     resid = design[half:] @ coef - c_in[half:]
     r2 = 1 - (resid ** 2).sum(0) / ((c_in[half:] - c_in[half:].mean(0)) ** 2).sum(0)
-    row = {"loss": a.loss, "epochs": a.epochs, "n": a.n, "sigma": a.sigma, "seed": a.seed,
+    row = {"loss": a.loss, "epochs": a.epochs, "chroma_epochs": a.chroma_epochs, "n": a.n, "sigma": a.sigma,
+           "seed": a.seed,
            "seconds": round(time.perf_counter() - t0, 1),
            "active_dims": health["active_dims"], "recon_ratio": health["recon_ratio"],
            "colour_ratio": health.get("colour_ratio"),
