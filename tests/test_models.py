@@ -18,6 +18,16 @@ def test_cvae_shapes_and_loss():
     loss = m.loss(logits, x, mu, lv)
     assert loss.ndim == 0 and loss > 0
     assert m.decode(mu, y).min() >= 0 and m.decode(mu, y).max() <= 1
+    # the chromaticity term (colour images only): grey images are unaffected, colour ones pay it
+    assert torch.equal(m.loss(logits, x, mu, lv, colour_sigma=0.01), loss)
+    c = CVAE(10, 8, in_channels=3)
+    xc = torch.rand(4, 3, 28, 28) * torch.tensor([1.0, 0.2, 0.2]).view(1, 3, 1, 1)     # reddish images
+    lc, mc, vc = c(xc, y)
+    plain, tinted = c.loss(lc, xc, mc, vc), c.loss(lc, xc, mc, vc, colour_sigma=0.01)
+    from oodgen.models.cvae import chromaticity
+    gap = (chromaticity(xc) - chromaticity(torch.sigmoid(lc))).pow(2).sum(1).mean() / (2 * 0.01 ** 2)
+    assert torch.allclose(tinted - plain, gap) and gap > 0
+    assert torch.allclose(chromaticity(torch.ones(2, 3, 4, 4)), torch.full((2, 3), 1 / 3))
 
 
 def test_cvae_sampling_option():

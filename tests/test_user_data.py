@@ -122,10 +122,12 @@ def test_coloured_mnist_run_and_score_a_colour_png(tmp_path):
     train, cfm = _coloured_mnist(tmp_path)
     out = tmp_path / "run"
     rc = cli(["run", "--train", str(train), "--ood", f"cfmnist={cfm}", "--profile", "smoke",
-              "--out", str(out), "--no-progress", "--beta", "wide", "--clip-type1", "half"])
+              "--out", str(out), "--no-progress", "--beta", "wide", "--clip-type1", "half",
+              "--colour-sigma", "0.01", "--latent", "12"])
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["id"] == "custom" and m["data"]["image_shape"] == [3, 28, 28]
+    assert m["variant"]["colour_sigma"] == 0.01 and m["cvae_health"]["latent_dim"] == 12
     assert set(m["ood"]) == {"cfmnist", "gaussian", "uniform", "sphere"}
     # (the smoke profile's one CVAE epoch is too short to be healthy; the health is recorded all the same)
     assert "collapsed" in m["cvae_health"] and len(m["data"]["train_sha256"]) == 64

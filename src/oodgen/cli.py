@@ -18,6 +18,10 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cvae-retries", type=int, default=2, metavar="N",
                    help="train a CVAE that fails its health check (collapsed) again from a fresh initialisation, "
                         "up to N times (default 2; 0 = a single attempt, as the paper)")
+    g.add_argument("--colour-sigma", type=float, default=0.0, metavar="S",
+                   help="colour images: add a Gaussian term on each image's chromaticity (scale S) to the CVAE's "
+                        "loss (beyond the paper; 0 = off, the default; 0.01 with --latent 12 is the recommended "
+                        "colour recipe, README 'Your own data')")
     g.add_argument("--z", choices=["sampled", "mean"], default="sampled",
                    help="CVAE latent during training: sampled (paper's VAE) or mean (authors' code)")
     g.add_argument("--beta", default="paper",
@@ -41,11 +45,13 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
 def _variant(a) -> Variant:
     if not a.kl_warmup >= 0:
         raise ValueError(f"--kl-warmup must be >= 0, got {a.kl_warmup}")
+    if not a.colour_sigma >= 0:
+        raise ValueError(f"--colour-sigma must be >= 0, got {a.colour_sigma}")
     if a.cvae_retries < 0:
         raise ValueError(f"--cvae-retries must be >= 0, got {a.cvae_retries}")
     return Variant(encoder_act=a.encoder_act, kl_warmup=a.kl_warmup, sample_z=a.z == "sampled", beta=a.beta, nullspace=a.nullspace,
                    type2_radius=a.type2_radius, score=a.score, sphere_radius=a.sphere_radius,
-                   clip_type1=a.clip_type1, cvae_retries=a.cvae_retries)
+                   clip_type1=a.clip_type1, cvae_retries=a.cvae_retries, colour_sigma=a.colour_sigma)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,6 +36,9 @@ class Variant:
     sphere_radius: str = "paper"       # Sphere-OOD radius: paper max-norm; "authors": max-norm + 2
     clip_type1: str = "clip"           # "clip" to [0, 1] (authors' code), "none" (eq. 2 as written),
                                        # "half" (a random half clipped)
+    colour_sigma: float = 0.0          # colour images only (beyond the paper, which is grey): a Gaussian term
+                                       # ||c(x) - c(p)||^2 / (2 sigma^2) on each image's chromaticity c beside
+                                       # the Bernoulli loss (0 = off, the paper's loss; README "Your own data")
     cvae_retries: int = 2              # a CVAE whose health check fails (collapsed) is trained again from a
                                        # fresh initialisation, up to this many times (0 = one attempt, as
                                        # the paper); runs written before the option: 2 (it never fired)

@@ -120,9 +120,10 @@ def load_checkpoint(path) -> dict:
 
 
 def train_cvae(cvae: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, ckpt_path, seed: int,
-               progress: bool = True, log=print, kl_warmup: float = 0.0) -> dict:
+               progress: bool = True, log=print, kl_warmup: float = 0.0, colour_sigma: float = 0.0) -> dict:
     """Train the CVAE; the KL weight ramps linearly from 0 to 1 over the first ``kl_warmup`` epochs
-    (KL annealing, Bowman et al. 2016), which keeps the encoder from collapsing onto the prior."""
+    (KL annealing, Bowman et al. 2016), which keeps the encoder from collapsing onto the prior.
+    ``colour_sigma``: the chromaticity term of :meth:`oodgen.models.CVAE.loss` (colour images)."""
     n = len(x)
     steps = math.ceil(n / stage.batch_size)
     warmup_steps = kl_warmup * steps
@@ -139,7 +140,7 @@ def train_cvae(cvae: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, 
             logits, mu, log_var = net(xb, yb)
             step = epoch * steps + i
             kl_weight = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
-            loss = cvae.loss(logits, xb, mu, log_var, kl_weight)
+            loss = cvae.loss(logits, xb, mu, log_var, kl_weight, colour_sigma)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -176,7 +176,8 @@ class OODGen(Detector):
             self.cvae_ = CVAE.for_variant(n_classes, self.latent_dim, variant, self.image_shape_).to(device)
             name = "cvae.pt" if attempt == 0 else f"cvae-retry{attempt}.pt"
             self.cvae_history_ = train_cvae(self.cvae_, x, y, prof.cvae, self._ckpt(name), seed,
-                                            self.progress, self._log, kl_warmup=variant.kl_warmup)
+                                            self.progress, self._log, kl_warmup=variant.kl_warmup,
+                                            colour_sigma=variant.colour_sigma)
             self.cvae_.eval()
             timings["cvae_training"] += time.perf_counter() - t0
             t0 = time.perf_counter()

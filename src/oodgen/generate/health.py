@@ -143,7 +143,8 @@ def cvae_health(cvae, x: torch.Tensor, y: torch.Tensor, ellipsoids=None, *, n: i
                        f"{class_mean_nats:.1f} (ratio {health['recon_ratio']:.2f} > {COLLAPSE_RATIO})")
     if not health.get("colour_ratio", 1.0) >= COLOUR_RATIO_MIN:
         reasons.append(f"reconstructions keep {health['colour_ratio']:.2f} of the images' colour saturation "
-                       f"(< {COLOUR_RATIO_MIN}): the CVAE models shape but not colour")
+                       f"(< {COLOUR_RATIO_MIN}): the CVAE models shape but not colour (the colour recipe: "
+                       "--colour-sigma 0.01 --latent 12)")
     health["collapsed"] = bool(reasons)
     health["collapse_reasons"] = reasons
     return health
