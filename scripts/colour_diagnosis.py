@@ -1,6 +1,6 @@
 """Why the coloured-MNIST CVAE reconstructs grey digits: does its latent mean carry colour at all?
 
-Trains the default CVAE (LeakyReLU, KL warm-up over the first epoch, d = 8, Adam 2e-3, batch 256) on
+Trains the default CVAE (LeakyReLU, KL warm-up over the first epoch, d = 8 or ``--latent``, Adam 2e-3, batch 256) on
 the first ``--n`` coloured-MNIST training images for ``--epochs`` epochs with one of these losses:
 
 * ``bce``: the paper's per-pixel Bernoulli cross-entropy + KL (what every run uses);
@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--chroma-epochs", type=int, default=None,
                     help="with --loss chroma: use the chromaticity term in the first K epochs only "
                          "(a colour warm-up: does the latent keep colour once it has found it?)")
+    ap.add_argument("--latent", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/ablation/colour_diagnosis.json")
     a = ap.parse_args()
@@ -68,7 +69,7 @@ def main() -> None:
         raise SystemExit(f"--n must leave the last 3,000 images held out (at most {len(data.images) - 3000})")
     torch.manual_seed(a.seed)
     only = a.loss == "chroma-only"
-    cvae = CVAE(int(y.max()) + 1, 8, sample_z=not only, in_channels=x.shape[1], image_size=tuple(x.shape[2:]))
+    cvae = CVAE(int(y.max()) + 1, a.latent, sample_z=not only, in_channels=x.shape[1], image_size=tuple(x.shape[2:]))
     opt = torch.optim.Adam(cvae.parameters(), 2e-3)
     steps, t0 = math.ceil(len(x) / 256), time.perf_counter()
     gen = torch.Generator().manual_seed(a.seed)
@@ -101,7 +102,7 @@ def main() -> None:
     coef, *_ = np.linalg.lstsq(design[:half], c_in[:half], rcond=None)
     resid = design[half:] @ coef - c_in[half:]
     r2 = 1 - (resid ** 2).sum(0) / ((c_in[half:] - c_in[half:].mean(0)) ** 2).sum(0)
-    row = {"loss": a.loss, "epochs": a.epochs, "chroma_epochs": a.chroma_epochs, "n": a.n, "sigma": a.sigma,
+    row = {"loss": a.loss, "latent": a.latent, "epochs": a.epochs, "chroma_epochs": a.chroma_epochs, "n": a.n, "sigma": a.sigma,
            "seed": a.seed,
            "seconds": round(time.perf_counter() - t0, 1),
            "active_dims": health["active_dims"], "recon_ratio": health["recon_ratio"],
