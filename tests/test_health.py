@@ -92,9 +92,9 @@ def test_kl_warmup_ramps_the_kl_weight(monkeypatch):
     seen = []
     original = CVAE.loss
 
-    def spy(logits, x, mu, log_var, kl_weight=1.0):
+    def spy(logits, x, mu, log_var, kl_weight=1.0, colour_sigma=0.0):
         seen.append(kl_weight)
-        return original(logits, x, mu, log_var, kl_weight)
+        return original(logits, x, mu, log_var, kl_weight, colour_sigma)
 
     monkeypatch.setattr(CVAE, "loss", staticmethod(spy))
     x, y = torch.rand(40, 1, 28, 28), torch.arange(40) % 10
