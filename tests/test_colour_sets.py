@@ -124,3 +124,13 @@ def test_svhn_reader_reads_matlab_v73_files(tmp_path, monkeypatch):
                         if name == "h5py" else real_import(name, *a, **k))
     with pytest.raises(DataError, match=r"MATLAB v7.3 \(HDF5\) file; reading it needs h5py"):
         _read_svhn(v73)
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    # scipy's NotImplementedError on a file that is not v7.3 is not taken for one: a plain error
+    import scipy.io
+    monkeypatch.setattr(scipy.io, "loadmat", lambda *_a, **_k: (_ for _ in ()).throw(NotImplementedError("x")))
+    with pytest.raises(DataError, match=r"cannot read SVHN's \.mat file \(NotImplementedError"):
+        _read_svhn(v5)
+    monkeypatch.undo()
+    _mat73(v73, {"X": x})                          # a v7.3 file without y: named, not a traceback
+    with pytest.raises(DataError, match="MATLAB v7.3 file"):
+        _read_svhn(v73)

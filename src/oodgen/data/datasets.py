@@ -207,7 +207,9 @@ def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         mat = loadmat(path)
         x, y = mat["X"], mat["y"]
-    except NotImplementedError:            # scipy's answer to a MATLAB v7.3 (HDF5) file
+    except NotImplementedError as exc:     # scipy's answer to a MATLAB v7.3 (HDF5) file ...
+        if not _is_mat73(path):            # ... but only a file whose header says so is read as one
+            raise DataError(f"{path}: cannot read SVHN's .mat file (NotImplementedError: {exc})") from None
         x, y = _read_mat73(path, ("X", "y"))
     except (MatReadError, KeyError, ValueError, OSError) as exc:
         # MatReadError: not a MAT file; KeyError: no X / y
@@ -216,6 +218,14 @@ def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: unexpected shapes X {x.shape}, y {y.shape}")
     labels = y.reshape(-1).astype(np.int64) % 10
     return np.ascontiguousarray(x.transpose(3, 2, 0, 1)), labels
+
+
+def _is_mat73(path: Path) -> bool:
+    """True for a MATLAB v7.3 MAT file: its 128-byte header says "MATLAB 7.3 MAT-file" and carries
+    version 0x0200 (the HDF5 data follow a 512-byte user block)."""
+    with open(path, "rb") as fh:
+        head = fh.read(128)
+    return head.startswith(b"MATLAB 7.3 MAT-file") and head[124:126] in (b"\x00\x02", b"\x02\x00")
 
 
 def _read_mat73(path: Path, names: tuple[str, ...]) -> list[np.ndarray]:
@@ -229,7 +239,7 @@ def _read_mat73(path: Path, names: tuple[str, ...]) -> list[np.ndarray]:
         with h5py.File(path, "r") as f:
             # HDF5 keeps MATLAB's column-major arrays with their dimensions reversed
             return [np.asarray(f[name]).transpose() for name in names]
-    except (KeyError, OSError) as exc:
+    except (KeyError, OSError, TypeError, ValueError) as exc:      # no such variable, damaged HDF5, a group
         raise DataError(f"{path}: cannot read SVHN's MATLAB v7.3 file ({type(exc).__name__}: {exc})") from None
 
 
