@@ -32,20 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from oodgen.data.user import load_user
 from oodgen.generate.health import cvae_health
 from oodgen.models import CVAE
+from oodgen.models.cvae import chromaticity
 from oodgen.utils import atomic_write_json, environment
 
 LOSSES = ("bce", "chroma", "chroma-only")
-
-
-def chromaticity(images: torch.Tensor) -> torch.Tensor:
-    """(N, C) share of each channel in the image's total intensity."""
-    total = images.flatten(2).sum(2)
-    return total / total.sum(1, keepdim=True).clamp_min(1e-8)
 
 
 def main() -> None:
@@ -79,14 +73,12 @@ def main() -> None:
             idx = perm[i * 256:(i + 1) * 256]
             xb, yb = x[idx], y[idx]
             logits, mu, log_var = cvae(xb, yb)
-            kl = (0.5 * (mu.pow(2) + log_var.exp() - 1 - log_var)).sum(1).mean()
-            chroma = (chromaticity(xb) - chromaticity(torch.sigmoid(logits))).pow(2).sum(1).mean() / (2 * a.sigma ** 2)
             if only:
-                loss = chroma
-            else:
-                bce = F.binary_cross_entropy_with_logits(logits, xb, reduction="sum") / len(xb)
+                loss = (chromaticity(xb) - chromaticity(torch.sigmoid(logits))).pow(2).sum(1).mean() / (2 * a.sigma ** 2)
+            else:       # the run's own loss (CVAE.loss: cross-entropy, KL warm-up over epoch 1, colour term)
                 use_chroma = a.loss == "chroma" and (a.chroma_epochs is None or epoch < a.chroma_epochs)
-                loss = bce + min(1.0, (epoch * steps + i) / steps) * kl + (chroma if use_chroma else 0.0)
+                loss = cvae.loss(logits, xb, mu, log_var, min(1.0, (epoch * steps + i) / steps),
+                                 a.sigma if use_chroma else 0.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
