@@ -57,7 +57,7 @@ def glorot_(model: nn.Module) -> None:
 
 
 def sweep_one(setting: str, profile: str, name: str, seed: int, out: Path, device, lr: float | None = None,
-              epochs: int | None = None) -> dict:
+              epochs: int | None = None, ckpt_dir: Path | None = None) -> dict:
     tag = (f"-lr{lr:g}" if lr is not None else "") + (f"-ep{epochs}" if epochs is not None else "")
     path = out / f"{setting}-{profile}{tag}-{name}-seed{seed}.json"
     if path.exists():
@@ -79,12 +79,14 @@ def sweep_one(setting: str, profile: str, name: str, seed: int, out: Path, devic
     if glorot:
         glorot_(cvae)
     t0 = time.perf_counter()
-    hist = train_cvae(cvae, x.to(device), y.to(device), stage, None, seed, progress=False, log=lambda m: None,
+    ckpt = None if ckpt_dir is None else Path(ckpt_dir) / path.with_suffix(".pt").name
+    hist = train_cvae(cvae, x.to(device), y.to(device), stage, ckpt, seed, progress=False, log=lambda m: None,
                       kl_warmup=kl_warmup)
     seconds = time.perf_counter() - t0
     health = cvae_health(cvae, x, y, fit_ellipsoids(cvae, x.to(device), y.to(device)), seed=seed)
     rec = {"id": setting, "profile": profile, "config": name, "seed": seed, "options": CONFIGS[name],
            "stage": asdict(stage), "kl_warmup_epochs": kl_warmup, "loss": hist["loss"], "seconds": round(seconds, 1),
+           "epoch_seconds": [round(t, 1) for t in hist["seconds"]],
            "health": health, "device": str(device), "environment": environment(),
            "command": "python scripts/cvae_health_sweep.py"}
     atomic_write_json(path, rec)
@@ -101,6 +103,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="override the profile's CVAE learning rate")
     ap.add_argument("--epochs", type=int, default=None, help="override the profile's CVAE epochs")
     ap.add_argument("--out", default="results/cvae_health")
+    ap.add_argument("--ckpt-dir", default=None,
+                    help="keep a per-epoch CVAE checkpoint here, so a long sweep (the paper profile) resumes "
+                         "where it stopped; 'seconds' then counts this invocation only, 'epoch_seconds' every epoch")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +114,7 @@ def main() -> None:
         for profile in a.profile:
             for seed in a.seeds:
                 for name in a.configs:
-                    rec = sweep_one(setting, profile, name, seed, out, device, a.lr, a.epochs)
+                    rec = sweep_one(setting, profile, name, seed, out, device, a.lr, a.epochs, a.ckpt_dir)
                     print(f"{setting} {profile} {name} seed {seed} ({rec['seconds']:.0f} s): "
                           f"{health_line(rec['health'])}", flush=True)
 

@@ -167,3 +167,30 @@ def test_bench_uses_its_own_device_not_the_stored_runs(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
     got = _run_dir_config(tmp_path, "mnist", 1, "smoke", "auto")
     assert got.device == "auto" and got.to_dict()["variant"] == cfg.to_dict()["variant"]
+
+
+def test_retrain_plain_rebuilds_a_lost_plain_classifier(tmp_path):
+    """A finished run whose plain.pt is gone: without --retrain-plain the bench stops and says how to
+    go on; with it, the plain classifier is trained alone and is the run's own network (same seed,
+    recipe and split), so the baseline's numbers are the same as before the loss."""
+    import torch
+    from oodgen.train import load_checkpoint
+
+    quiet = {"log": lambda *_: None}
+    bench.bench(["mnist"], ["oodgen", "msp"], [0], "smoke", tmp_path, **quiet)
+    ckpt = tmp_path / "mnist" / "oodgen" / "seed0" / "checkpoints"
+    before = load_checkpoint(ckpt / "plain.pt")["model"]
+    msp_path = tmp_path / "mnist" / "msp" / "seed0" / "metrics.json"
+    msp_before = json.loads(msp_path.read_text())
+    (ckpt / "plain.pt").unlink()
+    (ckpt.parent / "plain_outputs.npz").unlink()
+    msp_path.unlink()
+    with pytest.raises(bench.BenchError, match="--retrain-plain"):
+        bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, **quiet)
+    bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, retrain_plain=True, **quiet)
+    after = load_checkpoint(ckpt / "plain.pt")["model"]
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    msp_after = json.loads(msp_path.read_text())
+    assert "--retrain-plain" in msp_after["classifier"]
+    assert msp_after["ood"] == msp_before["ood"] and msp_after["accuracy"] == msp_before["accuracy"]

@@ -40,7 +40,7 @@ from .config import PROFILES, RunConfig
 from .tables import (DEFAULT_METHODS, DERIVED, DISPLAY, METHODS, METRIC_LABELS, OURS,  # noqa: F401
                      SETTINGS, TABLE_METRICS, TABLE_TITLES, TABLES, _info, _infos, all_methods, bench_tables,
                      build_tables, default_methods, display, methods_by, paper_tables, score_used)
-from .utils import atomic_write_json, environment
+from .utils import atomic_write_json, environment, resolve_device
 # One (setting, seed): the run's data, models and cached outputs, and each method's evaluation.
 from .bench_methods import (CONFIDENT_EPOCHS, N_TUNE, OUTPUTS_FORMAT, BenchError, _Context,  # noqa: F401
                             _evaluate, _evaluate_tuned)
@@ -60,9 +60,14 @@ def _run_dir_config(run_dir: Path, setting: str, seed: int, profile: str, device
 
 
 def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None, device: str = "auto",
-              mc_passes: int = 50, confident_epochs: int | None = None, progress: bool = False, log=print) -> None:
-    """Run (or resume) every method of one setting and seed; writes the per-method metrics.json."""
-    from .run import run
+              mc_passes: int = 50, confident_epochs: int | None = None, progress: bool = False, log=print,
+              retrain_plain: bool = False) -> None:
+    """Run (or resume) every method of one setting and seed; writes the per-method metrics.json.
+
+    ``retrain_plain``: when the run is finished but its ``checkpoints/plain.pt`` is gone (checkpoints
+    are not kept in git), train that plain classifier alone - the same seed, recipe and training
+    split as ``oodgen run`` (:func:`oodgen.run.train_plain_classifier`) - instead of stopping."""
+    from .run import load_setting, run, train_plain_classifier
     out = Path(out)
     run_dir = out / setting / "oodgen" / f"seed{seed}"
     cfg = _run_dir_config(run_dir, setting, seed, profile, device)
@@ -74,6 +79,17 @@ def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None
         return
     if confident_epochs is None:
         confident_epochs = CONFIDENT_EPOCHS.get(profile, 10)
+    plain_path = run_dir / "checkpoints" / "plain.pt"
+    marker = run_dir / "checkpoints" / PLAIN_RETRAINED
+    if retrain_plain and not plain_path.exists() and any(_needs_plain(m) for m in pending):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()          # before training: an interrupted retraining is resumed, never used half-done
+    retrained = marker.exists()
+    if retrained and any(_needs_plain(m) for m in pending):
+        log(f"[bench] {setting} seed {seed}: the run's plain classifier is trained alone (same seed, recipe "
+            f"and training split as oodgen run) into {plain_path}")
+        x, y, *_ = load_setting(cfg, data_dir)
+        train_plain_classifier(cfg, x, y, plain_path, resolve_device(cfg.device), progress, log)  # resumes
     ctx = _Context(cfg, run_dir, data_dir, mc_passes, log)
     for method in pending:
         t0 = time.perf_counter()
@@ -93,7 +109,9 @@ def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None
             "hyper_parameters": res["hyper_parameters"],
             "classifier": ("its own, trained jointly with a GAN" if _info(method).consumes == "trains"
                            else "none (pixel space)" if _info(method).classifier_free
-                           else f"the plain n-class Fig. 6c CNN of {run_dir / 'checkpoints' / 'plain.pt'}"),
+                           else f"the plain n-class Fig. 6c CNN of {plain_path}"
+                           + (" (trained alone by oodgen bench --retrain-plain: the run's seed, recipe and "
+                              "training split)" if retrained else "")),
             "timings_s": {"total": time.perf_counter() - t0},
             "config": {**cfg.to_dict(), "bench": {"mc_passes": mc_passes, "confident_epochs": confident_epochs,
                                                   "n_tune": N_TUNE}},
@@ -106,8 +124,19 @@ def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None
 # ---------------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------------
+# marks a run folder whose plain.pt was trained by --retrain-plain (kept beside the checkpoint)
+PLAIN_RETRAINED = "plain.retrained"
+
+
+def _needs_plain(method: str) -> bool:
+    """Whether ``method`` scores the run's plain classifier (not the confident classifier, which
+    trains its own, nor a pixel-space method)."""
+    info = _info(method)
+    return not (info.consumes == "trains" or info.classifier_free)
+
+
 def bench(settings, methods, seeds, profile: str, out, data_dir=None, device: str = "auto", mc_passes: int = 50,
-          confident_epochs: int | None = None, progress: bool = False, log=print) -> dict:
+          confident_epochs: int | None = None, progress: bool = False, log=print, retrain_plain: bool = False) -> dict:
     """Every (setting, seed, method), then the tables; returns the tables' JSON documents."""
     unknown = [m for m in methods if m not in all_methods()]
     if unknown:
@@ -117,7 +146,7 @@ def bench(settings, methods, seeds, profile: str, out, data_dir=None, device: st
     for setting in settings:
         for seed in seeds:
             bench_one(setting, seed, methods, profile, out, data_dir, device, mc_passes, confident_epochs,
-                      progress, log)
+                      progress, log, retrain_plain=retrain_plain)
     return tables_of_everything(out, settings, seeds)
 
 
@@ -155,7 +184,7 @@ def _main(a: argparse.Namespace) -> int:
                 return 1
         else:
             bench(settings, a.methods, a.seeds, a.profile, a.out, a.data_dir, a.device, a.mc_passes,
-                  a.confident_epochs, progress=not a.no_progress)
+                  a.confident_epochs, progress=not a.no_progress, retrain_plain=a.retrain_plain)
         print(f"tables written to {Path(a.out) / 'tables'}")
         return 0
     except (D.DataError, InputError, RunError, BenchError, ValueError) as exc:
@@ -189,5 +218,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--cpus-per-job", type=float, default=1.0, help="with --executor ray: CPUs each job declares")
     b.add_argument("--gpus-per-job", type=float, default=0.0, help="with --executor ray: GPUs each job declares")
     b.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    b.add_argument("--retrain-plain", action="store_true",
+                   help="when a finished run's checkpoints/plain.pt is gone, train that plain classifier alone "
+                        "(the run's seed, recipe and training split) instead of stopping; recorded in each "
+                        "baseline's metrics.json")
     b.set_defaults(func=_main)
     return b

@@ -65,7 +65,8 @@ class _Context:
         plain_path = self.run_dir / "checkpoints" / "plain.pt"
         if not plain_path.exists():
             raise BenchError(f"{plain_path} is missing: the run in {self.run_dir} did not train its plain "
-                             "classifier (its checkpoints are not in git: rerun `oodgen run` for it)")
+                             "classifier (its checkpoints are not in git): rerun `oodgen run` for it, or pass "
+                             "`oodgen bench --retrain-plain` to train that plain classifier alone")
         self._plain_sha = hashlib.sha256(plain_path.read_bytes()).hexdigest()
         state = load_checkpoint(plain_path)
         model = Fig6cCNN(self.n_classes)

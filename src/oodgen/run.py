@@ -251,6 +251,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def train_plain_classifier(cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, ckpt_path, device,
+                           progress: bool = True, log=print) -> Fig6cCNN:
+    """The plain n-class Fig. 6c CNN every post-hoc baseline scores (``checkpoints/plain.pt``): seeded
+    with ``cfg.seed + 2`` right before it is built, trained with the profile's ``plain`` stage on the
+    run's training split.  It depends on nothing else of the run, so ``oodgen bench --retrain-plain``
+    trains the same network alone when a finished run's checkpoints are gone."""
+    shape = tuple(int(v) for v in x.shape[1:])
+    torch.manual_seed(cfg.seed + 2)
+    plain = Fig6cCNN(int(y.max()) + 1, shape[0], shape[1:]).to(device)
+    train_plain(plain, x.to(device), y.to(device), cfg.prof.plain, ckpt_path, cfg.seed, progress, log)
+    return plain
+
+
 def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print, strict: bool = False,
         precision: str = "fp32") -> dict:
     """Train (or resume) and evaluate one run; returns the metrics dict also written to disk.
@@ -292,9 +305,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     timings = dict(detector.timings_)
 
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed + 2)
-    plain = Fig6cCNN(n_classes, shape[0], shape[1:]).to(device)
-    train_plain(plain, x.to(device), y.to(device), prof.plain, ckpt / "plain.pt", cfg.seed, progress, log)
+    plain = train_plain_classifier(cfg, x, y, ckpt / "plain.pt", device, progress, log)
     timings["plain_training"] = time.perf_counter() - t0
     dist.barrier()          # the last collective step: rank 0 evaluates alone from here
     if not dist.main:
