@@ -188,6 +188,7 @@ def test_retrain_plain_rebuilds_a_lost_plain_classifier(tmp_path):
     with pytest.raises(bench.BenchError, match="--retrain-plain"):
         bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, **quiet)
     bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, retrain_plain=True, **quiet)
+    assert not (ckpt / "plain.retraining.pt").exists()      # trained aside, then moved into place
     after = load_checkpoint(ckpt / "plain.pt")["model"]
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -67,7 +67,7 @@ def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None
     ``retrain_plain``: when the run is finished but its ``checkpoints/plain.pt`` is gone (checkpoints
     are not kept in git), train that plain classifier alone - the same seed, recipe and training
     split as ``oodgen run`` (:func:`oodgen.run.train_plain_classifier`) - instead of stopping."""
-    from .run import load_setting, run, train_plain_classifier
+    from .run import run
     out = Path(out)
     run_dir = out / setting / "oodgen" / f"seed{seed}"
     cfg = _run_dir_config(run_dir, setting, seed, profile, device)
@@ -80,16 +80,9 @@ def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None
     if confident_epochs is None:
         confident_epochs = CONFIDENT_EPOCHS.get(profile, 10)
     plain_path = run_dir / "checkpoints" / "plain.pt"
-    marker = run_dir / "checkpoints" / PLAIN_RETRAINED
-    if retrain_plain and not plain_path.exists() and any(_needs_plain(m) for m in pending):
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()          # before training: an interrupted retraining is resumed, never used half-done
-    retrained = marker.exists()
-    if retrained and any(_needs_plain(m) for m in pending):
-        log(f"[bench] {setting} seed {seed}: the run's plain classifier is trained alone (same seed, recipe "
-            f"and training split as oodgen run) into {plain_path}")
-        x, y, *_ = load_setting(cfg, data_dir)
-        train_plain_classifier(cfg, x, y, plain_path, resolve_device(cfg.device), progress, log)  # resumes
+    if retrain_plain and any(_needs_plain(m) for m in pending):
+        ensure_plain(cfg, run_dir, data_dir, progress, log)
+    retrained = (run_dir / "checkpoints" / PLAIN_RETRAINED).exists()
     ctx = _Context(cfg, run_dir, data_dir, mc_passes, log)
     for method in pending:
         t0 = time.perf_counter()
@@ -126,6 +119,27 @@ def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None
 # ---------------------------------------------------------------------------------------------
 # marks a run folder whose plain.pt was trained by --retrain-plain (kept beside the checkpoint)
 PLAIN_RETRAINED = "plain.retrained"
+
+
+def ensure_plain(cfg: RunConfig, run_dir: Path, data_dir=None, progress: bool = False, log=print) -> None:
+    """``--retrain-plain``: when ``run_dir/checkpoints/plain.pt`` is missing, train that plain classifier
+    alone (:func:`oodgen.run.train_plain_classifier`: the run's seed, recipe and training split).  It
+    trains into ``plain.retraining.pt`` (an interrupted retraining resumes there) and becomes
+    ``plain.pt`` only when finished, so a half-trained network is never scored; the marker
+    :data:`PLAIN_RETRAINED` records that it was retrained.  Called once per (setting, seed): by
+    :func:`bench_one`, and by the Ray grid's training task before its baseline tasks start."""
+    from .run import load_setting, train_plain_classifier
+    ckpt = Path(run_dir) / "checkpoints"
+    plain = ckpt / "plain.pt"
+    if plain.exists():
+        return
+    partial = ckpt / "plain.retraining.pt"
+    log(f"[bench] {cfg.id} seed {cfg.seed}: {plain} is missing; training the run's plain classifier alone "
+        "(same seed, recipe and training split as oodgen run)")
+    x, y, *_ = load_setting(cfg, data_dir)
+    train_plain_classifier(cfg, x, y, partial, resolve_device(cfg.device), progress, log)
+    (ckpt / PLAIN_RETRAINED).touch()
+    partial.replace(plain)
 
 
 def _needs_plain(method: str) -> bool:
@@ -171,7 +185,7 @@ def _main(a: argparse.Namespace) -> int:
             try:
                 rep = bench_ray(settings, a.methods, a.seeds, a.profile, a.out, a.data_dir, a.device, a.mc_passes,
                                 a.confident_epochs, address=a.address, cpus_per_job=a.cpus_per_job,
-                                gpus_per_job=a.gpus_per_job)
+                                gpus_per_job=a.gpus_per_job, retrain_plain=a.retrain_plain)
             except ExecutorError as exc:
                 print(f"oodgen bench: error: {exc}", file=sys.stderr)
                 return 2

@@ -42,16 +42,21 @@ def _import_ray():
     return ray
 
 
-def _train(setting: str, seed: int, profile: str, out: str, data_dir, device: str) -> str:
-    """Ray task body: train and evaluate our detector for one (setting, seed) unless it is done."""
+def _train(setting: str, seed: int, profile: str, out: str, data_dir, device: str,
+           retrain_plain: bool = False) -> str:
+    """Ray task body: train and evaluate our detector for one (setting, seed) unless it is done; with
+    ``retrain_plain``, also the plain classifier of a finished run whose checkpoint is gone
+    (:func:`oodgen.bench.ensure_plain`), once, before the baseline tasks that score it start."""
     from ._runtime import tune_allocator
-    from .bench import _run_dir_config
+    from .bench import _run_dir_config, ensure_plain
     from .run import run
     tune_allocator()
     run_dir = Path(out) / setting / "oodgen" / f"seed{seed}"
     cfg = _run_dir_config(run_dir, setting, seed, profile, device)
     if not (run_dir / "metrics.json").exists():
         run(cfg, run_dir, data_dir, progress=False, log=lambda *_: None)
+    if retrain_plain:
+        ensure_plain(cfg, run_dir, data_dir, progress=False, log=lambda *_: None)
     return str(run_dir)
 
 
@@ -69,9 +74,12 @@ def _method(_run_dir: str, setting: str, seed: int, method: str, profile: str, o
 def bench_ray(settings, methods, seeds, profile: str, out, data_dir=None, device: str = "auto",
               mc_passes: int = 50, confident_epochs: int | None = None, *, address: str | None = None,
               cpus_per_job: float = 1.0, gpus_per_job: float = 0.0, num_cpus: int | None = None,
-              log=print) -> GridReport:
+              retrain_plain: bool = False, log=print) -> GridReport:
     """Run the (setting x seed x method) grid as Ray tasks; see the module docstring."""
+    from .bench import _needs_plain
     ray = _import_ray()
+    # --retrain-plain: the training task rebuilds a lost plain classifier once, if a baseline scores it
+    retrain = retrain_plain and any(_needs_plain(m) for m in methods if m != "oodgen")
     out = str(Path(out).resolve())
     data_dir = None if data_dir is None else str(Path(data_dir).resolve())
     started = False
@@ -95,7 +103,7 @@ def bench_ray(settings, methods, seeds, profile: str, out, data_dir=None, device
             for seed in seeds:
                 key = f"{setting}/oodgen/seed{seed}"
                 done = (Path(out) / setting / "oodgen" / f"seed{seed}" / "metrics.json").exists()
-                train_ref = train_task.remote(setting, seed, profile, out, data_dir, device)
+                train_ref = train_task.remote(setting, seed, profile, out, data_dir, device, retrain)
                 (report.skipped if done else report.ran).append(key)
                 jobs[key] = train_ref
                 for method in methods:
