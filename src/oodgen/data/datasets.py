@@ -204,16 +204,15 @@ def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
         from scipy.io.matlab import MatReadError
     except ImportError:
         raise DataError(f"{path}: reading SVHN's .mat files needs scipy (pip install scipy)") from None
-    try:
-        mat = loadmat(path)
-        x, y = mat["X"], mat["y"]
-    except NotImplementedError as exc:     # scipy's answer to a MATLAB v7.3 (HDF5) file ...
-        if not _is_mat73(path):            # ... but only a file whose header says so is read as one
-            raise DataError(f"{path}: cannot read SVHN's .mat file (NotImplementedError: {exc})") from None
+    if _is_mat73(path):                    # the header says v7.3 (HDF5), which scipy cannot read
         x, y = _read_mat73(path, ("X", "y"))
-    except (MatReadError, KeyError, ValueError, OSError) as exc:
-        # MatReadError: not a MAT file; KeyError: no X / y
-        raise DataError(f"{path}: cannot read SVHN's .mat file ({type(exc).__name__}: {exc})") from None
+    else:
+        try:
+            mat = loadmat(path)
+            x, y = mat["X"], mat["y"]
+        except (MatReadError, NotImplementedError, KeyError, ValueError, OSError) as exc:
+            # MatReadError: not a MAT file; NotImplementedError: a format scipy does not read; KeyError: no X / y
+            raise DataError(f"{path}: cannot read SVHN's .mat file ({type(exc).__name__}: {exc})") from None
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.reshape(-1).shape[0] != x.shape[3]:
         raise DataError(f"{path}: unexpected shapes X {x.shape}, y {y.shape}")
     labels = y.reshape(-1).astype(np.int64) % 10
@@ -223,8 +222,11 @@ def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _is_mat73(path: Path) -> bool:
     """True for a MATLAB v7.3 MAT file: its 128-byte header says "MATLAB 7.3 MAT-file" and carries
     version 0x0200 (the HDF5 data follow a 512-byte user block)."""
-    with open(path, "rb") as fh:
-        head = fh.read(128)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(128)
+    except OSError:                        # unreadable: loadmat says why
+        return False
     return head.startswith(b"MATLAB 7.3 MAT-file") and head[124:126] in (b"\x00\x02", b"\x02\x00")
 
 
