@@ -10,7 +10,8 @@ made by either recipe's generator (a generated panel cannot tell them apart: doc
 * it scores the run's validation images of the other classes (in-distribution) and every
   training-split image of class c (the outliers: never trained on);
 * the AUROC (%) of p(n+1), of 1 - max p_in, and the CVAE's health are written to
-  ``OUT/<id>-<profile>-<recipe>-class<c>-seed<k>.json`` (a finished file is skipped: resumable).
+  ``OUT/<id>-<profile>-<recipe>-class<c>-seed<k>.json`` (a finished file is skipped: resumable),
+  and its Type II samples beside training images to ``...-type2.png`` (look at them first).
 
 The test split and the test OOD sets are never read.  The criterion: the mean AUROC of p(n+1)
 over the classes run for both recipes.
@@ -33,10 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from oodgen import data as D  # noqa: E402
 from oodgen.config import PROFILES, RunConfig, Variant  # noqa: E402
 from oodgen.detectors.oodgen import OODGen, nplus1_scores  # noqa: E402
+from oodgen.generate import on_manifold_samples  # noqa: E402
 from oodgen.generate.health import health_line  # noqa: E402
 from oodgen.metrics import ood_metrics  # noqa: E402
+from oodgen.plots import sample_grid  # noqa: E402
 from oodgen.run import train_val_split  # noqa: E402
-from oodgen.utils import atomic_write_json, environment  # noqa: E402
+from oodgen.utils import atomic_write_json, environment, generator  # noqa: E402
 
 RECIPES = {
     "paper": {},
@@ -68,6 +71,14 @@ def fold(setting: str, recipe: str, c: int, profile: str, seed: int, out: Path) 
     det = OODGen(latent_dim=cfg.latent, profile=profile, variant=variant, score="ood-class", seed=seed,
                  progress=False, verbose=False).fit(xtr, ytr)
     seconds = time.perf_counter() - t0
+    # what the generator generates, to be looked at before the AUROC is believed: 4 training images
+    # and 4 Type II outliers per class, beside each other (the Figure 3 layout)
+    picks = torch.cat([torch.nonzero(ytr == k).flatten()[:4] for k in range(int(ytr.max()) + 1)])
+    type2 = on_manifold_samples(det.cvae_, det.ellipsoids_, ytr[picks], radius=variant.type2_radius,
+                                generator=generator(seed, "leave-class-out", c))
+    sample_grid({"training images": xtr[picks], "Type II outliers (same class)": type2},
+                path.with_name(path.stem + "-type2.png"), nrow=4,
+                title=f"{setting} without class {c}, {recipe}: Type II ({variant.type2_radius})")
     l_in, l_out = det.logits(x_in), det.logits(x_out)
     res = {rule: ood_metrics(nplus1_scores(l_in, rule), nplus1_scores(l_out, rule))
            for rule in ("ood-class", "max-in")}
