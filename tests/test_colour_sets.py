@@ -16,8 +16,6 @@ from oodgen.cli import main as cli
 from oodgen.data import DataError, download as dl, load
 from oodgen.data.sources import SOURCES, FileSpec
 
-from test_download import server  # noqa: F401  (the loopback HTTP server fixture)
-
 
 def _cifar_archive(n_train=60, n_test=100, seed=0) -> bytes:
     rng = np.random.default_rng(seed)
@@ -44,7 +42,7 @@ def _svhn_mat(n=80, seed=1) -> bytes:
 
 
 @pytest.fixture
-def fake_colour_sets(monkeypatch, server):  # noqa: F811
+def fake_colour_sets(monkeypatch, server):
     cifar, svhn = _cifar_archive(), _svhn_mat()
     spec_c = FileSpec("cifar-10-binary.tar.gz", (hashlib.sha256(cifar).hexdigest(),), (server.url + "/c.tgz",))
     spec_s = FileSpec("test_32x32.mat", (), (server.url + "/s.mat",), (hashlib.md5(svhn).hexdigest(),))

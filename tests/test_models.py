@@ -5,8 +5,6 @@ import torch
 from oodgen.detectors import InputError, OODGen, check_images
 from oodgen.generate import NotFittedError
 from oodgen.models import CVAE, Fig6cCNN
-from oodgen.train import OutlierPools, fit_ellipsoids, train_nplus1
-from oodgen.config import PROFILES, Variant
 
 
 def test_cvae_shapes_and_loss():
