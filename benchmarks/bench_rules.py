@@ -14,7 +14,9 @@ need more than one pass, on the same images in one process (CPU, batch 256):
   eps = 0.0014) and Mahalanobis (eps = 0.0014) with input pre-processing, MC-dropout and mutual
   information (T = 50 passes, on n / 8 images: they are per-image rates), max-softmax.
 
-Ratios are what count (images/s of a rule / images/s of ODIN, of Mahalanobis, of p(n+1)).
+Ratios are what count (images/s of a rule / images/s of ODIN, of Mahalanobis, of p(n+1)).  Every
+method is timed in the same rounds, round-robin, best of three, so a drift of the machine's speed
+during the run falls on all of them alike.
 
     python benchmarks/bench_rules.py [--run results/fmnist/oodgen/seed2] [--n 4096] \
         [--auroc-n 5000] [--out benchmarks/results/rules.json]
@@ -51,15 +53,19 @@ TARGET_VS_MAHA = 2.0
 GOAL_VS_NPLUS1 = 1.5
 
 
-def rate(fn, x: torch.Tensor, batch: int, repeats: int = 2) -> float:
-    """Best-of-``repeats`` images/s of ``fn`` over ``x`` in batches (after one warm-up batch)."""
-    fn(x[:batch])
-    best = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for i in range(0, len(x), batch):
-            fn(x[i:i + batch])
-        best = max(best, len(x) / (time.perf_counter() - t0))
+def rates_interleaved(jobs: dict, batch: int, rounds: int = 3) -> dict[str, float]:
+    """Best-of-``rounds`` images/s of each job ``name -> (fn, x)``, timed round-robin (one pass of
+    every job per round, after one warm-up batch each), so that a drift in the machine's speed
+    (another tenant, frequency) lands on every method alike instead of on whichever ran last."""
+    for fn, x in jobs.values():
+        fn(x[:batch])
+    best = dict.fromkeys(jobs, 0.0)
+    for _ in range(rounds):
+        for name, (fn, x) in jobs.items():
+            t0 = time.perf_counter()
+            for i in range(0, len(x), batch):
+                fn(x[i:i + batch])
+            best[name] = max(best[name], len(x) / (time.perf_counter() - t0))
     return best
 
 
@@ -128,12 +134,12 @@ def main() -> None:
     auto = resolve_precision("auto")            # what --precision auto picks on this machine
     precisions = ["fp32", "bf16"]
 
-    rates: dict[str, float] = {}
+    jobs: dict[str, tuple] = {}             # name -> (score function, images); timed together below
     stages: dict[str, dict] = {}
     for prec in precisions:
         dets = {rule: load_detector(run, rule, prec) for rule in SCORES}
         for rule, det in dets.items():
-            rates[f"oodgen {rule} [{prec}]"] = rate(det.score, x, a.batch)
+            jobs[f"oodgen {rule} [{prec}]"] = (det.score, x)
         full = dets[FISHER_RULE]
 
         def feature_knn(xb, full=full):
@@ -143,12 +149,11 @@ def main() -> None:
             labels = full.logits(xb)[:, :full.n_classes].argmax(1)
             return cvae_nll_bits(full.cvae, xb, labels, a.batch)
 
-        rates[f"statistic feature-knn (classifier + search) [{prec}]"] = rate(feature_knn, x, a.batch)
-        rates[f"statistic nll (classifier for the class + CVAE) [{prec}]"] = rate(nll, x, a.batch)
-        rates[f"statistic nll-complexity (+ zlib) [{prec}]"] = rate(lambda xb, nll=nll: nll(xb) - complexity_bits(xb),
-                                                                   x, a.batch)
+        jobs[f"statistic feature-knn (classifier + search) [{prec}]"] = (feature_knn, x)
+        jobs[f"statistic nll (classifier for the class + CVAE) [{prec}]"] = (nll, x)
+        jobs[f"statistic nll-complexity (+ zlib) [{prec}]"] = (lambda xb, nll=nll: nll(xb) - complexity_bits(xb), x)
         stages[prec] = stage_seconds(full, x, a.batch)
-    rates["statistic pixel-knn (search only)"] = rate(full.pixel_bank.distance, x, a.batch)
+    jobs["statistic pixel-knn (search only)"] = (full.pixel_bank.distance, x)
 
     plain = Fig6cCNN(full.n_classes)
     plain.load_state_dict(torch.load(run / "checkpoints" / "plain.pt", map_location="cpu",
@@ -166,14 +171,15 @@ def main() -> None:
     for name, det in baselines.items():
         det.fit(x_fit, y_fit)
         xs = x[:max(a.batch, a.n // 8)] if name.startswith(("mc-", "mutual")) else x
-        rates[name] = rate(det.score, xs, a.batch)
+        jobs[name] = (det.score, xs)
 
     # Reference only (not a shipped configuration): ODIN with its three passes under bf16 autocast,
     # to show how much of our bf16 gain a pre-processing baseline could also take.
     def odin_bf16(xb):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return baselines[odin_name].score(xb)
-    rates["odin under bf16 autocast (reference, not shipped)"] = rate(odin_bf16, x, a.batch)
+    jobs["odin under bf16 autocast (reference, not shipped)"] = (odin_bf16, x)
+    rates = rates_interleaved(jobs, a.batch)
 
     odin, maha = rates[odin_name], rates[maha_name]
     rules = {}

@@ -282,6 +282,28 @@ def test_knn_dead_columns_do_not_change_distances():
     np.testing.assert_allclose(knn.score_outputs(features=q), np.sort(d, axis=1)[:, 6], atol=1e-5)
 
 
+def test_kth_largest_is_exactly_topk():
+    """The block selection returns topk's k-th value bit for bit: remainders, ties, negatives, every k."""
+    import torch
+
+    from oodgen.detectors.knn import kth_largest
+    g = torch.Generator().manual_seed(0)
+    cases = [torch.randn(64, 1103, generator=g),                                   # n % block != 0
+             torch.randint(-3, 4, (64, 1000), generator=g).float(),                # heavy ties
+             -torch.rand(64, 997, generator=g),                                    # all negative
+             torch.randn(8, 50, generator=g)]                                      # too few columns: topk
+    spiked = torch.randn(32, 2000, generator=g)
+    spiked[:, :40] += 10.0                                                         # a few columns far above the rest
+    cases.append(spiked)
+    for sim in cases:
+        for k in (1, 2, 10, 25):
+            if k > sim.shape[1]:
+                continue
+            want = sim.topk(k, dim=1).values[:, -1]
+            for block in (None, 2, 7, 16, 33):
+                assert torch.equal(kth_largest(sim, k, block), want), (sim.shape, k, block)
+
+
 def test_sklearn_parameter_protocol_on_every_registered_detector():
     """get_params / set_params round trip (scikit-learn's contract) and PyOD's decision_function."""
     import torch

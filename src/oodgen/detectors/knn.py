@@ -9,7 +9,9 @@ the Euclidean distance to the k-th nearest normalised training feature (the pape
 in-distribution score is its negative).  Computed exactly, by chunked matrix products
 (``||a - b||^2 = 2 - 2 a.b`` for unit vectors) over the columns that are non-zero somewhere in
 the bank; a feature vector that is all zero (every ReLU unit off) is left at zero, at distance
-sqrt(2) from every unit vector.
+sqrt(2) from every unit vector.  The k-th largest similarity of each row is selected by
+:func:`kth_largest` (exact; block maxima first, then a search of only the k best blocks), which
+costs about a third of ``torch.topk`` on the whole row.
 
 Hyper-parameters: ``k`` (default 50, the paper's choice for CIFAR-10 with the full training
 set), ``batch_size`` (1000 query rows per chunk).
@@ -25,6 +27,33 @@ from torch import nn
 
 from .base import InputError, BenchInfo
 from .posthoc import PostHocDetector
+
+
+def kth_largest(sim: torch.Tensor, k: int, block: int | None = None) -> torch.Tensor:
+    """The k-th largest value of each row of ``sim`` ([rows, n]), exactly ``sim.topk(k).values[:, -1]``.
+
+    The first ``m = block * nb`` columns are cut into ``nb`` blocks of ``block`` columns each
+    (block j = columns j, j + nb, j + 2 nb, ..., so the block maxima are an element-wise max over
+    ``block`` contiguous slices, which vectorises); the k-th largest value lies in one of the k
+    blocks with the largest maxima or in the ``n - m`` remainder columns.  Proof: if an element
+    v >= the true k-th value lies in an unchosen block, that block's max is >= v, so each of the k
+    chosen blocks has a max >= v, and those k maxima are candidates; otherwise every element >=
+    the k-th value is a candidate.  Either way the candidates' k-th largest is the row's.  Ties
+    and negative values are handled alike.  Falls back to ``topk`` on the whole row when blocks
+    would not save anything (few columns)."""
+    rows, n = sim.shape
+    if block is None:
+        block = max(2, int(round((n / (8 * k)) ** 0.5)))
+    nb = n // block
+    if block < 2 or nb < 4 * k:
+        return sim.topk(k, dim=1).values[:, -1]
+    m = nb * block
+    main = sim[:, :m].view(rows, block, nb)                     # [rows, block, nb]
+    best = main.amax(1).topk(k, dim=1).indices                  # the k blocks with the largest maxima
+    cand = main.gather(2, best.unsqueeze(1).expand(rows, block, k)).reshape(rows, block * k)
+    if m < n:
+        cand = torch.cat([cand, sim[:, m:]], dim=1)
+    return cand.topk(k, dim=1).values[:, -1]
 
 
 def _normalise(f: np.ndarray) -> torch.Tensor:
@@ -69,6 +98,6 @@ class KNN(PostHocDetector):
         out = np.empty(len(q))
         for i in range(0, len(q), self.batch_size):
             sim = q[i:i + self.batch_size] @ bank.T
-            kth = sim.topk(self.k, dim=1).values[:, -1].double()
+            kth = kth_largest(sim, self.k).double()
             out[i:i + len(kth)] = torch.sqrt((2.0 - 2.0 * kth).clamp_min(0.0)).numpy()
         return out
