@@ -5,8 +5,11 @@ Usage:  python scripts/cvae_health_sweep.py --id mnist --profile quick --seeds 0
             --configs paper leaky warmup authors-opt z-mean --out results/cvae_health
 
 Each (setting, profile, config, seed) writes ``OUT/<id>-<profile>-<config>-seed<k>.json`` with
-the health numbers, the training loss, the options used, the seconds and the environment; a
-finished file is skipped (the sweep resumes).  Configurations:
+the health numbers, the training loss, the options used, the seconds and the environment, and
+``...-type2.png``: four training images and four Type II samples per class side by side (look at
+them before believing the numbers); a finished file is skipped (the sweep resumes).
+``--draw-only`` draws the picture of finished entries from their ``--ckpt-dir`` checkpoints
+(entries trained before the picture existed).  Configurations:
 
 * ``paper``: the paper's architecture and loss (ReLU encoder bottleneck, sampled z), the
   profile's optimiser (PyTorch's default initialisation);
@@ -31,11 +34,13 @@ from torch import nn
 
 from oodgen import data as D
 from oodgen.config import PROFILES, RunConfig, Stage
+from oodgen.generate import on_manifold_samples
 from oodgen.generate.health import cvae_health, health_line
 from oodgen.models import CVAE
 from oodgen.run import load_setting
-from oodgen.train import fit_ellipsoids, train_cvae
-from oodgen.utils import atomic_write_json, environment, resolve_device
+from oodgen.plots import sample_grid
+from oodgen.train import fit_ellipsoids, load_checkpoint, train_cvae
+from oodgen.utils import atomic_write_json, environment, generator, resolve_device
 
 CONFIGS = {
     "paper": dict(encoder_act="relu"),
@@ -56,11 +61,28 @@ def glorot_(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def draw_type2(cvae: CVAE, ellipsoids, x: torch.Tensor, y: torch.Tensor, seed: int, path: Path, title: str) -> None:
+    """Four training images and four Type II samples (on the 95 % ellipsoid) per class, side by side."""
+    picks = torch.cat([torch.nonzero(y == k).flatten()[:4] for k in range(int(y.max()) + 1)])
+    type2 = on_manifold_samples(cvae, ellipsoids, y[picks], radius="surface",
+                                generator=generator(seed, "cvae-health-sweep"))
+    sample_grid({"training images": x[picks], "Type II samples (same class)": type2}, path, nrow=4, title=title)
+
+
 def sweep_one(setting: str, profile: str, name: str, seed: int, out: Path, device, lr: float | None = None,
-              epochs: int | None = None, ckpt_dir: Path | None = None) -> dict:
+              epochs: int | None = None, ckpt_dir: Path | None = None, draw_only: bool = False) -> dict | None:
     tag = (f"-lr{lr:g}" if lr is not None else "") + (f"-ep{epochs}" if epochs is not None else "")
     path = out / f"{setting}-{profile}{tag}-{name}-seed{seed}.json"
-    if path.exists():
+    png = path.with_name(path.stem + "-type2.png")
+    title = f"{setting} {profile}{tag} {name} seed {seed}: Type II on the 95 % ellipsoid"
+    ckpt = None if ckpt_dir is None else Path(ckpt_dir) / path.with_suffix(".pt").name
+    if draw_only:
+        if not path.exists() or png.exists():
+            return None
+        if ckpt is None or not ckpt.exists():
+            print(f"{path.name}: no checkpoint in --ckpt-dir to draw from", flush=True)
+            return None
+    elif path.exists():
         return json.loads(path.read_text())
     opts = dict(CONFIGS[name])
     cfg = RunConfig(id=setting, seed=seed, profile=profile)
@@ -78,12 +100,17 @@ def sweep_one(setting: str, profile: str, name: str, seed: int, out: Path, devic
                 encoder_act=opts["encoder_act"]).to(device)
     if glorot:
         glorot_(cvae)
+    if draw_only:                     # a finished entry: its final checkpoint is the trained CVAE
+        cvae.load_state_dict(load_checkpoint(ckpt)["model"])
+        draw_type2(cvae.cpu(), fit_ellipsoids(cvae.cpu(), x, y), x, y, seed, png, title)
+        return json.loads(path.read_text())
     t0 = time.perf_counter()
-    ckpt = None if ckpt_dir is None else Path(ckpt_dir) / path.with_suffix(".pt").name
     hist = train_cvae(cvae, x.to(device), y.to(device), stage, ckpt, seed, progress=False, log=lambda m: None,
                       kl_warmup=kl_warmup)
     seconds = time.perf_counter() - t0
-    health = cvae_health(cvae, x, y, fit_ellipsoids(cvae, x.to(device), y.to(device)), seed=seed)
+    ellipsoids = fit_ellipsoids(cvae, x.to(device), y.to(device))
+    health = cvae_health(cvae, x, y, ellipsoids, seed=seed)
+    draw_type2(cvae.cpu(), ellipsoids, x, y, seed, png, title)
     rec = {"id": setting, "profile": profile, "config": name, "seed": seed, "options": CONFIGS[name],
            "stage": asdict(stage), "kl_warmup_epochs": kl_warmup, "loss": hist["loss"], "seconds": round(seconds, 1),
            "epoch_seconds": [round(t, 1) for t in hist["seconds"]],
@@ -106,6 +133,8 @@ def main() -> None:
     ap.add_argument("--ckpt-dir", default=None,
                     help="keep a per-epoch CVAE checkpoint here, so a long sweep (the paper profile) resumes "
                          "where it stopped; 'seconds' then counts this invocation only, 'epoch_seconds' every epoch")
+    ap.add_argument("--draw-only", action="store_true",
+                    help="train nothing: draw the Type II picture of finished entries from their --ckpt-dir checkpoints")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +143,10 @@ def main() -> None:
         for profile in a.profile:
             for seed in a.seeds:
                 for name in a.configs:
-                    rec = sweep_one(setting, profile, name, seed, out, device, a.lr, a.epochs, a.ckpt_dir)
+                    rec = sweep_one(setting, profile, name, seed, out, device, a.lr, a.epochs, a.ckpt_dir,
+                                    a.draw_only)
+                    if rec is None:
+                        continue
                     print(f"{setting} {profile} {name} seed {seed} ({rec['seconds']:.0f} s): "
                           f"{health_line(rec['health'])}", flush=True)
 
