@@ -34,11 +34,10 @@ from torch import nn
 
 from oodgen import data as D
 from oodgen.config import PROFILES, RunConfig, Stage
-from oodgen.generate import on_manifold_samples
 from oodgen.generate.health import cvae_health, health_line
 from oodgen.models import CVAE
 from oodgen.run import load_setting
-from oodgen.plots import sample_grid
+from oodgen.report import class_picks, type2_grid
 from oodgen.train import fit_ellipsoids, load_checkpoint, train_cvae
 from oodgen.utils import atomic_write_json, environment, generator, resolve_device
 
@@ -63,10 +62,9 @@ def glorot_(model: nn.Module) -> None:
 
 def draw_type2(cvae: CVAE, ellipsoids, x: torch.Tensor, y: torch.Tensor, seed: int, path: Path, title: str) -> None:
     """Four training images and four Type II samples (on the 95 % ellipsoid) per class, side by side."""
-    picks = torch.cat([torch.nonzero(y == k).flatten()[:4] for k in range(int(y.max()) + 1)])
-    type2 = on_manifold_samples(cvae, ellipsoids, y[picks], radius="surface",
-                                generator=generator(seed, "cvae-health-sweep"))
-    sample_grid({"training images": x[picks], "Type II samples (same class)": type2}, path, nrow=4, title=title)
+    picks = class_picks(y)
+    type2_grid(cvae, ellipsoids, x[picks], y[picks], path, radius="surface",
+               generator=generator(seed, "cvae-health-sweep"), title=title)
 
 
 def sweep_one(setting: str, profile: str, name: str, seed: int, out: Path, device, lr: float | None = None,

@@ -34,10 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from oodgen import data as D  # noqa: E402
 from oodgen.config import PROFILES, RunConfig, Variant  # noqa: E402
 from oodgen.detectors.oodgen import OODGen, nplus1_scores  # noqa: E402
-from oodgen.generate import on_manifold_samples  # noqa: E402
 from oodgen.generate.health import health_line  # noqa: E402
 from oodgen.metrics import ood_metrics  # noqa: E402
-from oodgen.plots import sample_grid  # noqa: E402
+from oodgen.report import class_picks, type2_grid  # noqa: E402
 from oodgen.run import train_val_split  # noqa: E402
 from oodgen.utils import atomic_write_json, environment, generator  # noqa: E402
 
@@ -73,12 +72,10 @@ def fold(setting: str, recipe: str, c: int, profile: str, seed: int, out: Path) 
     seconds = time.perf_counter() - t0
     # what the generator generates, to be looked at before the AUROC is believed: 4 training images
     # and 4 Type II outliers per class, beside each other (the Figure 3 layout)
-    picks = torch.cat([torch.nonzero(ytr == k).flatten()[:4] for k in range(int(ytr.max()) + 1)])
-    type2 = on_manifold_samples(det.cvae_, det.ellipsoids_, ytr[picks], radius=variant.type2_radius,
-                                generator=generator(seed, "leave-class-out", c))
-    sample_grid({"training images": xtr[picks], "Type II outliers (same class)": type2},
-                path.with_name(path.stem + "-type2.png"), nrow=4,
-                title=f"{setting} without class {c}, {recipe}: Type II ({variant.type2_radius})")
+    picks = class_picks(ytr)
+    type2_grid(det.cvae_, det.ellipsoids_, xtr[picks], ytr[picks], path.with_name(path.stem + "-type2.png"),
+               radius=variant.type2_radius, generator=generator(seed, "leave-class-out", c),
+               title=f"{setting} without class {c}, {recipe}: Type II ({variant.type2_radius})")
     l_in, l_out = det.logits(x_in), det.logits(x_out)
     res = {rule: ood_metrics(nplus1_scores(l_in, rule), nplus1_scores(l_out, rule))
            for rule in ("ood-class", "max-in")}

@@ -98,6 +98,25 @@ def _clip_mode(variant: Variant) -> bool | str:
     return variant.clip_mode()
 
 
+def class_picks(y: torch.Tensor, n_per_class: int = 4, n_classes: int | None = None) -> torch.Tensor:
+    """Indices of the first ``n_per_class`` images of each class 0..n_classes - 1 (default: max(y)),
+    class by class (one Figure-3 row per class); :class:`ReportError` when a class has fewer."""
+    n_classes = int(y.max()) + 1 if n_classes is None else n_classes
+    picks = [torch.nonzero(y == k).flatten()[:n_per_class] for k in range(n_classes)]
+    if any(len(p) < n_per_class for p in picks):
+        raise ReportError(f"fewer than {n_per_class} training images in some class")
+    return torch.cat(picks)
+
+
+def type2_grid(cvae, ellipsoids, x: torch.Tensor, y: torch.Tensor, path, *, radius: str,
+               generator: torch.Generator, title: str, nrow: int = 4) -> Path:
+    """Type II outliers of classes ``y`` (radius ``radius``) beside the training images ``x`` they
+    stand for (the Figure 3 layout), written to ``path``: what a generator generates, to be looked at
+    before any AUROC built on it is believed.  Used by :func:`figure3` and the sweep scripts."""
+    type2 = on_manifold_samples(cvae, ellipsoids, y, radius=radius, generator=generator)
+    return sample_grid({"training images": x, "Type II outliers (same class)": type2}, path, nrow=nrow, title=title)
+
+
 def figure3(run_dir, out_dir=None, data_dir=None, n_per_class: int = 4, seed: int = 0) -> list[Path]:
     """Write ``<id>_type1.png`` and ``<id>_type2.png`` (paper Figure 3) for a run; returns the paths.
 
@@ -123,17 +142,15 @@ def figure3(run_dir, out_dir=None, data_dir=None, n_per_class: int = 4, seed: in
     n_train = (cfg.get("profile_settings") or {}).get("n_train")
     train = D.load(setting, "train", data_dir, n=min(n_train or ELLIPSOID_FIT_MAX, ELLIPSOID_FIT_MAX))
     x_all, y_all = torch.from_numpy(train.images), torch.from_numpy(train.labels)
-    picks = [torch.nonzero(y_all == k).flatten()[:n_per_class] for k in range(n_classes)]
-    if any(len(p) < n_per_class for p in picks):
-        raise ReportError(f"{setting}: fewer than {n_per_class} training images in some class")
-    idx = torch.cat(picks)
+    try:
+        idx = class_picks(y_all, n_per_class, n_classes)
+    except ReportError as exc:
+        raise ReportError(f"{setting}: {exc}") from None
     x, y = x_all[idx], y_all[idx]
     gen = generator(seed, "figure3")
     clip = _clip_mode(variant)
     type1 = off_manifold_samples(cvae, x, y, beta=variant.beta_range(), nullspace=variant.nullspace,
                                  generator=gen, clip=clip)
-    type2 = on_manifold_samples(cvae, fit_ellipsoids(cvae, x_all, y_all), y, radius=variant.type2_radius,
-                                generator=gen)
     out = Path(out_dir) if out_dir is not None else run_dir / "figures"
     shown = "" if clip is True else " (shown clipped to [0, 1])"
     title1 = f"{setting}: Type I (off-manifold), beta {variant.beta}, one row per class"
@@ -141,8 +158,8 @@ def figure3(run_dir, out_dir=None, data_dir=None, n_per_class: int = 4, seed: in
     return [
         sample_grid({"training images": x, f"Type I outliers{shown}": type1}, out / f"{setting}_type1.png",
                     nrow=n_per_class, title=title1),
-        sample_grid({"training images": x, "Type II outliers (same class)": type2}, out / f"{setting}_type2.png",
-                    nrow=n_per_class, title=title2),
+        type2_grid(cvae, fit_ellipsoids(cvae, x_all, y_all), x, y, out / f"{setting}_type2.png",
+                   radius=variant.type2_radius, generator=gen, title=title2, nrow=n_per_class),
     ]
 
 

@@ -220,14 +220,19 @@ def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _is_mat73(path: Path) -> bool:
-    """True for a MATLAB v7.3 MAT file: its 128-byte header says "MATLAB 7.3 MAT-file" and carries
-    version 0x0200 (the HDF5 data follow a 512-byte user block)."""
+    """True for a MATLAB v7.3 MAT file, by the test scipy itself applies before refusing one: a
+    128-byte header (not v4: no zero in its first 4 bytes) whose version field (bytes 124-125, in the
+    byte order named by the "IM"/"MI" mark at 126-127) has major version 2.  So every file scipy
+    would refuse as v7.3 goes to h5py, whatever its descriptive text says."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(128)
     except OSError:                        # unreadable: loadmat says why
         return False
-    return head.startswith(b"MATLAB 7.3 MAT-file") and head[124:126] in (b"\x00\x02", b"\x02\x00")
+    if len(head) < 128 or 0 in head[:4]:
+        return False
+    major_at = 1 if head[126] == ord("I") else 0
+    return head[124 + major_at] == 2
 
 
 def _read_mat73(path: Path, names: tuple[str, ...]) -> list[np.ndarray]:
