@@ -13,11 +13,16 @@ made by either recipe's generator (a generated panel cannot tell them apart: doc
   ``OUT/<id>-<profile>-<recipe>-class<c>-seed<k>.json`` (a finished file is skipped: resumable),
   and its Type II samples beside training images to ``...-type2.png`` (look at them first).
 
+With ``--ckpt-dir DIR`` each fold trains with per-epoch checkpoints in ``DIR/<the JSON's stem>/``
+(:class:`~oodgen.detectors.oodgen.OODGen`'s ``checkpoint_dir``), so a fold cut off mid-training
+resumes where it stopped instead of starting again; its ``seconds`` then count only the last
+invocation and ``resumed`` says so.
+
 The test split and the test OOD sets are never read.  The criterion: the mean AUROC of p(n+1)
 over the classes run for both recipes.
 
     python scripts/leave_class_out.py --id fmnist --recipes ours authors --classes 0 1 --profile quick \
-        --out results/ablation/leave-class-out
+        --out results/ablation/leave-class-out --ckpt-dir /tmp/lco-ckpt
 """
 from __future__ import annotations
 
@@ -48,7 +53,8 @@ RECIPES = {
 }
 
 
-def fold(setting: str, recipe: str, c: int, profile: str, seed: int, out: Path) -> dict:
+def fold(setting: str, recipe: str, c: int, profile: str, seed: int, out: Path,
+         ckpt_dir: Path | None = None) -> dict:
     path = out / f"{setting}-{profile}-{recipe}-class{c}-seed{seed}.json"
     if path.exists():
         return json.loads(path.read_text())
@@ -66,8 +72,11 @@ def fold(setting: str, recipe: str, c: int, profile: str, seed: int, out: Path) 
     x_in = torch.from_numpy(x[va][y[va] != c])
     x_out = torch.from_numpy(x[y == c])          # every training-split image of the held-out class
     variant = Variant(**RECIPES[recipe])
+    fold_ckpt = ckpt_dir / path.stem if ckpt_dir is not None else None
+    resumed = fold_ckpt is not None and fold_ckpt.is_dir() and any(fold_ckpt.iterdir())
     t0 = time.perf_counter()
     det = OODGen(latent_dim=cfg.latent, profile=profile, variant=variant, score="ood-class", seed=seed,
+                 checkpoint_dir=None if fold_ckpt is None else str(fold_ckpt),
                  progress=False, verbose=False).fit(xtr, ytr)
     seconds = time.perf_counter() - t0
     # what the generator generates, to be looked at before the AUROC is believed: 4 training images
@@ -83,7 +92,7 @@ def fold(setting: str, recipe: str, c: int, profile: str, seed: int, out: Path) 
            "seed": seed, "n_train": len(xtr), "n_in": len(x_in), "n_out": len(x_out), "metrics": res,
            "cvae_health": {k: det.cvae_health_.get(k) for k in ("active_dims", "recon_ratio", "spread_ratio",
                                                               "collapsed")},
-           "health_line": health_line(det.cvae_health_), "seconds": round(seconds, 1),
+           "health_line": health_line(det.cvae_health_), "seconds": round(seconds, 1), "resumed": resumed,
            "command": " ".join(sys.argv), "environment": environment(),
            "note": "training split only: the held-out class's training images vs the other classes' validation "
                    "images; no test split, no test OOD set"}
@@ -99,12 +108,14 @@ def main() -> None:
     ap.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/ablation/leave-class-out")
+    ap.add_argument("--ckpt-dir", type=Path, default=None,
+                    help="per-fold training checkpoints here, so an interrupted fold resumes (default: none)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for c in a.classes:                  # class-major: both recipes of a class land together
         for recipe in a.recipes:
-            rec = fold(a.id, recipe, c, a.profile, a.seed, out)
+            rec = fold(a.id, recipe, c, a.profile, a.seed, out, a.ckpt_dir)
             m = rec["metrics"]
             print(f"{a.id} {a.profile} {recipe:>8} class {c}: AUROC p(n+1) {m['ood-class']['auroc']:.1f}, "
                   f"max-in {m['max-in']['auroc']:.1f}; {rec['health_line']} ({rec['seconds']:.0f} s)", flush=True)
