@@ -19,7 +19,11 @@ them before believing the numbers); a finished file is skipped (the sweep resume
   1e-3, batch 128, Glorot-uniform weights, zero biases);
 * ``z-mean``: the paper's form with the authors' deterministic z = mu;
 * ``leaky-z-mean``: LeakyReLU with z = mu;
-* ``leaky-warmup``: LeakyReLU and the KL warm-up over the first epoch (oodgen's default).
+* ``leaky-warmup``: LeakyReLU and the KL warm-up over the first epoch (oodgen's default until
+  2026-12-01);
+* ``leakyall-warmup``: LeakyReLU(0.2) in both encoder convolutions too, and the KL warm-up
+  (oodgen's default since 2026-12-01: the convolutions' ReLUs could still die);
+* ``leaky-warmup-lrw100``: ``leaky-warmup`` with the learning rate ramped over the first 100 steps.
 """
 from __future__ import annotations
 
@@ -49,6 +53,8 @@ CONFIGS = {
     "z-mean": dict(encoder_act="relu", sample_z=False),
     "leaky-z-mean": dict(encoder_act="leaky", sample_z=False),
     "leaky-warmup": dict(encoder_act="leaky", kl_warmup=1.0),
+    "leakyall-warmup": dict(encoder_act="leaky-all", kl_warmup=1.0),
+    "leaky-warmup-lrw100": dict(encoder_act="leaky", kl_warmup=1.0, lr_warmup=100),
 }
 
 
@@ -87,6 +93,7 @@ def sweep_one(setting: str, profile: str, name: str, seed: int, out: Path, devic
     stage: Stage = cfg.prof.cvae
     stage = replace(stage, **{k: opts.pop(k) for k in ("optimizer", "lr", "batch_size") if k in opts})
     kl_warmup = opts.pop("kl_warmup", 0.0)
+    lr_warmup = opts.pop("lr_warmup", 0)
     if lr is not None:          # a stress test: a larger step makes collapse more likely
         stage = replace(stage, lr=lr)
     if epochs is not None:
@@ -104,13 +111,13 @@ def sweep_one(setting: str, profile: str, name: str, seed: int, out: Path, devic
         return json.loads(path.read_text())
     t0 = time.perf_counter()
     hist = train_cvae(cvae, x.to(device), y.to(device), stage, ckpt, seed, progress=False, log=lambda m: None,
-                      kl_warmup=kl_warmup)
+                      kl_warmup=kl_warmup, lr_warmup=lr_warmup)
     seconds = time.perf_counter() - t0
     ellipsoids = fit_ellipsoids(cvae, x.to(device), y.to(device))
     health = cvae_health(cvae, x, y, ellipsoids, seed=seed)
     draw_type2(cvae.cpu(), ellipsoids, x, y, seed, png, title)
     rec = {"id": setting, "profile": profile, "config": name, "seed": seed, "options": CONFIGS[name],
-           "stage": asdict(stage), "kl_warmup_epochs": kl_warmup, "loss": hist["loss"], "seconds": round(seconds, 1),
+           "stage": asdict(stage), "kl_warmup_epochs": kl_warmup, "lr_warmup_steps": lr_warmup, "loss": hist["loss"], "seconds": round(seconds, 1),
            "epoch_seconds": [round(t, 1) for t in hist["seconds"]],
            "health": health, "device": str(device), "environment": environment(),
            "command": "python scripts/cvae_health_sweep.py"}

@@ -30,6 +30,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,8 @@ def fold(setting: str, recipe: str, c: int, profile: str, seed: int, out: Path,
     l_in, l_out = det.logits(x_in), det.logits(x_out)
     res = {rule: ood_metrics(nplus1_scores(l_in, rule), nplus1_scores(l_out, rule))
            for rule in ("ood-class", "max-in")}
-    rec = {"id": setting, "profile": profile, "recipe": recipe, "variant": RECIPES[recipe], "held_out_class": c,
+    rec = {"id": setting, "profile": profile, "recipe": recipe, "variant": RECIPES[recipe],
+           "variant_full": asdict(variant), "held_out_class": c,
            "seed": seed, "n_train": len(xtr), "n_in": len(x_in), "n_out": len(x_out), "metrics": res,
            "cvae_health": {k: det.cvae_health_.get(k) for k in ("active_dims", "recon_ratio", "spread_ratio",
                                                               "collapsed")},

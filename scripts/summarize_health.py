@@ -65,7 +65,10 @@ def main() -> None:
             "(MNIST) / 0.85 (F-MNIST).",
             "", "## CVAE-only sweep (`scripts/cvae_health_sweep.py`)", "",
             "Configurations: `paper` = ReLU bottleneck, no warm-up (the paper's form); `leaky` = LeakyReLU(0.2); "
-            "`warmup` = KL weight ramped 0 -> 1 over the first epoch; `leaky-warmup` = both (oodgen's default); "
+            "`warmup` = KL weight ramped 0 -> 1 over the first epoch; `leaky-warmup` = both (oodgen's default "
+            "until 2026-12-01); `leakyall-warmup` = LeakyReLU(0.2) in both encoder convolutions too, with the "
+            "warm-up (`--encoder-act leaky-all`, the default since); `leaky-warmup-lrw100` = `leaky-warmup` with the "
+            "learning rate ramped over the first 100 steps; "
             "`authors-opt` = RMSprop 1e-3, batch 128, Glorot init; `z-mean` = deterministic z = mu. "
             "`-lrX-epN` = a stress test with learning rate X for N epochs.", "", HEAD, *sweep, "",
             "## Trained runs (`cvae_health` in metrics.json)", "", HEAD, *runs, ""]

@@ -28,7 +28,23 @@ def _train(x, y, encoder_act: str, seed: int = 0) -> CVAE:
 
 @pytest.fixture(scope="module")
 def healthy(mnist_3k):
-    return _train(*mnist_3k, "leaky")
+    from oodgen.config import Variant
+    return _train(*mnist_3k, Variant().encoder_act)
+
+
+def test_encoder_activations():
+    """relu: the paper's encoder, ReLU everywhere; leaky: LeakyReLU in the 16-unit layer only;
+    leaky-all (the default): no ReLU left in the encoder to die; the decoder is the paper's in all three."""
+    from torch import nn
+
+    def kinds(m):
+        return [type(a).__name__ for a in m.modules() if isinstance(a, (nn.ReLU, nn.LeakyReLU))]
+    assert kinds(CVAE(10, 8, encoder_act="relu").encoder) == ["ReLU"] * 3
+    assert sorted(kinds(CVAE(10, 8, encoder_act="leaky").encoder)) == ["LeakyReLU", "ReLU", "ReLU"]
+    assert kinds(CVAE(10, 8).encoder) == ["LeakyReLU"] * 3
+    assert all(kinds(CVAE(10, 8, encoder_act=a).decoder) == ["ReLU"] * 3 for a in ("relu", "leaky", "leaky-all"))
+    with pytest.raises(ValueError, match="unknown encoder activation"):
+        CVAE(10, 8, encoder_act="tanh")
 
 
 def test_brief_training_gives_active_dimensions(mnist_3k, healthy):
@@ -106,6 +122,47 @@ def test_kl_warmup_ramps_the_kl_weight(monkeypatch):
     assert seen == [1.0] * 4                      # the paper's loss: no warm-up by default
 
 
+def test_lr_warmup_ramps_the_learning_rate():
+    """lr_warmup=W: step s trains with (s + 1) / W of the schedule's rate until step W - 1, then
+    the schedule alone (constant or cosine); W = 0 leaves the schedule untouched; resuming keeps it."""
+    from oodgen.train import make_schedule
+
+    def rates(stage, total, warm, steps):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=stage.lr)
+        sched = make_schedule(stage, opt, total, warm)
+        out = []
+        for _ in range(steps):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    const = Stage(1, lr=0.1)
+    got = rates(const, 10, 4, 6)
+    assert got == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
+    assert rates(const, 10, 0, 3) == pytest.approx([0.1] * 3)
+    cos = Stage(1, lr=0.1, schedule="cosine")
+    plain = rates(cos, 8, 0, 8)
+    warm = rates(cos, 8, 2, 8)
+    assert warm[0] == pytest.approx(plain[0] / 2) and warm[2:] == pytest.approx(plain[2:])
+    # resumed as fit_epochs resumes (optimiser and schedule state restored), the warm-up goes on
+    opt0 = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched0 = make_schedule(const, opt0, 10, 4)
+    for _ in range(2):
+        opt0.step()
+        sched0.step()
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    resumed = make_schedule(const, opt, 10, 4)
+    opt.load_state_dict(opt0.state_dict())
+    resumed.load_state_dict(sched0.state_dict())
+    seen = []
+    for _ in range(3):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        resumed.step()
+    assert seen == pytest.approx([0.075, 0.1, 0.1])
+
+
 def test_runs_written_before_the_fix_read_as_the_papers_cvae():
     from oodgen.config import RunConfig, Variant
     old = {"id": "mnist", "seed": 0, "profile": "full",
@@ -113,7 +170,8 @@ def test_runs_written_before_the_fix_read_as_the_papers_cvae():
                        "score": "paper", "sphere_radius": "paper", "clip_type1": "half"}}
     cfg = RunConfig.from_dict(old)
     assert cfg.variant.encoder_act == "relu" and cfg.variant.kl_warmup == 0.0 and cfg.variant.beta == "wide"
-    assert Variant().encoder_act == "leaky" and Variant().kl_warmup == 1.0
+    assert cfg.variant.cvae_lr_warmup == 0
+    assert Variant().encoder_act == "leaky-all" and Variant().kl_warmup == 1.0
 
 
 def test_compare_table_explains_failures(tmp_path):

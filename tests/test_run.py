@@ -24,9 +24,9 @@ def test_metrics_schema(smoke_run):
                 "config", "environment", "timings_s"):
         assert key in m, key
     assert m["id"] == "mnist" and m["method"] == "oodgen" and m["seed"] == 0 and m["profile"] == "smoke"
-    assert m["variant"] == {"encoder_act": "leaky", "kl_warmup": 1.0, "sample_z": True, "beta": "paper", "nullspace": "uniform", "type2_radius": "surface",
+    assert m["variant"] == {"encoder_act": "leaky-all", "kl_warmup": 1.0, "sample_z": True, "beta": "paper", "nullspace": "uniform", "type2_radius": "surface",
                             "score": "paper", "sphere_radius": "paper", "clip_type1": "clip", "cvae_retries": 2,
-                            "colour_sigma": 0.0}
+                            "colour_sigma": 0.0, "cvae_lr_warmup": 0}
     assert set(m["ood"]) >= {"fmnist", "notmnist", "omniglot", "kmnist", "gaussian", "uniform", "sphere"}
     for name, row in m["ood"].items():
         assert set(row) == set(METRIC_NAMES)

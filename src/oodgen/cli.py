@@ -10,11 +10,16 @@ from .detectors.oodgen import SCORES
 
 def _add_variant(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("variant options (paper default vs the authors' code)")
-    g.add_argument("--encoder-act", choices=["leaky", "relu"], default="leaky",
-                   help="activation of the CVAE encoder's 16-unit layer: leaky = LeakyReLU(0.2) (default; "
-                        "the paper's relu dies and collapses the CVAE, see README 'CVAE health'), relu = the paper's")
+    g.add_argument("--encoder-act", choices=["leaky-all", "leaky", "relu"], default=Variant.encoder_act,
+                   help="the CVAE encoder's activations: leaky-all = LeakyReLU(0.2) in its 16-unit layer and both "
+                        "convolutions (default), leaky = in the 16-unit layer only (the default before 2026-12-01), "
+                        "relu = the paper's (dies and collapses the CVAE, see README 'CVAE health')")
     g.add_argument("--kl-warmup", type=float, default=1.0, metavar="EPOCHS",
                    help="epochs over which the CVAE's KL weight ramps from 0 to 1 (default 1; 0 = the paper's loss)")
+    g.add_argument("--cvae-lr-warmup", type=int, default=Variant.cvae_lr_warmup, metavar="STEPS",
+                   help="ramp the CVAE's learning rate linearly over its first STEPS optimiser steps (0 = none, the "
+                        "paper's; keeps the first full-size steps from killing the encoder's convolution units, "
+                        "README 'CVAE health')")
     g.add_argument("--cvae-retries", type=int, default=2, metavar="N",
                    help="train a CVAE that fails its health check (collapsed) again from a fresh initialisation, "
                         "up to N times (default 2; 0 = a single attempt, as the paper)")
@@ -47,11 +52,14 @@ def _variant(a) -> Variant:
         raise ValueError(f"--kl-warmup must be >= 0, got {a.kl_warmup}")
     if not a.colour_sigma >= 0:
         raise ValueError(f"--colour-sigma must be >= 0, got {a.colour_sigma}")
+    if a.cvae_lr_warmup < 0:
+        raise ValueError(f"--cvae-lr-warmup must be >= 0, got {a.cvae_lr_warmup}")
     if a.cvae_retries < 0:
         raise ValueError(f"--cvae-retries must be >= 0, got {a.cvae_retries}")
     return Variant(encoder_act=a.encoder_act, kl_warmup=a.kl_warmup, sample_z=a.z == "sampled", beta=a.beta, nullspace=a.nullspace,
                    type2_radius=a.type2_radius, score=a.score, sphere_radius=a.sphere_radius,
-                   clip_type1=a.clip_type1, cvae_retries=a.cvae_retries, colour_sigma=a.colour_sigma)
+                   clip_type1=a.clip_type1, cvae_retries=a.cvae_retries, colour_sigma=a.colour_sigma,
+                   cvae_lr_warmup=a.cvae_lr_warmup)
 
 
 def build_parser() -> argparse.ArgumentParser:

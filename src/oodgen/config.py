@@ -16,12 +16,14 @@ CUSTOM_ID = "custom"          # a run on the user's own data (RunConfig.train)
 @dataclass(frozen=True)
 class Variant:
     """Where the paper and the authors' code disagree (defaults are the paper's), and the CVAE
-    fixes beyond both (``encoder_act``, ``kl_warmup``, ``cvae_retries``), whose defaults are the
+    fixes beyond both (``encoder_act``, ``kl_warmup``, ``cvae_lr_warmup``, ``cvae_retries``), whose defaults are the
     fixes: the paper's form collapses (README, "CVAE health")."""
 
-    encoder_act: str = "leaky"         # CVAE encoder's 16-unit layer: "leaky" = LeakyReLU(0.2) (default;
-                                       # the paper's "relu" dies and collapses the CVAE: README "CVAE
-                                       # health"), "relu" = the paper's and authors' form
+    encoder_act: str = "leaky-all"     # CVAE encoder's activations: "leaky-all" = LeakyReLU(0.2) in the 16-unit
+                                       # layer and both convolutions (default since 2026-12-01), "leaky" = in
+                                       # the 16-unit layer only (the default before; its convolutions' ReLUs can
+                                       # still die), "relu" = the paper's and authors' form (dies and collapses
+                                       # the CVAE: README "CVAE health")
     kl_warmup: float = 1.0             # CVAE: epochs over which the KL weight ramps 0 -> 1 (default 1;
                                        # 0 = the paper's loss from the first step)
     sample_z: bool = True              # paper: VAE with sampled z; authors' code: z = mu
@@ -39,15 +41,18 @@ class Variant:
     colour_sigma: float = 0.0          # colour images only (beyond the paper, which is grey): a Gaussian term
                                        # ||c(x) - c(p)||^2 / (2 sigma^2) on each image's chromaticity c beside
                                        # the Bernoulli loss (0 = off, the paper's loss; README "Your own data")
+    cvae_lr_warmup: int = 0            # CVAE: steps over which the learning rate ramps linearly to the profile's
+                                       # (0 = none, the paper's); keeps the first full-size optimiser steps
+                                       # from killing every ReLU of the encoder's second convolution
     cvae_retries: int = 2              # a CVAE whose health check fails (collapsed) is trained again from a
                                        # fresh initialisation, up to this many times (0 = one attempt, as
                                        # the paper); runs written before the option: 2 (it never fired)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Variant":
-        """A stored variant; runs written before ``encoder_act`` / ``kl_warmup`` existed used the
-        paper's ReLU and no warm-up."""
-        return cls(**{"encoder_act": "relu", "kl_warmup": 0.0, **d})
+        """A stored variant; runs written before ``encoder_act`` / ``kl_warmup`` / ``cvae_lr_warmup``
+        existed used the paper's ReLU and no warm-up of either kind."""
+        return cls(**{"encoder_act": "relu", "kl_warmup": 0.0, "cvae_lr_warmup": 0, **d})
 
     def clip_mode(self) -> bool | str:
         return {"clip": True, "none": False, "half": "half"}[self.clip_type1]

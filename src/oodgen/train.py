@@ -41,13 +41,20 @@ def make_optimizer(stage: Stage, params) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {stage.optimizer!r}; use adam, adadelta, rmsprop or sgd")
 
 
-def make_schedule(stage: Stage, optimizer, total_steps: int):
+def make_schedule(stage: Stage, optimizer, total_steps: int, warmup_steps: int = 0):
+    """The stage's learning-rate schedule per step; ``warmup_steps`` > 0 multiplies it by a linear
+    warm-up (step s uses (s + 1) / warmup_steps of it until the warm-up ends)."""
     if stage.schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _s: 1.0)
-    if stage.schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / max(total_steps, 1))))
-    raise ValueError(f"unknown schedule {stage.schedule!r}; use constant or cosine")
+        def base(_s):
+            return 1.0
+    elif stage.schedule == "cosine":
+        def base(s):
+            return 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / max(total_steps, 1)))
+    else:
+        raise ValueError(f"unknown schedule {stage.schedule!r}; use constant or cosine")
+    if warmup_steps > 0:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: base(s) * min(1.0, (s + 1) / warmup_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, base)
 
 
 def _tqdm_disable(progress: bool) -> bool | None:
@@ -57,9 +64,11 @@ def _tqdm_disable(progress: bool) -> bool | None:
 
 def fit_epochs(stage_name: str, model: nn.Module, stage: Stage, steps_per_epoch: int,
                epoch_fn: Callable[[int, torch.Generator, torch.optim.Optimizer, object], float],
-               ckpt_path: str | os.PathLike | None, seed: int, log: Callable[[str], None] = print) -> dict:
+               ckpt_path: str | os.PathLike | None, seed: int, log: Callable[[str], None] = print,
+               lr_warmup: int = 0) -> dict:
     """Run ``stage.epochs`` epochs of ``epoch_fn``, checkpointing after each; resume if a
-    checkpoint exists.  Returns the history (per-epoch loss and seconds).
+    checkpoint exists.  Returns the history (per-epoch loss and seconds).  ``lr_warmup``: steps of
+    linear learning-rate warm-up (:func:`make_schedule`).
 
     Under torch.distributed (:mod:`oodgen.distributed`) every rank runs this loop on its shard of
     each batch, rank 0 alone writes the checkpoint and logs, and the others wait for it."""
@@ -67,7 +76,7 @@ def fit_epochs(stage_name: str, model: nn.Module, stage: Stage, steps_per_epoch:
     if not dist.main:
         log = _quiet
     optimizer = make_optimizer(stage, model.parameters())
-    schedule = make_schedule(stage, optimizer, stage.epochs * steps_per_epoch)
+    schedule = make_schedule(stage, optimizer, stage.epochs * steps_per_epoch, lr_warmup)
     history = {"loss": [], "seconds": []}
     start = 0
     if ckpt_path is not None and Path(ckpt_path).exists():
@@ -120,9 +129,13 @@ def load_checkpoint(path) -> dict:
 
 
 def train_cvae(cvae: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, ckpt_path, seed: int,
-               progress: bool = True, log=print, kl_warmup: float = 0.0, colour_sigma: float = 0.0) -> dict:
+               progress: bool = True, log=print, kl_warmup: float = 0.0, colour_sigma: float = 0.0,
+               lr_warmup: int = 0) -> dict:
     """Train the CVAE; the KL weight ramps linearly from 0 to 1 over the first ``kl_warmup`` epochs
     (KL annealing, Bowman et al. 2016), which keeps the encoder from collapsing onto the prior.
+    ``lr_warmup``: the learning rate ramps linearly over the first ``lr_warmup`` steps, which keeps
+    the first full-size Adam/RMSprop steps from killing every ReLU unit of the encoder's second
+    convolution (then the encoder sees only the label and the CVAE collapses; README "CVAE health").
     ``colour_sigma``: the chromaticity term of :meth:`oodgen.models.CVAE.loss` (colour images)."""
     n = len(x)
     steps = math.ceil(n / stage.batch_size)
@@ -148,7 +161,7 @@ def train_cvae(cvae: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, 
             total += loss.item() * len(idx)
         return dist.sum(total) / n
 
-    return fit_epochs("cvae", cvae, stage, steps, epoch_fn, ckpt_path, seed, log)
+    return fit_epochs("cvae", cvae, stage, steps, epoch_fn, ckpt_path, seed, log, lr_warmup=lr_warmup)
 
 
 def train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, ckpt_path, seed: int,

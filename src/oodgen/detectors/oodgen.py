@@ -177,7 +177,7 @@ class OODGen(Detector):
             name = "cvae.pt" if attempt == 0 else f"cvae-retry{attempt}.pt"
             self.cvae_history_ = train_cvae(self.cvae_, x, y, prof.cvae, self._ckpt(name), seed,
                                             self.progress, self._log, kl_warmup=variant.kl_warmup,
-                                            colour_sigma=variant.colour_sigma)
+                                            colour_sigma=variant.colour_sigma, lr_warmup=variant.cvae_lr_warmup)
             self.cvae_.eval()
             timings["cvae_training"] += time.perf_counter() - t0
             t0 = time.perf_counter()

@@ -4,11 +4,14 @@ Encoder: Conv(32, 3x3, s2) -> Conv(64, 3x3, s2) -> flatten -> concat one-hot lab
 Dense 16 -> (mu, log_var).  Decoder: concat(z, one-hot) -> Dense 7*7*64 -> ConvT(64, s2) ->
 ConvT(32, s2) -> ConvT(1, s1) -> sigmoid.  Loss: per-image summed BCE + KL.
 
-``encoder_act`` is the activation of the encoder's 16-unit layer: ``"relu"`` is the paper's (and
-the authors') form; ``"leaky"`` (LeakyReLU 0.2, the default) keeps that bottleneck from dying.
-With ReLU all 16 units can end up inactive on every image early in training, after which the
-encoder mean is a constant and the CVAE has collapsed to a per-class mean image (measured in
-the README's "CVAE health" section; :mod:`oodgen.generate.health`).
+``encoder_act`` sets the encoder's activations: ``"relu"`` is the paper's (and the authors') form,
+ReLU everywhere; ``"leaky"`` puts LeakyReLU(0.2) in the 16-unit layer only; ``"leaky-all"`` (the
+default) also in both convolutions.  With ReLU all 16 bottleneck units can end up inactive on every
+image early in training; with a leaky bottleneck, the first full-size optimiser steps can still
+kill all 64 ReLU channels of the second convolution (MNIST seed 2 in its first 20 steps).  Either
+way the encoder sees only the label, its mean is a constant per class, and the CVAE has collapsed
+to a per-class mean image (README "CVAE health"; :mod:`oodgen.generate.health`).  A LeakyReLU
+cannot die.
 
 ``sample_z=True`` is the paper's VAE (reparameterised sampling during training);
 ``sample_z=False`` is the authors' released code, where the sampling layer returns the mean
@@ -25,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-ENCODER_ACTIVATIONS = ("leaky", "relu")
+ENCODER_ACTIVATIONS = ("leaky-all", "leaky", "relu")
 
 
 def _quarter(image_size) -> tuple[int, int]:
@@ -37,16 +40,19 @@ def _quarter(image_size) -> tuple[int, int]:
 
 
 class Encoder(nn.Module):
-    def __init__(self, n_classes: int, latent_dim: int, in_channels: int = 1, act: str = "leaky",
+    def __init__(self, n_classes: int, latent_dim: int, in_channels: int = 1, act: str = "leaky-all",
                  image_size: tuple[int, int] = (28, 28)):
         super().__init__()
         qh, qw = _quarter(image_size)
         if act not in ENCODER_ACTIVATIONS:
             raise ValueError(f"unknown encoder activation {act!r}; use one of {ENCODER_ACTIVATIONS}")
-        self.act = nn.LeakyReLU(0.2) if act == "leaky" else nn.ReLU()
+        self.act = nn.ReLU() if act == "relu" else nn.LeakyReLU(0.2)
+
+        def conv_act() -> nn.Module:
+            return nn.LeakyReLU(0.2) if act == "leaky-all" else nn.ReLU()
         self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten())
+            nn.Conv2d(in_channels, 32, 3, stride=2, padding=1), conv_act(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), conv_act(), nn.Flatten())
         self.hidden = nn.Linear(64 * qh * qw + n_classes, 16)
         self.mu = nn.Linear(16, latent_dim)
         self.log_var = nn.Linear(16, latent_dim)
@@ -125,7 +131,7 @@ class Decoder(nn.Module):
 class CVAE(nn.Module):
     """Conditional VAE; ``forward`` returns (reconstruction logits, mu, log_var)."""
 
-    def __init__(self, n_classes: int, latent_dim: int, sample_z: bool = True, encoder_act: str = "leaky",
+    def __init__(self, n_classes: int, latent_dim: int, sample_z: bool = True, encoder_act: str = "leaky-all",
                  in_channels: int = 1, image_size: tuple[int, int] = (28, 28), colour_path: str = "none"):
         super().__init__()
         self.n_classes = n_classes
