@@ -14,13 +14,13 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
                    help="the CVAE encoder's activations: leaky-all = LeakyReLU(0.2) in its 16-unit layer and both "
                         "convolutions (default), leaky = in the 16-unit layer only (the default before 2026-12-01), "
                         "relu = the paper's (dies and collapses the CVAE, see README 'CVAE health')")
-    g.add_argument("--kl-warmup", type=float, default=1.0, metavar="EPOCHS",
+    g.add_argument("--kl-warmup", type=float, default=Variant.kl_warmup, metavar="EPOCHS",
                    help="epochs over which the CVAE's KL weight ramps from 0 to 1 (default 1; 0 = the paper's loss)")
     g.add_argument("--cvae-lr-warmup", type=int, default=Variant.cvae_lr_warmup, metavar="STEPS",
                    help="ramp the CVAE's learning rate linearly over its first STEPS optimiser steps (0 = none, the "
                         "paper's; keeps the first full-size steps from killing the encoder's convolution units, "
                         "README 'CVAE health')")
-    g.add_argument("--cvae-retries", type=int, default=2, metavar="N",
+    g.add_argument("--cvae-retries", type=int, default=Variant.cvae_retries, metavar="N",
                    help="train a CVAE that fails its health check (collapsed) again from a fresh initialisation, "
                         "up to N times (default 2; 0 = a single attempt, as the paper)")
     g.add_argument("--colour-sigma", type=float, default=0.0, metavar="S",

@@ -211,7 +211,10 @@ def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
             mat = loadmat(path)
             x, y = mat["X"], mat["y"]
         except (MatReadError, NotImplementedError, KeyError, ValueError, OSError) as exc:
-            # MatReadError: not a MAT file; NotImplementedError: a format scipy does not read; KeyError: no X / y
+            # MatReadError: not a MAT file; KeyError: no X / y; ValueError: an unknown MAT version.
+            # NotImplementedError: scipy raises it only for v7.3, which _is_mat73 (scipy's own test)
+            # has already sent to h5py; kept so that a future scipy whose test differs gives this
+            # error, not a traceback (tests/test_colour_sets.py fakes it)
             raise DataError(f"{path}: cannot read SVHN's .mat file ({type(exc).__name__}: {exc})") from None
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.reshape(-1).shape[0] != x.shape[3]:
         raise DataError(f"{path}: unexpected shapes X {x.shape}, y {y.shape}")
