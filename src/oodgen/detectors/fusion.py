@@ -45,6 +45,9 @@ FEATURE_K = 50                 # neighbours in the full bank
 FEATURE_BANK_FRACTION = 0.2    # chosen by scripts/choose_banks.py (results/ablation/bank_choice.json)
 # rules that need the image statistics (oodgen.detectors.image_stats) of every image
 NEEDS_STATS = (FISHER_RULE,)
+# the image statistics a cheaper Fisher combination keeps (no CVAE pass, no zlib): a candidate of
+# docs/protocol.md (oodgen.selection)
+FISHER_LITE_STATS = ("pixel-knn",)
 
 
 def _percentile(reference_sorted: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -61,6 +64,21 @@ def rejected(ood_prob: np.ndarray) -> np.ndarray:
     """The images the classifier's reject option takes (p(n+1) > 0.5): ``reject+knn`` and
     ``reject+fisher`` rank them first by p(n+1) alone, whatever their other statistics."""
     return np.asarray(ood_prob, dtype=np.float64).reshape(-1) > REJECT_AT
+
+
+def fisher_score(fusion: "FeatureKNNFusion", dist: np.ndarray, ood_prob: np.ndarray, stats: dict,
+                 names=STAT_NAMES) -> np.ndarray:
+    """The reject option first, accepted images by Fisher's combination -sum(log p) of the conformal
+    p-values of the feature-KNN distance ``dist`` and of the image statistics ``names`` (against the
+    fitted ``fusion``'s calibration images).  Rejected images score in (2.5, 3], accepted ones
+    f / (1 + f) in [0, 1)."""
+    ood_prob = np.asarray(ood_prob, dtype=np.float64).reshape(-1)
+    logp = np.log(_pvalue(fusion.calib_knn_, np.asarray(dist, dtype=np.float64).reshape(-1)))
+    for name in names:
+        logp = logp + np.log(_pvalue(fusion.calib_stats_[name], np.asarray(stats[name], dtype=np.float64)))
+    f = -logp
+    with np.errstate(invalid="ignore"):     # NaN statistics of rejected images are not used
+        return np.where(rejected(ood_prob), 2.0 + ood_prob, f / (1.0 + f))
 
 
 def _check_stats(stats, n: int, what: str, skip: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -181,13 +199,7 @@ class FeatureKNNFusion:
 
     def _combine(self, dist: np.ndarray, ood_prob: np.ndarray, rule: str, stats=None) -> np.ndarray:
         if rule == FISHER_RULE:
-            logp = np.log(_pvalue(self.calib_knn_, dist))
-            for name in STAT_NAMES:
-                logp = logp + np.log(_pvalue(self.calib_stats_[name], stats[name]))
-            f = -logp
-            # Rejected images score in (2.5, 3], accepted ones f / (1 + f) in [0, 1).
-            with np.errstate(invalid="ignore"):     # NaN statistics of rejected images are not used
-                return np.where(rejected(ood_prob), 2.0 + ood_prob, f / (1.0 + f))
+            return fisher_score(self, dist, ood_prob, stats)
         if rule == REJECT_RULE:
             # Rejected images score in (2.5, 3], accepted ones d / (1 + d) in [0, 1).
             return np.where(rejected(ood_prob), 2.0 + ood_prob, dist / (1.0 + dist))

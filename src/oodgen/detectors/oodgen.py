@@ -41,9 +41,10 @@ import torch
 
 from ..config import PROFILES, Profile, Variant
 from ..models import CVAE, Fig6cCNN
+from ..generate import NotFittedError
 from ..generate.health import check_health, cvae_health, health_line
 from ..train import OutlierPools, fit_ellipsoids, predict_logits, train_cvae, train_nplus1
-from .base import Detector
+from .base import Detector, check_images
 from .fusion import NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion, rejected
 from .image_stats import PixelBank, image_stats
 from ..models.inference import inference_copy
@@ -261,13 +262,41 @@ class OODGen(Detector):
                            only=only)
 
     def logits(self, x) -> torch.Tensor:
-        from .base import check_images
         return predict_logits(self.inference_classifier(), check_images(x, shape=self.input_shape()))
 
     def _score(self, x: torch.Tensor) -> np.ndarray:
         return score_images(self.score_rule, self.inference_classifier(), x, fusion=self.fusion_,
                             cvae=self.stats_cvae() if rule_needs(self.score_rule)[1] else None,
                             pixel_bank=self.pixel_bank_)[0]
+
+    def score_all(self, x, rules=SCORES, components: bool = False) -> dict[str, np.ndarray]:
+        """``{rule: scores}`` (higher = more OOD) of images ``x`` for each of ``rules`` (default every
+        rule of :data:`SCORES`) from one classifier pass and one KNN search.  ``components``: also
+        each statistic that ``reject+fisher`` combines, alone (``feature-knn`` and those of
+        :data:`~oodgen.detectors.image_stats.STATS`, computed for every image).  The fused rules
+        need :meth:`calibrate` (done by ``fit`` when the detector's own score is one of them)."""
+        self.check_fitted()
+        unknown = [r for r in rules if r not in SCORES]
+        if unknown:
+            raise ValueError(f"unknown score(s) {unknown}; use any of {SCORES}")
+        x = check_images(x, "score input", shape=self.input_shape())
+        feats = components or any(rule_needs(r)[0] for r in rules)
+        if feats and getattr(self, "fusion_", None) is None:
+            raise NotFittedError(f"scores {[r for r in rules if r in FUSION_RULES] or ['components']} need the "
+                                 "fused rules' calibration: call calibrate(x_calib, x_train=...) first")
+        out = model_outputs(self.inference_classifier(), x, ("features", "logits"))
+        logits = torch.from_numpy(out["logits"])
+        stats, dist = None, None
+        if components or any(rule_needs(r)[1] for r in rules):
+            only = None if components else ~rejected(nplus1_scores(logits, "ood-class"))
+            stats = self.image_stats(x, logits, only=only)
+        if feats:
+            dist = self.fusion_.distance(out["features"])
+        scores = rule_scores(rules, logits, out["features"], self.fusion_, stats, dist=dist)
+        if components:
+            scores.update({"feature-knn": np.asarray(dist, dtype=np.float64),
+                           **{k: np.asarray(v, dtype=np.float64) for k, v in stats.items()}})
+        return scores
 
     def predict_class(self, x) -> np.ndarray:
         """Predicted in-distribution class (argmax over the first n outputs); ``predict`` labels OOD."""
