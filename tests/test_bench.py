@@ -12,7 +12,8 @@ from oodgen.detectors.registry import DETECTORS
 from oodgen import bench
 from oodgen.data import SETTINGS
 from oodgen.metrics import METRIC_NAMES
-from oodgen.tables import paper_tables
+from oodgen.config import RECOMMENDED, resolve_score
+from oodgen.tables import DERIVED, OURS, paper_tables
 
 
 def test_paper_tables_transcription():
@@ -87,14 +88,17 @@ def test_bench_smoke_end_to_end(tmp_path, monkeypatch):
     rows = t1["settings"]["mnist"]["rows"]
     ours = rows["fmnist"]["auroc"]["oodgen"]
     assert ours["n"] == 1 and ours["std"] is None and ours["paper"] == 100.0 and 0 <= ours["mean"] <= 100
+    assert rows["fmnist"]["auroc"]["oodgen-paper"]["paper"] == 100.0       # the paper's value beside p(n+1) too
     assert rows["fmnist"]["auroc"]["confident"] == {"mean": None, "std": None, "n": 0, "seeds": [], "paper": 98.5}
-    # no paper value for KMNIST; "oodgen+knn" / "oodgen+reject" / "oodgen+fisher" are the same run scored by
-    # the fused rules
-    assert rows["kmnist"]["auroc"].keys() == {"oodgen", "oodgen+knn", "oodgen+reject", "oodgen+fisher", "mahalanobis"}
+    # no paper value for KMNIST; every row of ours is the same run scored by one rule: "Ours" by the
+    # recommended one, "oodgen-paper" by p(n+1), the others by the remaining rules
+    assert rows["kmnist"]["auroc"].keys() == set(OURS) | {"mahalanobis"}
+    assert OURS.keys() == DERIVED.keys() and DERIVED["oodgen"] == ("oodgen", "recommended")
     run0 = json.loads((tmp_path / "mnist" / "oodgen" / "seed0" / "metrics.json").read_text())
-    assert rows["kmnist"]["auroc"]["oodgen+knn"]["mean"] == run0["ood_by_score"]["ood-class+knn"]["kmnist"]["auroc"]
-    assert rows["kmnist"]["auroc"]["oodgen+reject"]["mean"] == run0["ood_by_score"]["reject+knn"]["kmnist"]["auroc"]
-    assert rows["kmnist"]["auroc"]["oodgen+fisher"]["mean"] == run0["ood_by_score"]["reject+fisher"]["kmnist"]["auroc"]
+    for m, (_source, rule) in DERIVED.items():
+        assert rows["kmnist"]["auroc"][m]["mean"] == run0["ood_by_score"][resolve_score(rule, "mnist")]["kmnist"]["auroc"]
+    assert rows["kmnist"]["auroc"]["oodgen"]["mean"] == run0["ood_by_score"][RECOMMENDED]["kmnist"]["auroc"]
+    assert rows["kmnist"]["auroc"]["oodgen-paper"]["mean"] == run0["ood_by_score"]["ood-class"]["kmnist"]["auroc"]
     dev = json.loads((tmp_path / "tables" / "deviations.json").read_text())
     assert all(abs(c["ours"] - c["paper"]) > 5 for c in dev["cells"])
     expected = sum(1 for m, c in rows["fmnist"]["auroc"].items()
@@ -102,14 +106,14 @@ def test_bench_smoke_end_to_end(tmp_path, monkeypatch):
     assert expected == sum(1 for c in dev["cells"] if c["table"] == "table1" and c["setting"] == "mnist"
                            and c["ood"] == "fmnist")
     summary = json.loads((tmp_path / "tables" / "summary.json").read_text())["settings"]["mnist"]
-    assert {"oodgen", "oodgen+knn", "oodgen+reject", "oodgen+fisher", "mahalanobis", "msp"} <= set(summary)
+    assert set(OURS) | {"mahalanobis", "msp"} <= set(summary)
     assert summary["msp"]["mean_auroc"] == pytest.approx(
         np.mean([c["auroc"] for c in json.loads((tmp_path / "mnist" / "msp" / "seed0" / "metrics.json").read_text())["ood"].values()]))
     with open(tmp_path / "tables" / "table1.csv") as fh:
         lines = list(csv.DictReader(fh))
-    # 5 metrics x: 6 run paper sets x (4 paper methods + our 3 fused rules), EMNIST-letters (paper
-    # values only) x 4, KMNIST (no paper value) x the 5 columns that ran
-    assert len(lines) == 5 * (6 * 7 + 4 + 5)
+    # 5 metrics x: 6 run paper sets x (our rows + 3 paper baselines), EMNIST-letters (paper values only) x
+    # (4 paper methods + the paper's value beside our p(n+1) row), KMNIST (no paper value) x the columns that ran
+    assert len(lines) == 5 * (6 * (len(OURS) + 3) + 5 + len(OURS) + 1)
     with open(tmp_path / "tables" / "table2.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 7 * 5 * 3 + 5 * 1
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from oodgen.cli import main
-from oodgen.config import PROFILES, RunConfig, Variant
+from oodgen.config import PROFILES, RECOMMENDED, RunConfig, Variant
 from oodgen.metrics import METRIC_NAMES
 from oodgen.run import RunError, run
 
@@ -25,7 +25,7 @@ def test_metrics_schema(smoke_run):
         assert key in m, key
     assert m["id"] == "mnist" and m["method"] == "oodgen" and m["seed"] == 0 and m["profile"] == "smoke"
     assert m["variant"] == {"encoder_act": "leaky-all", "kl_warmup": 1.0, "sample_z": True, "beta": "paper", "nullspace": "uniform", "type2_radius": "surface",
-                            "score": "paper", "sphere_radius": "paper", "clip_type1": "clip", "cvae_retries": 2,
+                            "score": "recommended", "sphere_radius": "paper", "clip_type1": "clip", "cvae_retries": 2,
                             "colour_sigma": 0.0, "cvae_lr_warmup": 0}
     assert set(m["ood"]) >= {"fmnist", "notmnist", "omniglot", "kmnist", "gaussian", "uniform", "sphere"}
     for name, row in m["ood"].items():
@@ -40,6 +40,9 @@ def test_metrics_schema(smoke_run):
     assert set(panel["auroc"]["ood-class"]) == {"type1-paper", "type1-authors", "type1-wide-half",
                                                 "type2-surface", "type2-shell"}
     assert 0 <= panel["mean_auroc"]["ood-class"] <= 100
+    # the recommended score is the primary one, the paper's p(n+1) printed beside it (test_selection.py)
+    assert m["score"] == RECOMMENDED and m["score_option"] == "recommended" and m["score_paper"] == "ood-class"
+    assert m["ood"] == m["ood_by_score"][RECOMMENDED]
     table = (smoke_run / "results.md").read_text()
     assert "CVAE health:" in table and "p(n+1) (paper)" in table and "encoder leaky" in table
 
@@ -94,9 +97,11 @@ def test_cli_errors_are_one_line(capsys, tmp_path):
 
 def test_profiles_and_score_rule():
     assert set(PROFILES) == {"smoke", "quick", "full", "paper"}
-    assert RunConfig(id="mnist0-4").score_rule == "max-in"
-    assert RunConfig(id="mnist").score_rule == "ood-class"
-    assert RunConfig(id="fmnist0-4").score_rule == "ood-class"
+    assert RunConfig(id="mnist").score_rule == RECOMMENDED == RunConfig(id="mnist0-4").score_rule
+    assert RunConfig(id="mnist0-4").paper_rule == "max-in"
+    assert RunConfig(id="mnist", variant=Variant(score="paper")).score_rule == "ood-class"
+    assert RunConfig(id="mnist0-4", variant=Variant(score="paper")).score_rule == "max-in"
+    assert RunConfig(id="fmnist0-4", variant=Variant(score="paper")).score_rule == "ood-class"
     assert RunConfig(id="mnist", variant=Variant(score="max-in")).score_rule == "max-in"
     assert RunConfig(id="fmnist").latent == 10 and RunConfig(id="mnist0-4").latent == 8
     paper_f = RunConfig(id="fmnist", profile="paper").prof

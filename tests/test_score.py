@@ -16,16 +16,19 @@ from PIL import Image
 from oodgen.data import load, write_idx
 from oodgen.detectors.base import InputError
 from oodgen.data.images import load_inputs
+from oodgen.config import RECOMMENDED
 from oodgen.score import DetectorFileError, add_parser, load_detector
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """One smoke-profile MNIST run (seconds; its numbers mean nothing beyond 'it trained')."""
-    from oodgen.config import RunConfig
+    from oodgen.config import RunConfig, Variant
     from oodgen.run import run
     out = tmp_path_factory.mktemp("run")
-    run(RunConfig(id="mnist", profile="smoke"), out, progress=False, log=lambda *_a: None)
+    # the paper's score as the primary one: these tests are about p(n+1)'s range and thresholds
+    run(RunConfig(id="mnist", profile="smoke", variant=Variant(score="paper")), out, progress=False,
+        log=lambda *_a: None)
     return out
 
 
@@ -298,6 +301,9 @@ def test_other_rule_of_the_same_run(tmp_path, run_dir, det, capsys):
         assert s.shape == (6,) and np.all(np.isfinite(s))
         assert not np.array_equal(s, det.score(x))
     np.testing.assert_array_equal(load_detector(run_dir, "ood-class").score(x), det.score(x))
+    # the aliases: "paper" is p(n+1) here (max-in for mnist0-4), "recommended" the protocol's winner
+    assert load_detector(run_dir, "paper").score_rule == "ood-class"
+    assert load_detector(run_dir, "recommended").score_rule == RECOMMENDED
     with pytest.raises(ValueError, match="unknown score rule"):
         load_detector(run_dir, "fisher")
     npy = tmp_path / "x.npy"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import PROFILES, RunConfig, Variant
+from .config import PROFILES, RECOMMENDED, SCORE_ALIASES, RunConfig, Variant
 from .detectors.oodgen import SCORES
 
 
@@ -35,12 +35,14 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
                    help="Type I direction: uniform in the null space, or the authors' RREF basis")
     g.add_argument("--type2-radius", choices=["surface", "shell"], default="surface",
                    help="Type II radius: on the 95%% ellipsoid (paper) or U(r,1.5r) (authors)")
-    g.add_argument("--score", choices=["paper", *SCORES], default="paper",
-                   help="primary score: paper = p(n+1), but 1-max p_in for mnist0-4; ood-class+knn = "
+    g.add_argument("--score", choices=[*SCORE_ALIASES, *SCORES], default=Variant.score,
+                   help=f"primary score (printed first; every rule is always evaluated and stored): recommended = "
+                        f"{RECOMMENDED} (default; chosen without test data, docs/protocol.md), "
+                        "paper = p(n+1), but 1-max p_in for mnist0-4; ood-class+knn = "
                         "p(n+1) fused with a feature KNN distance, reject+knn = rejected by the n+1 class, else ranked by "
                         "that distance, reject+fisher = rejected by the n+1 class, else ranked by Fisher's combination of "
                         "that distance, the CVAE likelihood, the likelihood minus zlib length and a pixel KNN distance "
-                        "(all three beyond the paper); all are always recorded")
+                        "(all three beyond the paper)")
     g.add_argument("--clip-type1", choices=["clip", "none", "half"], default="clip",
                    help="clip Type I samples to [0,1] (authors' code), not at all (eq. 2), or a random half")
     g.add_argument("--sphere-radius", choices=["paper", "authors"], default="paper",

@@ -1,6 +1,6 @@
 """``oodgen compare DIR [DIR ...]``: finished runs side by side (what ``make quick`` prints last).
 
-One AUROC column per run with its primary score, labelled by its Type I options; each run's
+Two AUROC columns per run, the recommended score and the paper's, labelled by its Type I options; each run's
 CVAE health line; a one-line reason beside every cell below chance (50).
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .config import RECOMMENDED, resolve_score
 from .generate.health import health_line
 from .tables import RULE_LABELS, auroc_cell
 
@@ -16,6 +17,16 @@ from .tables import RULE_LABELS, auroc_cell
 def _label(m: dict) -> str:
     v = m.get("variant", {})
     return f"{m['_dir']}: beta {v.get('beta')}, clip {v.get('clip_type1')}"
+
+
+def _columns(m: dict) -> list[tuple[str, dict]]:
+    """(rule, {OOD set: metrics}) shown for a run: the recommended score and the paper's beside it (from
+    ``ood_by_score``, whatever the run's primary score was), else the run's primary score alone."""
+    by_score = m.get("ood_by_score") or {}
+    rules = [RECOMMENDED, m.get("score_paper") or resolve_score("paper", m.get("id", ""))]
+    if all(r in by_score for r in rules):
+        return [(r, by_score[r]) for r in dict.fromkeys(rules)]
+    return [(m["score"], m["ood"])]
 
 
 def compare_table(run_dirs) -> str:
@@ -27,20 +38,23 @@ def compare_table(run_dirs) -> str:
         m = json.loads(path.read_text())
         m["_dir"] = str(d)
         runs.append(m)
+    columns = [(m, rule, table) for m in runs for rule, table in _columns(m)]
     sets = list(dict.fromkeys(name for m in runs for name in m["ood"]))
-    lines = ["AUROC % by OOD set; score: " + ", ".join(sorted({RULE_LABELS.get(m['score'], m['score']) for m in runs}))
-             + "; higher is better", ""]
-    lines.append("| OOD set | " + " | ".join(_label(m) for m in runs) + " |")
-    lines.append("|---|" + "---|" * len(runs))
+    lines = ["AUROC % by OOD set (higher is better); for each run the recommended score "
+             f"({RECOMMENDED}, docs/protocol.md) and the paper's beside it", ""]
+    lines.append("| OOD set | " + " | ".join(f"{_label(m)}, {RULE_LABELS.get(r, r)}" for m, r, _t in columns) + " |")
+    lines.append("|---|" + "---|" * len(columns))
     notes = []
     for name in sets:
         cells = []
-        for m in runs:
-            row = m["ood"].get(name)
+        for m, rule, table in columns:
+            row = table.get(name)
             if row is None:
                 cells.append("-")
-                continue
-            cells.append(auroc_cell(row["auroc"], name, m.get("variant", {}), _label(m), notes))
+            elif rule in ("ood-class", "max-in"):
+                cells.append(auroc_cell(row["auroc"], name, m.get("variant", {}), _label(m), notes))
+            else:
+                cells.append(f"{row['auroc']:.1f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"({i}) {n}" for i, n in enumerate(notes, 1)]

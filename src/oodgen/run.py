@@ -168,9 +168,11 @@ def _comparable(d: dict) -> dict:
     left at their default (None) may be absent from configs written by older versions, a variant
     option added later takes its default (the behaviour before it existed), and evaluation-only
     profile settings do not count."""
-    d = {k: v for k, v in json.loads(json.dumps(d)).items() if v is not None and k != "device"}
+    d = {k: v for k, v in json.loads(json.dumps(d)).items()
+         if v is not None and k not in ("device", "score_used", "score_paper")}
     if isinstance(d.get("variant"), dict):
-        d["variant"] = asdict(Variant.from_dict(d["variant"]))
+        # the primary score decides only what is reported first: every rule is always evaluated
+        d["variant"] = {k: v for k, v in asdict(Variant.from_dict(d["variant"])).items() if k != "score"}
     if isinstance(d.get("profile_settings"), dict):
         d["profile_settings"] = {k: v for k, v in d["profile_settings"].items() if k not in EVALUATION_ONLY}
     return d
@@ -392,6 +394,8 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
         "profile": cfg.profile,
         "variant": cfg.to_dict()["variant"],
         "score": primary,
+        "score_option": cfg.variant.score,
+        "score_paper": cfg.paper_rule,
         "accuracy": acc_nplus1,
         "accuracy_plain": acc_plain,
         "cvae_health": detector.cvae_health_,

@@ -39,7 +39,7 @@ from .detectors.base import InputError, check_images  # noqa: F401 (InputError r
 from .detectors.fusion import NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion
 from .detectors.image_stats import PixelBank
 from .detectors.oodgen import SCORES, score_images
-from .config import Variant
+from .config import SCORE_ALIASES, Variant, resolve_score
 from .models import CVAE, PRECISIONS, Fig6cCNN, as_inference, resolve_precision
 from .train import predict_logits
 
@@ -154,8 +154,10 @@ def load_detector(run_dir: str | os.PathLike, rule: str | None = None, precision
     n_classes, thresholds = blob["n_classes"], blob["thresholds"]
     if rule is None:
         rule = blob["score"]
+    elif rule in SCORE_ALIASES:
+        rule = resolve_score(rule, str((blob.get("config") or {}).get("id", "")))
     elif rule not in SCORES:
-        raise ValueError(f"unknown score rule {rule!r}; use one of {SCORES}")
+        raise ValueError(f"unknown score rule {rule!r}; use one of {SCORE_ALIASES + SCORES}")
     if not isinstance(n_classes, int) or n_classes < 1:
         raise DetectorFileError(f"{path}: invalid n_classes {n_classes!r}")
     if rule not in SCORES:
@@ -306,8 +308,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="also write the rows to FILE.csv or FILE.json (by extension)")
     p.add_argument("--threshold", type=float, default=None,
                    help="OOD if score > X (default: the run's 95%% TPR threshold)")
-    p.add_argument("--score", choices=SCORES, default=None,
-                   help="score rule (default: the one the run reports; the run stored every rule's threshold)")
+    p.add_argument("--score", choices=[*SCORE_ALIASES, *SCORES], default=None,
+                   help="score rule (default: the one the run reports, `recommended` unless the run was given "
+                        "another --score; paper = p(n+1); the run stored every rule's threshold)")
     p.add_argument("--resize", action="store_true",
                    help="for a run on your own data (--train): resize inputs to the run's image size "
                         "(otherwise an input of another size is refused)")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import RECOMMENDED, resolve_score
 from .data.datasets import PAPER_SETTINGS as SETTINGS
 from .detectors.base import BenchInfo
 from .detectors.registry import DETECTORS
@@ -22,8 +23,12 @@ from .generate.health import health_line
 from .metrics import METRIC_NAMES
 from .utils import atomic_write_bytes, atomic_write_json
 
-OURS = {"oodgen": "Ours", "oodgen+knn": "Ours+KNN", "oodgen+reject": "Ours reject+KNN",
-        "oodgen+fisher": "Ours reject+Fisher"}   # our rows of Table 1 (the derived ones: DERIVED below)
+# Our rows of Table 1: "Ours" is the recommended score (docs/protocol.md), then the paper's p(n+1) and every
+# other rule of the same trained runs (the derived rows: DERIVED below).
+_RULE_ROWS = {"oodgen+knn": ("ood-class+knn", "Ours ood-class+KNN"), "oodgen+reject": ("reject+knn", "Ours reject+KNN"),
+              "oodgen+fisher": ("reject+fisher", "Ours reject+Fisher")}
+OURS = {"oodgen": f"Ours ({RECOMMENDED}, recommended)", "oodgen-paper": "Ours p(n+1) (paper's score)",
+        **{m: label for m, (rule, label) in _RULE_ROWS.items() if rule != RECOMMENDED}}
 TABLE_TITLES = {"table1": "Table 1: Ours / Confident classifier / ODIN / Mahalanobis",
                 "table2": "Table 2: max-softmax / MC-dropout / mutual information",
                 "extra": "Extra baselines (not in the paper)"}
@@ -100,9 +105,12 @@ def _stats(values: list[float]) -> dict:
     return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": len(arr)}
 
 
-#: Table columns computed from another method's runs: (source method, its score rule).
-DERIVED = {"oodgen+knn": ("oodgen", "ood-class+knn"), "oodgen+reject": ("oodgen", "reject+knn"),
-           "oodgen+fisher": ("oodgen", "reject+fisher")}
+#: Table columns computed from another method's runs: (source method, its score rule).  "Ours" itself is
+#: the recommended rule of our runs, whatever primary score a run was written with.
+DERIVED = {"oodgen": ("oodgen", "recommended"), "oodgen-paper": ("oodgen", "paper"),
+           **{m: ("oodgen", rule) for m, (rule, _label) in _RULE_ROWS.items() if rule != RECOMMENDED}}
+#: The paper's value shown beside a row is the paper's own method's (its score is p(n+1)).
+PAPER_KEY = {"oodgen-paper": "oodgen"}
 
 
 def _load_metrics(out: Path, setting: str, method: str, seeds) -> list[dict]:
@@ -111,6 +119,7 @@ def _load_metrics(out: Path, setting: str, method: str, seeds) -> list[dict]:
     runs = [json.loads(p.read_text()) for p in paths if p.exists()]
     if rule is None:
         return runs
+    rule = resolve_score(rule, setting)
     # The same trained n+1 classifier scored by another rule (recorded by `oodgen run`).
     return [{**r, "method": method, "score": rule, "ood": r["ood_by_score"][rule]}
             for r in runs if rule in r.get("ood_by_score", {})]
@@ -176,7 +185,7 @@ def build_tables(out, settings=SETTINGS, seeds=(0, 1, 2)) -> dict:
                     cells = {}
                     for m in methods:
                         vals = [r["ood"][name][metric] for r in runs.get(m, []) if name in r["ood"]]
-                        p = ptab.get(name, {}).get(metric, {}).get(m)
+                        p = ptab.get(name, {}).get(metric, {}).get(PAPER_KEY.get(m, m))
                         if vals or p is not None:
                             cells[m] = {**(_stats(vals) if vals else {"mean": None, "std": None, "n": 0}),
                                         "seeds": [r["seed"] for r in runs.get(m, []) if name in r["ood"]],
@@ -322,9 +331,14 @@ def variant_summary(variant: dict) -> str:
 def markdown_table(metrics: dict) -> str:
     """The run's printed and stored summary: the CVAE's health, the primary score's metrics, and
     the AUROC of every score rule side by side (with a reason beside any cell below chance)."""
-    head = ("| OOD set | FPR95 ↓ | Det. err ↓ | AUROC ↑ | AUPR-in ↑ | AUPR-out ↑ |\n"
-            "|---|---|---|---|---|---|\n")
-    rows = "".join(f"| {name} | " + " | ".join(f"{m[k]:.1f}" for k in METRIC_NAMES) + " |\n"
+    by_score = metrics.get("ood_by_score") or {}
+    paper = metrics.get("score_paper", "ood-class")
+    beside = paper if paper != metrics["score"] and paper in by_score else None
+    extra = f" AUROC {RULE_LABELS.get(beside, beside)} |" if beside else ""
+    head = ("| OOD set | FPR95 ↓ | Det. err ↓ | AUROC ↑ | AUPR-in ↑ | AUPR-out ↑ |" + extra + "\n"
+            "|---|---|---|---|---|---|" + ("---|" if beside else "") + "\n")
+    rows = "".join(f"| {name} | " + " | ".join(f"{m[k]:.1f}" for k in METRIC_NAMES)
+                   + (f" | {by_score[beside][name]['auroc']:.1f}" if beside else "") + " |\n"
                    for name, m in metrics["ood"].items())
     variant = metrics.get("variant", {})
     title = (f"**{metrics['method']}** on {metrics['id']} (profile {metrics['profile']}, seed {metrics['seed']}, "
@@ -335,9 +349,8 @@ def markdown_table(metrics: dict) -> str:
     if health:
         title += health_line(health) + "\n\n"
     out = title + head + rows
-    by_score = metrics.get("ood_by_score")
     if by_score:
-        rules = [r for r in RULE_LABELS if r in by_score]
+        rules = sorted((r for r in RULE_LABELS if r in by_score), key=lambda r: r != metrics["score"])
         out += ("\nAUROC by score rule (same classifier):\n\n| OOD set | " + " | ".join(RULE_LABELS[r] for r in rules)
                 + " |\n|---|" + "---|" * len(rules) + "\n")
         notes = []

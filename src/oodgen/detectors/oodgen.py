@@ -13,7 +13,8 @@ Scores (higher = more OOD):
   "in-distribution max probability", sign flipped); the authors use it for MNIST 0-4;
 * ``"ood-class+knn"`` (beyond the paper): p(n+1) fused with the KNN distance in the same
   classifier's penultimate features (:mod:`oodgen.detectors.fusion`).  ``fit`` calibrates the
-  fusion on 5,000 training images; ``oodgen run`` recalibrates it on its held-out validation split;
+  fused rules on 5,000 training images, whatever the detector's own score, so that every rule
+  (:meth:`OODGen.score_all`) works after it; ``oodgen run`` recalibrates on its held-out validation split;
 * ``"reject+knn"`` (beyond the paper): images with p(n+1) > 0.5 first, the others ranked by that
   KNN distance (no calibration needed);
 * ``"reject+fisher"`` (beyond the paper): images with p(n+1) > 0.5 first, the others ranked by
@@ -22,7 +23,9 @@ Scores (higher = more OOD):
   KNN distance; :mod:`oodgen.detectors.image_stats`).  Calibrated like ``ood-class+knn``.
 
 Hyper-parameters: ``latent_dim`` (8 MNIST, 10 F-MNIST), ``profile`` (training budget, see
-:mod:`oodgen.config`), ``variant`` (paper vs authors'-code choices), ``score``, ``seed``;
+:mod:`oodgen.config`), ``variant`` (paper vs authors'-code choices), ``score`` (default
+``"recommended"``: :data:`oodgen.config.RECOMMENDED`, the winner of ``docs/protocol.md``;
+``"paper"`` = p(n+1)), ``seed``;
 ``precision`` of scoring (``"fp32"`` default, ``"bf16"``, ``"auto"``;
 :mod:`oodgen.models.inference`; training is always float32).
 ``fit`` measures the trained CVAE's health (``cvae_health_``, :mod:`oodgen.generate.health`),
@@ -39,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import PROFILES, Profile, Variant
+from ..config import PROFILES, SCORE_ALIASES, Profile, Variant, resolve_score
 from ..models import CVAE, Fig6cCNN
 from ..generate import NotFittedError
 from ..generate.health import check_health, cvae_health, health_line
@@ -122,7 +125,7 @@ def score_images(rule: str, classifier, x: torch.Tensor, batch_size: int = 256,
 
 class OODGen(Detector):
     def __init__(self, latent_dim: int = 8, profile: str | Profile = "full", variant: Variant | None = None,
-                 score: str = "ood-class", seed: int = 0, checkpoint_dir: str | None = None,
+                 score: str = "recommended", seed: int = 0, checkpoint_dir: str | None = None,
                  progress: bool = False, verbose: bool = False, device: str = "cpu", strict: bool = False,
                  precision: str = "fp32"):
         self.latent_dim = latent_dim
@@ -156,8 +159,7 @@ class OODGen(Detector):
     def _fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if y is None:
             raise ValueError("OODGen needs class labels: fit(x, y)")
-        if self.score_rule not in SCORES:
-            raise ValueError(f"unknown score {self.score_rule!r}; use one of {SCORES}")
+        rule = self.resolved_score()
         prof = PROFILES[self.profile] if isinstance(self.profile, str) else self.profile
         variant = self.variant or Variant()
         n_classes = int(y.max()) + 1
@@ -215,9 +217,18 @@ class OODGen(Detector):
         self.infer_classifier_ = None
         self.train_features_ = None
         self.pixel_bank_ = None
-        if self.score_rule in FUSION_RULES:
-            calib = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[:N_CALIBRATION]
-            self.calibrate(x[calib], x_train=x)
+        # every rule usable after fit (score_all, set_params(score=...)); oodgen run recalibrates on
+        # its held-out validation split
+        calib = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[:N_CALIBRATION]
+        self.calibrate(x[calib], x_train=x)
+
+    def resolved_score(self) -> str:
+        """The rule :attr:`score_rule` names (``"recommended"`` and ``"paper"`` resolved;
+        :func:`oodgen.config.resolve_score`)."""
+        rule = resolve_score(self.score_rule)
+        if rule not in SCORES:
+            raise ValueError(f"unknown score {self.score_rule!r}; use one of {SCORE_ALIASES + SCORES}")
+        return rule
 
     def calibrate(self, x_calib, x_train=None) -> "OODGen":
         """Fit the fusion behind the ``*+knn`` and ``reject+fisher`` rules: memory bank = features of
@@ -265,8 +276,9 @@ class OODGen(Detector):
         return predict_logits(self.inference_classifier(), check_images(x, shape=self.input_shape()))
 
     def _score(self, x: torch.Tensor) -> np.ndarray:
-        return score_images(self.score_rule, self.inference_classifier(), x, fusion=self.fusion_,
-                            cvae=self.stats_cvae() if rule_needs(self.score_rule)[1] else None,
+        rule = self.resolved_score()
+        return score_images(rule, self.inference_classifier(), x, fusion=self.fusion_,
+                            cvae=self.stats_cvae() if rule_needs(rule)[1] else None,
                             pixel_bank=self.pixel_bank_)[0]
 
     def score_all(self, x, rules=SCORES, components: bool = False) -> dict[str, np.ndarray]:

@@ -1,0 +1,152 @@
+"""The selection protocol (docs/protocol.md, ``oodgen select``) and the recommended score it picks."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from oodgen import data as D
+from oodgen import selection as S
+from oodgen.config import RECOMMENDED, SCORE_ALIASES, RunConfig, Variant, resolve_score
+from oodgen.detectors.oodgen import SCORES, OODGen
+
+
+def test_resolve_score():
+    assert resolve_score("recommended", "fmnist") == RECOMMENDED
+    assert resolve_score("paper", "mnist") == "ood-class" and resolve_score("paper", "mnist0-4") == "max-in"
+    assert resolve_score("reject+knn", "mnist0-4") == "reject+knn"
+    assert Variant().score == "recommended" and RECOMMENDED in SCORES and SCORE_ALIASES == ("recommended", "paper")
+
+
+def test_shifted_images():
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(S.shifted(x, "invert", 0), 1.0 - x)
+    sh = S.shifted(x, "pixel-shuffle", 0)
+    # each image keeps its own intensities, in another order, and the images are shuffled differently
+    assert torch.equal(sh.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+    assert not torch.equal(sh, x)
+    order = [torch.argsort(torch.argsort(sh[i].flatten())) for i in range(2)]
+    assert not torch.equal(order[0], order[1])
+    assert torch.equal(S.shifted(x, "pixel-shuffle", 0), sh)             # seeded
+    with pytest.raises(ValueError, match="unknown shift"):
+        S.shifted(x, "blur", 0)
+
+
+def _record(setting, recipe, c, aurocs: dict[str, float]) -> dict:
+    metrics = {name: {sig: {"auroc": aurocs.get(name, 90.0)} for sig in S.SIGNALS} for name in S.CANDIDATE_SCORES}
+    return {"id": setting, "recipe": recipe, "held_out_class": c, "metrics": metrics}
+
+
+def test_decide_worst_case_then_fastest():
+    speeds = {name: 1000.0 for name in S.CANDIDATE_SCORES}
+    speeds.update({"reject+fisher": 100.0, "reject+knn": 500.0})
+    records = [_record("mnist", r, 0, {"reject+fisher": 99.0, "reject+knn": 98.9, "ood-class": 99.5})
+               for r in S.RECIPES]
+    # a blind spot on one signal of one fold sinks the mean-best candidate (p(n+1))
+    records[0]["metrics"]["ood-class"]["invert"]["auroc"] = 2.0
+    records[1]["metrics"]["ood-class"]["invert"]["auroc"] = 2.0
+    d = S.decide(records, speeds)
+    assert d["candidates"]["ours/ood-class"]["worst"] == 2.0
+    assert d["candidates"]["ours/ood-class"]["worst_signal"] == "mnist/class0/invert"
+    assert d["best_worst"] == 99.0
+    # reject+knn is within 0.2 points and faster: it wins; the two recipes tie, so ours
+    assert set(d["within_tie"]) == {"ours/reject+fisher", "authors/reject+fisher", "ours/reject+knn",
+                                    "authors/reject+knn"}
+    assert d["winner"] == "ours/reject+knn" and d["score"] == "reject+knn" and d["recipe"] == "ours"
+    # 0.3 points below is outside the tie: the slower, better one wins
+    for r in records:
+        r["metrics"]["reject+knn"]["held-out"]["auroc"] = 98.7
+    assert S.decide(records, speeds)["winner"] == "ours/reject+fisher"
+    assert "**winner**" in S.decision_markdown(S.decide(records, speeds))
+
+
+def test_score_speeds_from_committed_benchmark():
+    speeds = S.score_speeds("benchmarks/results/rules.json")
+    assert set(speeds) == set(S.CANDIDATE_SCORES)
+    # the lite Fisher rule skips the CVAE pass and zlib: faster than reject+fisher, slower than reject+knn
+    assert speeds["reject+fisher"] < speeds[S.LITE_RULE] < speeds["reject+knn"]
+
+
+def test_fold_reads_no_test_data_and_scores_every_candidate(tmp_path, monkeypatch):
+    real_load = D.load
+
+    def train_only(name, split="train", *a, **k):
+        assert (name, split) in (("mnist", "train"),), f"the protocol read {name}/{split}"
+        return real_load(name, split, *a, **k)
+
+    monkeypatch.setattr(D, "load", train_only)
+    monkeypatch.setattr(S, "N_HELD_OUT", 40)
+    rec = S.run_fold("mnist", "ours", 3, tmp_path, profile="smoke", log=lambda *_: None)
+    path = S.fold_path(tmp_path, "mnist", "ours", 3, "smoke")
+    assert path.exists() and path.with_name(path.stem + "-type2.png").exists()
+    assert json.loads(path.read_text())["metrics"] == rec["metrics"]
+    assert set(rec["metrics"]) == set(S.CANDIDATE_SCORES)
+    for name, signals in rec["metrics"].items():
+        assert set(signals) == set(S.SIGNALS)
+        assert all(0 <= m["auroc"] <= 100 for m in signals.values()), name
+    assert rec["n_held_out"] == 40 and abs(rec["n_in"] - rec["n_calibration"]) <= 1
+    assert rec["n_train"] < 600 and "no test split" in rec["note"]
+    # a floor, not a value: pixel shuffling destroys the digits, which the feature KNN sees even at smoke size
+    assert rec["metrics"]["feature-knn"]["pixel-shuffle"]["auroc"] > 80
+    # finished folds are read back, not trained again
+    monkeypatch.setattr(S, "OODGen", None)
+    assert S.run_fold("mnist", "ours", 3, tmp_path, profile="smoke", log=lambda *_: None) == rec
+
+
+def test_score_all_matches_each_rule(mnist_small):
+    tr, te = mnist_small
+    det = OODGen(profile="smoke", score="reject+fisher", seed=0).fit(tr.images, tr.labels)
+    x = np.concatenate([te.images[:60], D.load("uniform", "test", n=20, seed=0).images])
+    every = det.score_all(x, components=True)
+    assert set(every) == set(SCORES) | {"feature-knn", "nll", "nll-complexity", "pixel-knn"}
+    np.testing.assert_allclose(every["reject+fisher"], det.score(x))
+    for rule in SCORES:
+        np.testing.assert_allclose(det.score_all(x, (rule,))[rule], det.set_params(score=rule).score(x))
+    assert det.set_params(score="recommended").score(x).shape == (80,)
+    np.testing.assert_allclose(det.set_params(score="paper").score(x), every["ood-class"])
+    with pytest.raises(ValueError, match="unknown score"):
+        det.score_all(x, ("fisher",))
+
+
+def test_a_run_written_with_another_score_resumes(tmp_path):
+    """The primary score is evaluation only: a run directory resumes under another --score."""
+    from oodgen.run import _check_config
+    _check_config(tmp_path, RunConfig(id="mnist", profile="smoke", variant=Variant(score="paper")))
+    _check_config(tmp_path, RunConfig(id="mnist", profile="smoke"))          # no RunError
+    stored = json.loads((tmp_path / "config.json").read_text())
+    assert stored["variant"]["score"] == "paper" and stored["score_paper"] == "ood-class"
+
+
+def test_compare_shows_recommended_and_paper(tmp_path):
+    from oodgen.compare import compare_table
+    by_score = {r: {"fmnist": {"auroc": 90.0 + i}} for i, r in enumerate(SCORES)}
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "metrics.json").write_text(json.dumps({"id": "mnist", "score": "ood-class", "variant": {},
+                                                "ood": by_score["ood-class"], "ood_by_score": by_score}))
+    row = next(line for line in compare_table([d]).splitlines() if line.startswith("| fmnist"))
+    # one column when the recommended score is the paper's own
+    expected = [f"{by_score[r]['fmnist']['auroc']:.1f}" for r in dict.fromkeys((RECOMMENDED, "ood-class"))]
+    assert [c.strip() for c in row.split("|")[2:-1]] == expected
+
+
+@pytest.mark.parametrize("primary", ["reject+fisher", "ood-class"])
+def test_run_summary_prints_the_paper_score_beside_the_primary(primary):
+    from oodgen.tables import markdown_table
+    by_score = {r: {"fmnist": {k: 90.0 + i for k in ("fpr95", "detection_error", "auroc", "aupr_in", "aupr_out")}}
+                for i, r in enumerate(SCORES)}
+    metrics = {"method": "oodgen", "id": "mnist", "profile": "smoke", "seed": 0, "score": primary,
+               "score_paper": "ood-class", "accuracy": 99.0, "ood": by_score[primary], "ood_by_score": by_score}
+    lines = markdown_table(metrics).splitlines()
+    head = next(line for line in lines if line.startswith("| OOD set | FPR95"))
+    row = next(line for line in lines if line.startswith("| fmnist | "))
+    if primary == "ood-class":              # nothing to put beside the paper's own score
+        assert head.endswith("| AUROC ↑ | AUPR-in ↑ | AUPR-out ↑ |") and len(row.split("|")) == 8
+    else:
+        assert head.endswith("| AUROC p(n+1) (paper) |")
+        assert row.split("|")[-2].strip() == f"{by_score['ood-class']['fmnist']['auroc']:.1f}"
+        assert row.split("|")[4].strip() == f"{by_score[primary]['fmnist']['auroc']:.1f}"
+    rules_head = next(line for line in lines if line.startswith("| OOD set | ") and "FPR95" not in line)
+    assert rules_head.split("|")[2].strip().startswith(primary if primary != "ood-class" else "p(n+1)")
