@@ -27,7 +27,7 @@ from .utils import atomic_write_bytes, atomic_write_json
 # other rule of the same trained runs (the derived rows: DERIVED below).
 _RULE_ROWS = {"oodgen+knn": ("ood-class+knn", "Ours ood-class+KNN"), "oodgen+reject": ("reject+knn", "Ours reject+KNN"),
               "oodgen+fisher": ("reject+fisher", "Ours reject+Fisher")}
-OURS = {"oodgen": f"Ours ({RECOMMENDED}, recommended)", "oodgen-paper": "Ours p(n+1) (paper's score)",
+OURS = {"oodgen": f"Ours ({RECOMMENDED}, recommended)", "oodgen-paper": "Ours, paper's score",
         **{m: label for m, (rule, label) in _RULE_ROWS.items() if rule != RECOMMENDED}}
 TABLE_TITLES = {"table1": "Table 1: Ours / Confident classifier / ODIN / Mahalanobis",
                 "table2": "Table 2: max-softmax / MC-dropout / mutual information",
