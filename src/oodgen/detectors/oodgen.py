@@ -159,7 +159,7 @@ class OODGen(Detector):
     def _fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if y is None:
             raise ValueError("OODGen needs class labels: fit(x, y)")
-        rule = self.resolved_score()
+        self.resolved_score()           # an unknown score fails before training
         prof = PROFILES[self.profile] if isinstance(self.profile, str) else self.profile
         variant = self.variant or Variant()
         n_classes = int(y.max()) + 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,32 +28,13 @@ from ..detectors.oodgen import nplus1_scores
 from ..metrics import ood_metrics, threshold_at_tpr
 from ..utils import atomic_write_bytes, atomic_write_json, environment, generator
 from . import sphere as S
+from .budget import BUDGETS, Budget  # noqa: F401 (re-exported)
 from .coverage import boundary_coverage
 from .figures import _tensor, write_figures
 from .gan import ConfidentGAN, mlp
 from .generator import TOY_BETA, VectorCVAE, fit_class_ellipsoids, train_vector_cvae, type1_samples, type2_samples
 
 
-@dataclass(frozen=True)
-class Budget:
-    n_train: int
-    n_val: int
-    n_test: int                # in-distribution test points, and points of each OOD set
-    cvae_steps: int
-    classifier_steps: int
-    gan_steps: int
-    pool_size: int             # Type I and Type II outliers per regeneration, each
-    regen_every: int           # classifier steps between outlier-pool regenerations
-    n_coverage: int            # generated samples per method scored by coverage (and plotted)
-    map_resolution: int        # decision-map pixels per 180 degrees of latitude
-
-
-BUDGETS = {
-    "default": Budget(n_train=2000, n_val=500, n_test=1000, cvae_steps=1200, classifier_steps=1500,
-                      gan_steps=2000, pool_size=1000, regen_every=300, n_coverage=1000, map_resolution=180),
-    "tiny": Budget(n_train=300, n_val=100, n_test=200, cvae_steps=60, classifier_steps=60, gan_steps=60,
-                   pool_size=150, regen_every=30, n_coverage=200, map_resolution=30),
-}
 HIDDEN = 64
 BATCH = 128                    # in-distribution points per classifier step (+ BATCH/2 of each outlier type)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,10 +16,9 @@ from torch import nn
 
 from ..plots import COLOURS
 from . import sphere as S
+from .budget import Budget
 from .gan import ConfidentGAN
 
-if TYPE_CHECKING:
-    from .demo import Budget
 
 OOD_CLASS_COLOURS = ListedColormap(["#aec7e8", "#ffbb78", "#d9d9d9"])    # class 0, class 1, OOD (light)
 
