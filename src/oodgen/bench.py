@@ -27,36 +27,25 @@ split; the in-distribution validation split is the one ``oodgen run`` holds out.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
 
 from . import data as D
-from .config import PROFILES, RunConfig
+from .config import PROFILES
 
 # The method lists, names and table rendering live in oodgen.tables (re-exported here).
 from .tables import (DEFAULT_METHODS, DERIVED, DISPLAY, METHODS, METRIC_LABELS, OURS,  # noqa: F401
                      SETTINGS, TABLE_METRICS, TABLE_TITLES, TABLES, _info, _infos, all_methods, bench_tables,
                      build_tables, default_methods, display, methods_by, paper_tables, score_used)
-from .utils import atomic_write_json, environment, resolve_device
+from .utils import atomic_write_json, environment
 # One (setting, seed): the run's data, models and cached outputs, and each method's evaluation.
 from .bench_methods import (CONFIDENT_EPOCHS, N_TUNE, OUTPUTS_FORMAT, BenchError, _Context,  # noqa: F401
                             _evaluate, _evaluate_tuned)
-
-
-def _run_dir_config(run_dir: Path, setting: str, seed: int, profile: str, device: str) -> RunConfig:
-    path = run_dir / "config.json"
-    if not path.exists():
-        return RunConfig(id=setting, seed=seed, profile=profile, device=device)
-    cfg = RunConfig.from_dict(json.loads(path.read_text()))
-    if (cfg.id, cfg.seed, cfg.profile) != (setting, seed, profile):
-        raise BenchError(f"{run_dir} holds a run of id={cfg.id} seed={cfg.seed} profile={cfg.profile}, "
-                         f"not id={setting} seed={seed} profile={profile}; use another --out")
-    # The device is this call's, not the stored run's: a run trained with --device cuda is
-    # benchmarked on a CPU-only machine too (the device is not part of a run's identity).
-    return dataclasses.replace(cfg, device=device)
+# One job's folder, its done test, the run's configuration and plain classifier (shared with the Ray executor).
+from .bench_jobs import (PLAIN_RETRAINED, ensure_plain, job_dir, job_done, needs_plain,  # noqa: F401
+                         run_dir_config)
+_run_dir_config, _needs_plain = run_dir_config, needs_plain       # the older private names
 
 
 def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None, device: str = "auto",
@@ -69,18 +58,17 @@ def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None
     split as ``oodgen run`` (:func:`oodgen.run.train_plain_classifier`) - instead of stopping."""
     from .run import run
     out = Path(out)
-    run_dir = out / setting / "oodgen" / f"seed{seed}"
-    cfg = _run_dir_config(run_dir, setting, seed, profile, device)
-    if not (run_dir / "metrics.json").exists():
+    run_dir = job_dir(out, setting, "oodgen", seed)
+    cfg = run_dir_config(run_dir, setting, seed, profile, device)
+    if not job_done(out, setting, "oodgen", seed):
         run(cfg, run_dir, data_dir, progress=progress, log=log)
-    pending = [m for m in methods
-               if m != "oodgen" and not (out / setting / m / f"seed{seed}" / "metrics.json").exists()]
+    pending = [m for m in methods if m != "oodgen" and not job_done(out, setting, m, seed)]
     if not pending:
         return
     if confident_epochs is None:
         confident_epochs = CONFIDENT_EPOCHS.get(profile, 10)
     plain_path = run_dir / "checkpoints" / "plain.pt"
-    if retrain_plain and any(_needs_plain(m) for m in pending):
+    if retrain_plain and any(needs_plain(m) for m in pending):
         ensure_plain(cfg, run_dir, data_dir, progress, log)
     retrained = (run_dir / "checkpoints" / PLAIN_RETRAINED).exists()
     ctx = _Context(cfg, run_dir, data_dir, mc_passes, log)
@@ -111,44 +99,12 @@ def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None
             "environment": environment(),
             "metrics_note": "percent; in-distribution positive; scores higher = more OOD",
         }
-        atomic_write_json(out / setting / method / f"seed{seed}" / "metrics.json", metrics)
+        atomic_write_json(job_dir(out, setting, method, seed) / "metrics.json", metrics)
 
 
 # ---------------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------------
-# marks a run folder whose plain.pt was trained by --retrain-plain (kept beside the checkpoint)
-PLAIN_RETRAINED = "plain.retrained"
-
-
-def ensure_plain(cfg: RunConfig, run_dir: Path, data_dir=None, progress: bool = False, log=print) -> None:
-    """``--retrain-plain``: when ``run_dir/checkpoints/plain.pt`` is missing, train that plain classifier
-    alone (:func:`oodgen.run.train_plain_classifier`: the run's seed, recipe and training split).  It
-    trains into ``plain.retraining.pt`` (an interrupted retraining resumes there) and becomes
-    ``plain.pt`` only when finished, so a half-trained network is never scored; the marker
-    :data:`PLAIN_RETRAINED` records that it was retrained.  Called once per (setting, seed): by
-    :func:`bench_one`, and by the Ray grid's training task before its baseline tasks start."""
-    from .run import load_setting, train_plain_classifier
-    ckpt = Path(run_dir) / "checkpoints"
-    plain = ckpt / "plain.pt"
-    if plain.exists():
-        return
-    partial = ckpt / "plain.retraining.pt"
-    log(f"[bench] {cfg.id} seed {cfg.seed}: {plain} is missing; training the run's plain classifier alone "
-        "(same seed, recipe and training split as oodgen run)")
-    x, y, *_ = load_setting(cfg, data_dir)
-    train_plain_classifier(cfg, x, y, partial, resolve_device(cfg.device), progress, log)
-    (ckpt / PLAIN_RETRAINED).touch()
-    partial.replace(plain)
-
-
-def _needs_plain(method: str) -> bool:
-    """Whether ``method`` scores the run's plain classifier (not the confident classifier, which
-    trains its own, nor a pixel-space method)."""
-    info = _info(method)
-    return not (info.consumes == "trains" or info.classifier_free)
-
-
 def bench(settings, methods, seeds, profile: str, out, data_dir=None, device: str = "auto", mc_passes: int = 50,
           confident_epochs: int | None = None, progress: bool = False, log=print, retrain_plain: bool = False) -> dict:
     """Every (setting, seed, method), then the tables; returns the tables' JSON documents."""
@@ -185,7 +141,7 @@ def _main(a: argparse.Namespace) -> int:
             try:
                 rep = bench_ray(settings, a.methods, a.seeds, a.profile, a.out, a.data_dir, a.device, a.mc_passes,
                                 a.confident_epochs, address=a.address, cpus_per_job=a.cpus_per_job,
-                                gpus_per_job=a.gpus_per_job, retrain_plain=a.retrain_plain)
+                                gpus_per_job=a.gpus_per_job, retrain_plain=a.retrain_plain, job=bench_one)
             except ExecutorError as exc:
                 print(f"oodgen bench: error: {exc}", file=sys.stderr)
                 return 2

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .bench_jobs import ensure_plain, job_dir, job_done, needs_plain, run_dir_config
+
 
 class ExecutorError(RuntimeError):
     """The executor cannot run (Ray missing or unreachable)."""
@@ -46,40 +48,41 @@ def _train(setting: str, seed: int, profile: str, out: str, data_dir, device: st
            retrain_plain: bool = False) -> str:
     """Ray task body: train and evaluate our detector for one (setting, seed) unless it is done; with
     ``retrain_plain``, also the plain classifier of a finished run whose checkpoint is gone
-    (:func:`oodgen.bench.ensure_plain`), once, before the baseline tasks that score it start."""
+    (:func:`oodgen.bench_jobs.ensure_plain`), once, before the baseline tasks that score it start."""
     from ._runtime import tune_allocator
-    from .bench import _run_dir_config, ensure_plain
     from .run import run
     tune_allocator()
-    run_dir = Path(out) / setting / "oodgen" / f"seed{seed}"
-    cfg = _run_dir_config(run_dir, setting, seed, profile, device)
-    if not (run_dir / "metrics.json").exists():
+    run_dir = job_dir(out, setting, "oodgen", seed)
+    cfg = run_dir_config(run_dir, setting, seed, profile, device)
+    if not job_done(out, setting, "oodgen", seed):
         run(cfg, run_dir, data_dir, progress=False, log=lambda *_: None)
     if retrain_plain:
         ensure_plain(cfg, run_dir, data_dir, progress=False, log=lambda *_: None)
     return str(run_dir)
 
 
-def _method(_run_dir: str, setting: str, seed: int, method: str, profile: str, out: str, data_dir, device: str,
+def _method(_run_dir: str, job, setting: str, seed: int, method: str, profile: str, out: str, data_dir, device: str,
             mc_passes: int, confident_epochs) -> str:
-    """Ray task body: one baseline on one trained run (``_run_dir`` is the train task's result)."""
+    """Ray task body: one baseline on one trained run (``_run_dir`` is the train task's result) by ``job``
+    (the serial bench's :func:`oodgen.bench.bench_one`, passed in so that this module imports no bench)."""
     from ._runtime import tune_allocator
-    from .bench import bench_one
     tune_allocator()
-    bench_one(setting, seed, [method], profile, out, data_dir, device, mc_passes, confident_epochs,
-              progress=False, log=lambda *_: None)
+    job(setting, seed, [method], profile, out, data_dir, device, mc_passes, confident_epochs,
+        progress=False, log=lambda *_: None)
     return f"{setting}/{method}/seed{seed}"
 
 
 def bench_ray(settings, methods, seeds, profile: str, out, data_dir=None, device: str = "auto",
               mc_passes: int = 50, confident_epochs: int | None = None, *, address: str | None = None,
               cpus_per_job: float = 1.0, gpus_per_job: float = 0.0, num_cpus: int | None = None,
-              retrain_plain: bool = False, log=print) -> GridReport:
-    """Run the (setting x seed x method) grid as Ray tasks; see the module docstring."""
-    from .bench import _needs_plain
+              retrain_plain: bool = False, job=None, log=print) -> GridReport:
+    """Run the (setting x seed x method) grid as Ray tasks; see the module docstring.  ``job`` runs one
+    baseline job (default :func:`oodgen.bench.bench_one`; the bench passes it)."""
+    if job is None:
+        raise ExecutorError("bench_ray needs job=oodgen.bench.bench_one (oodgen bench passes it)")
     ray = _import_ray()
     # --retrain-plain: the training task rebuilds a lost plain classifier once, if a baseline scores it
-    retrain = retrain_plain and any(_needs_plain(m) for m in methods if m != "oodgen")
+    retrain = retrain_plain and any(needs_plain(m) for m in methods if m != "oodgen")
     out = str(Path(out).resolve())
     data_dir = None if data_dir is None else str(Path(data_dir).resolve())
     started = False
@@ -102,7 +105,7 @@ def bench_ray(settings, methods, seeds, profile: str, out, data_dir=None, device
         for setting in settings:
             for seed in seeds:
                 key = f"{setting}/oodgen/seed{seed}"
-                done = (Path(out) / setting / "oodgen" / f"seed{seed}" / "metrics.json").exists()
+                done = job_done(out, setting, "oodgen", seed)
                 train_ref = train_task.remote(setting, seed, profile, out, data_dir, device, retrain)
                 (report.skipped if done else report.ran).append(key)
                 jobs[key] = train_ref
@@ -110,10 +113,10 @@ def bench_ray(settings, methods, seeds, profile: str, out, data_dir=None, device
                     if method == "oodgen":
                         continue
                     mkey = f"{setting}/{method}/seed{seed}"
-                    if (Path(out) / setting / method / f"seed{seed}" / "metrics.json").exists():
+                    if job_done(out, setting, method, seed):
                         report.skipped.append(mkey)
                         continue
-                    jobs[mkey] = method_task.remote(train_ref, setting, seed, method, profile, out, data_dir,
+                    jobs[mkey] = method_task.remote(train_ref, job, setting, seed, method, profile, out, data_dir,
                                                     device, mc_passes, confident_epochs)
                     report.ran.append(mkey)
         log(f"[ray] {len(report.ran)} job(s) submitted, {len(report.skipped)} already finished")
