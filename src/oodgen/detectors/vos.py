@@ -165,6 +165,22 @@ class VOSNetwork(nn.Module):
     def queues_full(self) -> bool:
         return bool((self.n_seen >= self.queue.shape[1]).all())
 
+    def step_loss(self, x: torch.Tensor, y: torch.Tensor, alpha: float, n_candidates: int, n_select: int,
+                  rng: torch.Generator, regularise: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One training step's loss on a batch: cross-entropy, the batch's features enqueued, and,
+        when ``regularise`` and every queue is full, ``alpha`` x the uncertainty loss on virtual
+        outliers of the updated queues.  Returns (loss, uncertainty loss or None)."""
+        features = self.classifier.features(x)
+        logits = self.classifier.head(features)
+        loss = F.cross_entropy(logits, y)
+        self.enqueue(features.detach(), y)
+        if not (regularise and self.queues_full()):
+            return loss, None
+        means, chol = class_gaussians(self.queue)
+        virtual, _ = virtual_outliers(means, chol, n_candidates, n_select, rng)
+        unc = self.uncertainty_loss(logits, virtual)
+        return loss + alpha * unc, unc
+
     def uncertainty_loss(self, logits_in: torch.Tensor, virtual: torch.Tensor) -> torch.Tensor:
         """Binary cross-entropy of the logistic head on the learned energy: in-distribution (1)
         against virtual outliers (0), averaged over both."""
@@ -266,15 +282,9 @@ class VOS(Detector):
             total, unc_sum, unc_steps = 0.0, 0.0, 0
             for i in range(steps):
                 idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
-                features = clf.features(x[idx])
-                logits = clf.head(features)
-                loss = F.cross_entropy(logits, y[idx])
-                net.enqueue(features.detach(), y[idx])
-                if regularise and net.queues_full():
-                    means, chol = class_gaussians(net.queue)
-                    virtual, _ = virtual_outliers(means, chol, self.n_candidates, self.n_select, rng)
-                    unc = net.uncertainty_loss(logits, virtual)
-                    loss = loss + self.alpha * unc
+                loss, unc = net.step_loss(x[idx], y[idx], self.alpha, self.n_candidates, self.n_select, rng,
+                                          regularise)
+                if unc is not None:
                     unc_sum, unc_steps = unc_sum + unc.item(), unc_steps + 1
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
