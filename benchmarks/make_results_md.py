@@ -163,6 +163,24 @@ def main() -> None:
                     err = "" if row.get("max_abs_error") is None else f"{row['max_abs_error']:.2g}"
                 out.append(f"| {row['method']} | {row['ms_per_4096']:.1f} | {err} |")
         out.append("")
+    v = _load("vos")
+    if v:
+        out += ["## VOS beside ours: training cost and scoring speed", "", f"`{v['command']}` on {_machine(v)}", "",
+                "| training step (batch 128, median of interleaved rounds) | ms | x plain step |", "|---|---|---|"]
+        out += [f"| {k} | {sec * 1000:.1f} | {v['train_cost_vs_plain'][k]:.2f} |"
+                for k, sec in v["train_seconds_per_step"].items()]
+        out += ["", "| scorer (batch 256) | images/s |", "|---|---|"]
+        out += [f"| {k} | {r:.0f} |" for k, r in v["scoring_images_per_s"].items()]
+        if v.get("committed_runs"):
+            out += ["", "Training time of the committed `full` runs (seconds as recorded; other jobs may have "
+                    "shared the machine, so compare the per-step ratios above):", "",
+                    "| setting / seed | VOS (its classifier) | ours (CVAE + outliers + n+1 classifier) | plain classifier |",
+                    "|---|---|---|---|"]
+            for key, r in v["committed_runs"].items():
+                ours = f"{r['ours_training_s']:.0f} s ({r['ours_cpu']})" if "ours_training_s" in r else "–"
+                plain = f"{r['plain_training_s']:.0f} s" if r.get("plain_training_s") else "–"
+                out.append(f"| {key} | {r['vos_training_s']:.0f} s ({r['vos_cpu']}) | {ours} | {plain} |")
+        out.append("")
     e = _load("end_to_end")
     if e:
         out += ["## End to end: `oodgen run --id mnist`", "", f"`{e['command']}` on {_machine(e)}", "",

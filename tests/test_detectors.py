@@ -22,7 +22,9 @@ from oodgen.models import Fig6cCNN
 
 # Cheap settings for the tiny test data; everything else is the default.
 FAST = {"knn": {"k": 5}, "pixel-knn": {"k": 5}, "mc-dropout": {"n_passes": 8}, "mutual-info": {"n_passes": 8},
-        "confident": {"epochs": 1, "batch_size": 64}}
+        "confident": {"epochs": 1, "batch_size": 64},
+        "vos": {"epochs": 2, "batch_size": 64, "queue_size": 32, "start_fraction": 0.5},
+        "vos-alpha0": {"epochs": 1, "batch_size": 64}}
 AUROC_FLOOR = 90.0
 
 

@@ -13,14 +13,15 @@ For every in-distribution setting and seed:
    ``mahalanobis``: the usual, optimistic protocol; evaluation on the rest of that set) or on
    validation images vs uniform noise + Type I outliers of validation images made with the
    run's CVAE (``odin-fair``, ``mahalanobis-fair``; evaluation on the whole OOD sets);
-4. the confident classifier trains its own classifier + GAN in ``DIR/<id>/confident/seed<k>``
+4. the baselines that train their own classifier (the confident classifier with its GAN; VOS and its
+   alpha = 0 control with the plain classifier's budget) train in ``DIR/<id>/<method>/seed<k>``
    (resumable);
 5. each method writes ``DIR/<id>/<method>/seed<k>/metrics.json`` (the schema of
    ``oodgen run``'s metrics.json); a method whose metrics.json exists is skipped.
 
 Finally ``DIR/tables/table1.{md,csv,json}`` (Ours / confident / ODIN / MD),
 ``table2.*`` (max-softmax / MC-dropout / mutual information) and ``extra.*`` (energy,
-max-logit, KNN, ViM) aggregate every cell as mean ± std over seeds beside the paper's number
+max-logit, KNN, ViM, pixel KNN, VOS) aggregate every cell as mean ± std over seeds beside the paper's number
 (:file:`paper_tables.json`).  In-distribution images for every method are the setting's test
 split; the in-distribution validation split is the one ``oodgen run`` holds out.
 """
@@ -88,7 +89,7 @@ def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None
             "n_ood": res["n_ood"],
             "tuning": res["tuning"],
             "hyper_parameters": res["hyper_parameters"],
-            "classifier": ("its own, trained jointly with a GAN" if _info(method).consumes == "trains"
+            "classifier": ("its own, trained by the method (hyper_parameters)" if _info(method).consumes == "trains"
                            else "none (pixel space)" if _info(method).classifier_free
                            else f"the plain n-class Fig. 6c CNN of {plain_path}"
                            + (" (trained alone by oodgen bench --retrain-plain: the run's seed, recipe and "

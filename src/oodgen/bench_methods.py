@@ -205,7 +205,8 @@ def _evaluate(ctx: _Context, method: str, confident_epochs: int, log) -> dict:
     elif kind == "trains":      # trains its own classifier, in DIR/<id>/<method>/seed<k>/checkpoints
         out_dir = ctx.run_dir.parent.parent / method / f"seed{ctx.cfg.seed}"
         det = DETECTORS[method].for_bench_training(ctx.cfg.seed, confident_epochs, str(ctx.device),
-                                                   str(out_dir / "checkpoints" / f"{method}.pt"))
+                                                   str(out_dir / "checkpoints" / f"{method}.pt"),
+                                                   plain=ctx.cfg.prof.plain)
         atomic_write_json(out_dir / "config.json", {"run_config": ctx.cfg.to_dict(), "params": _params(det)})
         det.fit(ctx.images["train"], ctx.labels["train"])
         ood, sizes = _score_images(ctx, det)

@@ -65,10 +65,12 @@ def _tqdm_disable(progress: bool) -> bool | None:
 def fit_epochs(stage_name: str, model: nn.Module, stage: Stage, steps_per_epoch: int,
                epoch_fn: Callable[[int, torch.Generator, torch.optim.Optimizer, object], float],
                ckpt_path: str | os.PathLike | None, seed: int, log: Callable[[str], None] = print,
-               lr_warmup: int = 0) -> dict:
+               lr_warmup: int = 0, rng_stage: str | None = None) -> dict:
     """Run ``stage.epochs`` epochs of ``epoch_fn``, checkpointing after each; resume if a
     checkpoint exists.  Returns the history (per-epoch loss and seconds).  ``lr_warmup``: steps of
-    linear learning-rate warm-up (:func:`make_schedule`).
+    linear learning-rate warm-up (:func:`make_schedule`).  ``rng_stage``: the stage whose per-epoch
+    randomness (shuffling, dropout) this one draws (default ``stage_name``): a baseline trained on the
+    plain classifier's data order and dropout masks differs from it only by what it adds.
 
     Under torch.distributed (:mod:`oodgen.distributed`) every rank runs this loop on its shard of
     each batch, rank 0 alone writes the checkpoint and logs, and the others wait for it."""
@@ -78,6 +80,7 @@ def fit_epochs(stage_name: str, model: nn.Module, stage: Stage, steps_per_epoch:
     optimizer = make_optimizer(stage, model.parameters())
     schedule = make_schedule(stage, optimizer, stage.epochs * steps_per_epoch, lr_warmup)
     history = {"loss": [], "seconds": []}
+    rng_stage = rng_stage or stage_name
     start = 0
     if ckpt_path is not None and Path(ckpt_path).exists():
         state = load_checkpoint(ckpt_path)
@@ -90,10 +93,10 @@ def fit_epochs(stage_name: str, model: nn.Module, stage: Stage, steps_per_epoch:
             log(f"[{stage_name}] resuming after epoch {start}/{stage.epochs} from {ckpt_path}")
     for epoch in range(start, stage.epochs):
         # dropout etc.; ranks draw their own (one process: the seed every earlier run used)
-        torch.manual_seed(derive_seed(seed, stage_name, epoch, "torch", *((dist.rank,) if dist.active else ())))
+        torch.manual_seed(derive_seed(seed, rng_stage, epoch, "torch", *((dist.rank,) if dist.active else ())))
         t0 = time.perf_counter()
         model.train()
-        loss = epoch_fn(epoch, generator(seed, stage_name, epoch), optimizer, schedule)
+        loss = epoch_fn(epoch, generator(seed, rng_stage, epoch), optimizer, schedule)
         history["loss"].append(float(loss))
         history["seconds"].append(time.perf_counter() - t0)
         log(f"[{stage_name}] epoch {epoch + 1}/{stage.epochs} loss {loss:.4f} ({history['seconds'][-1]:.0f} s)")

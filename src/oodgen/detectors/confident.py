@@ -71,8 +71,10 @@ class ConfidentClassifier(Detector):
     bench_info = BenchInfo("Confident", "table1", "trains", "1 - max softmax of the jointly trained classifier")
 
     @classmethod
-    def for_bench_training(cls, seed: int, epochs: int, device: str, checkpoint_path: str) -> "ConfidentClassifier":
-        """The instance ``oodgen bench`` trains (resumable from ``checkpoint_path``)."""
+    def for_bench_training(cls, seed: int, epochs: int, device: str, checkpoint_path: str, *,
+                           plain=None) -> "ConfidentClassifier":
+        """The instance ``oodgen bench`` trains (resumable from ``checkpoint_path``) for ``epochs`` of
+        its reference schedule; ``plain`` (the plain classifier's budget) does not apply to it."""
         return cls(beta=1.0, epochs=epochs, seed=seed, device=device, checkpoint_path=checkpoint_path, verbose=True)
 
     def __init__(self, model: nn.Module | None = None, beta: float = 1.0, epochs: int = 100,

@@ -2,7 +2,8 @@
 
 ``DETECTORS[name](model, **hyper_parameters)`` builds a detector around a trained classifier
 ``model`` (for ``"confident"``, ``model`` is the *initial* classifier to train jointly with its
-GAN, or ``None`` for a fresh Fig. 6c CNN).  The paper's own method, which trains its own
+GAN, for ``"vos"`` and its control ``"vos-alpha0"`` the initial classifier to train with virtual
+outliers; ``None`` for a fresh Fig. 6c CNN).  The paper's own method, which trains its own
 n+1 classifier and CVAE, is :class:`oodgen.detectors.oodgen.OODGen`.
 
 The optional pytorch-ood adapter (:mod:`oodgen.detectors.pytorch_ood_adapter`) is not listed:
@@ -27,6 +28,7 @@ from .odin import ODIN
 from .pixel_knn import PixelKNN
 from .posthoc import PostHocDetector
 from .vim import ViM
+from .vos import VOS, VOSControl
 
 # The order is the benchmark's column order within each table (BenchInfo.table of each class).
 DETECTORS: dict[str, Callable[..., Detector]] = {
@@ -41,6 +43,8 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
     "knn": KNN,
     "vim": ViM,
     "pixel-knn": PixelKNN,
+    "vos": VOS,
+    "vos-alpha0": VOSControl,
 }
 
 #: Detectors that score a trained classifier without training anything.
