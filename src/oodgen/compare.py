@@ -6,11 +6,11 @@ CVAE health line; a one-line reason beside every cell below chance (50).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from .generate.health import health_line
 from .tables import RULE_LABELS, auroc_cell
+from .utils import read_json_object
 
 
 def _label(m: dict) -> str:
@@ -18,15 +18,32 @@ def _label(m: dict) -> str:
     return f"{m['_dir']}: beta {v.get('beta')}, clip {v.get('clip_type1')}"
 
 
+def read_metrics(run_dir) -> dict:
+    """A finished run's ``metrics.json`` with what the table reads checked (a ValueError naming the
+    file otherwise); ``"_dir"`` is added."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.exists():
+        raise ValueError(f"{path} is missing: run `oodgen run --out {run_dir}` first")
+    m = read_json_object(path)
+    ood, variant, health = m.get("ood"), m.get("variant", {}), m.get("cvae_health")
+    if not (isinstance(ood, dict) and all(isinstance(r, dict) and _is_number(r.get("auroc")) for r in ood.values())
+            and isinstance(m.get("score"), str) and isinstance(variant, dict)):
+        raise ValueError(f"{path}: not the metrics of a finished `oodgen run` (it needs 'score', 'variant' and "
+                         "an AUROC for every OOD set under 'ood'); it is damaged")
+    if health:
+        try:
+            health_line(health)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ValueError(f"{path}: damaged 'cvae_health' entry") from None
+    return {**m, "_dir": str(run_dir)}
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def compare_table(run_dirs) -> str:
-    runs = []
-    for d in run_dirs:
-        path = Path(d) / "metrics.json"
-        if not path.exists():
-            raise ValueError(f"{path} is missing: run `oodgen run --out {d}` first")
-        m = json.loads(path.read_text())
-        m["_dir"] = str(d)
-        runs.append(m)
+    runs = [read_metrics(d) for d in run_dirs]
     sets = list(dict.fromkeys(name for m in runs for name in m["ood"]))
     lines = ["AUROC % by OOD set; score: " + ", ".join(sorted({RULE_LABELS.get(m['score'], m['score']) for m in runs}))
              + "; higher is better", ""]

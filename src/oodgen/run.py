@@ -34,7 +34,8 @@ from .models import Fig6cCNN, inference_copy, resolve_precision
 from .train import load_checkpoint, predict_logits, train_plain
 from .artifact import write_detector
 from .distributed import current as current_dist
-from .utils import atomic_write_bytes, atomic_write_json, environment, resolve_device
+from .errors import first_line
+from .utils import atomic_write_bytes, atomic_write_json, environment, read_json_object, resolve_device
 
 VAL_FRACTION = 1 / 12          # 5,000 of MNIST's 60,000 training images: threshold + tuning split
 SPLIT_SEED = 20190101          # the validation split is the same for every run seed
@@ -180,7 +181,11 @@ def _check_config(out: Path, cfg: RunConfig) -> None:
     path = out / "config.json"
     mine = _comparable(cfg.to_dict())
     if path.exists():
-        theirs = _comparable(json.loads(path.read_text()))
+        try:
+            theirs = _comparable(read_json_object(path))
+        except (TypeError, AttributeError) as exc:
+            raise RunError(f"{path}: not a configuration written by `oodgen run` ({first_line(exc)}); it is "
+                           "damaged - use another --out or delete that directory") from None
         if theirs != mine:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise RunError(f"{out} holds a run with a different configuration (differs in {diff}); "
@@ -238,8 +243,8 @@ def _finished_run(out: Path, prof) -> dict | None:
         except Exception:
             return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return read_json_object(path)
+    except ValueError:
         return None
 
 

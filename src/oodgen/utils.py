@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import first_line
+
 
 def derive_seed(*parts: int | str) -> int:
     """A stable 63-bit seed from a base seed and labels (stage name, epoch...)."""
@@ -45,13 +47,60 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
+class JSONFileError(ValueError):
+    """A JSON file (a run's ``config.json`` or ``metrics.json``) is unreadable or not a JSON object;
+    the message names the file."""
+
+
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false",
+               type(None): "null"}
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """The JSON object stored in ``path``, or :class:`JSONFileError` that names the file and says
+    whether it could not be read (a permission, a folder) or does not hold a JSON object."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise JSONFileError(f"{path}: cannot read ({exc.strerror or first_line(exc)})") from None
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise JSONFileError(f"{path}: not a text file (not UTF-8); it is damaged") from None
+    except json.JSONDecodeError as exc:
+        raise JSONFileError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); it is damaged") from None
+    except RecursionError:
+        raise JSONFileError(f"{path}: JSON nested too deeply; it is damaged") from None
+    if not isinstance(obj, dict):
+        raise JSONFileError(f"{path}: holds {_JSON_TYPES.get(type(obj), type(obj).__name__)}, not a JSON object; "
+                            "it is damaged")
+    return obj
+
+
+class TorchFileError(ValueError):
+    """A file :func:`safe_torch_load` refuses: damaged, not written by ``torch.save``, or holding more
+    than tensors and plain values.  The message says which, without the file's name."""
+
+
 def safe_torch_load(path):
     """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain values only, never code.
-    torch's version string (a str subclass in environment stamps) is allowed too.  Raises what
-    torch raises; callers turn it into their own one-line error."""
+    torch's version string (a str subclass in environment stamps) is allowed too.
+
+    Raises ``OSError`` when the file cannot be opened, and :class:`TorchFileError` when torch cannot
+    load it; the latter never relays torch's advice to load the file unsafely."""
+    import pickle
+
     import torch
-    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-        return torch.load(path, map_location="cpu", weights_only=True)
+    with open(path, "rb") as fh:
+        try:
+            with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+                return torch.load(fh, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a damaged or foreign file; all mean the same here
+            if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower().replace("_", " "):
+                raise TorchFileError("it holds objects other than tensors and plain values, which are refused "
+                                     "unread (loading them could run code)") from None
+            raise TorchFileError(f"not a readable torch file ({first_line(exc)})") from None
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
