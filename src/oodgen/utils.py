@@ -1,6 +1,7 @@
 """Small shared helpers: seeding, atomic writes, environment stamps, devices."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -25,8 +26,9 @@ def generator(*parts: int | str) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(*parts))
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file so that readers see the old content or the new one, never a half-written file."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, exclusive: bool = False) -> None:
+    """Write a file so that readers see the old content or the new one, never a half-written file.
+    ``exclusive``: only if no file is there, else ``FileExistsError`` (one of two processes wins)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -36,15 +38,32 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if exclusive and _link(tmp, path):
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+def _link(tmp: str, path: Path) -> bool:
+    """Hard-link ``tmp`` to ``path``, which (unlike a rename) refuses to replace a file that is there:
+    ``FileExistsError``.  False on a file system without hard links (then it checks first)."""
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        raise
+    except OSError:
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
+        return False
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, exclusive: bool = False) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode(), exclusive)
 
 
 class JSONFileError(ValueError):

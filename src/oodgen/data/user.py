@@ -320,3 +320,23 @@ def split(data: UserImages, test_fraction: float, seed: int) -> tuple[UserImages
     pick = lambda m: UserImages(data.images[m], data.labels[m], data.classes, data.source)  # noqa: E731
     return pick(~mask), pick(mask), test_idx
 
+
+def stratified_head(labels: np.ndarray, n: int) -> np.ndarray:
+    """Sorted indices of ``n`` of the images with ``labels`` that keep every class in proportion
+    (at least one image each; the first ones of each class): how a profile's smaller budget
+    subsets a class-sorted folder without dropping classes."""
+    labels = np.asarray(labels)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    if n < len(classes):
+        raise UserDataError(f"cannot keep {len(classes)} classes in {n} images")
+    share = counts * n / len(labels)
+    k = np.maximum(1, np.floor(share)).astype(np.int64)
+    for i in np.argsort(np.floor(share) - share, kind="stable"):    # largest remainders first
+        if k.sum() >= n:
+            break
+        k[i] += 1
+    while k.sum() > n:                 # the at-least-one rule overshot: take from the largest classes
+        k[np.argmax(k)] -= 1
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:m] for c, m in zip(classes, k)]))
