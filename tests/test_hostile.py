@@ -171,6 +171,14 @@ def test_animated_png_is_refused(tiny, tmp_path, capsys):
         load_user(tmp_path / "ood", labelled=False)
 
 
+def test_another_format_under_a_png_name_is_refused(tmp_path):
+    """A TIFF of float pixels named .png would have been clipped to 0/1 as it was converted."""
+    (tmp_path / "c").mkdir()
+    Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(tmp_path / "c" / "x.png", format="TIFF")
+    with pytest.raises(UserDataError, match="x.png: a TIFF image, not PNG or JPEG"):
+        load_user(tmp_path, labelled=False)
+
+
 def test_jpeg_exif_orientation_is_applied(tmp_path):
     """A JPEG stored sideways with EXIF orientation 6 (rotate 90 degrees clockwise to view) reads as
     it is shown."""

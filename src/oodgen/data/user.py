@@ -32,6 +32,7 @@ from .idx import IDXError, read_idx
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MIN_PER_CLASS = 10
 MAX_PIXELS = 1 << 26              # 67 M pixels: a larger picture is refused before it is decoded
+PICTURE_FORMATS = ("PNG", "JPEG", "MPO")   # what Pillow calls the files read (MPO: a phone's JPEG)
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")   # Pillow's modes of a 16-bit grey PNG
 
 
@@ -148,8 +149,9 @@ def _image_files(folder: Path) -> list[Path]:
 def open_picture(path: Path):
     """A PNG / JPEG file as a fully decoded PIL image, turned upright by its EXIF orientation tag (a
     phone's portrait photo is stored sideways with that tag).  Refused with :class:`UserDataError`:
-    a file Pillow cannot decode, an animated image (an APNG: which frame is meant cannot be guessed)
-    and one of more than :data:`MAX_PIXELS` pixels (checked before decoding)."""
+    a file Pillow cannot decode, another format under a PNG or JPEG name, an animated image (an APNG:
+    which frame is meant cannot be guessed) and one of more than :data:`MAX_PIXELS` pixels (checked
+    before decoding)."""
     import warnings
 
     from PIL import Image, ImageOps
@@ -157,6 +159,8 @@ def open_picture(path: Path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # MAX_PIXELS is the limit here
             with Image.open(path) as im:
+                if im.format not in PICTURE_FORMATS:
+                    raise UserDataError(f"{path}: a {im.format} image, not PNG or JPEG; save it as PNG")
                 if im.width * im.height > MAX_PIXELS:
                     raise UserDataError(f"{path}: image is {im.width}x{im.height}, more than {MAX_PIXELS:,} pixels; "
                                         "shrink it first")
