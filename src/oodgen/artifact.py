@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .utils import atomic_torch_save, safe_torch_load
+from .errors import first_line
+from .utils import TorchFileError, atomic_torch_save, safe_torch_load
 
 DETECTOR_FORMAT = "oodgen-detector/1"
 REQUIRED_KEYS = ("format", "n_classes", "classifier", "score", "thresholds")
@@ -40,9 +41,10 @@ def read_detector(run_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     path = detector_path(run_dir)
     try:
         blob = safe_torch_load(path)
-    except Exception as exc:  # torch raises many types for a damaged or crafted file; all mean the same here
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DetectorFileError(f"{path}: cannot read detector file ({first}); it is corrupt or "
+    except OSError as exc:
+        raise DetectorFileError(f"{path}: cannot open detector file ({exc.strerror or first_line(exc)})") from None
+    except TorchFileError as exc:
+        raise DetectorFileError(f"{path}: cannot read detector file ({exc}); it is damaged or "
                                 "not a detector.pt - rerun `oodgen run` to rewrite it") from None
     if not isinstance(blob, dict) or "format" not in blob:
         raise DetectorFileError(f"{path}: not an oodgen detector file (no 'format' field)")

@@ -175,8 +175,12 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 distributed.shutdown()      # a failing rank: torchrun stops the others
             return 0
-    except (DataError, InputError, RunError, CollapsedCVAEError, ValueError) as exc:
+    # OSError: a file the command reads or writes (a permission, a full disk)
+    except (DataError, InputError, RunError, CollapsedCVAEError, ValueError, OSError) as exc:
         print(f"oodgen {a.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"oodgen {a.command}: error: out of memory (an input too large for this machine?)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"oodgen {a.command}: interrupted; run the same command again to resume", file=sys.stderr)

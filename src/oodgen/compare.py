@@ -6,12 +6,12 @@ CVAE health line; a one-line reason beside every cell below chance (50).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from .config import RECOMMENDED, resolve_score
 from .generate.health import health_line
 from .tables import RULE_LABELS, auroc_cell
+from .utils import read_json_object
 
 
 def _label(m: dict) -> str:
@@ -22,22 +22,44 @@ def _label(m: dict) -> str:
 def _columns(m: dict) -> list[tuple[str, dict]]:
     """(rule, {OOD set: metrics}) shown for a run: the recommended score and the paper's beside it (from
     ``ood_by_score``, whatever the run's primary score was), else the run's primary score alone."""
-    by_score = m.get("ood_by_score") or {}
-    rules = [RECOMMENDED, m.get("score_paper") or resolve_score("paper", m.get("id", ""))]
-    if all(r in by_score for r in rules):
+    by_score = m.get("ood_by_score") if isinstance(m.get("ood_by_score"), dict) else {}
+    paper = m.get("score_paper") if isinstance(m.get("score_paper"), str) else resolve_score("paper", str(m.get("id", "")))
+    rules = [RECOMMENDED, paper]
+    if all(_is_table(by_score.get(r)) for r in rules):
         return [(r, by_score[r]) for r in dict.fromkeys(rules)]
     return [(m["score"], m["ood"])]
 
 
+def read_metrics(run_dir) -> dict:
+    """A finished run's ``metrics.json`` with what the table reads checked (a ValueError naming the
+    file otherwise); ``"_dir"`` is added."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.exists():
+        raise ValueError(f"{path} is missing: run `oodgen run --out {run_dir}` first")
+    m = read_json_object(path)
+    ood, variant, health = m.get("ood"), m.get("variant", {}), m.get("cvae_health")
+    if not (_is_table(ood) and isinstance(m.get("score"), str) and isinstance(variant, dict)):
+        raise ValueError(f"{path}: not the metrics of a finished `oodgen run` (it needs 'score', 'variant' and "
+                         "an AUROC for every OOD set under 'ood'); it is damaged")
+    if health:
+        try:
+            health_line(health)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ValueError(f"{path}: damaged 'cvae_health' entry") from None
+    return {**m, "_dir": str(run_dir)}
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_table(t) -> bool:
+    """{OOD set: metrics} with an AUROC for every set (the ``ood`` / ``ood_by_score`` entries)."""
+    return isinstance(t, dict) and all(isinstance(r, dict) and _is_number(r.get("auroc")) for r in t.values())
+
+
 def compare_table(run_dirs) -> str:
-    runs = []
-    for d in run_dirs:
-        path = Path(d) / "metrics.json"
-        if not path.exists():
-            raise ValueError(f"{path} is missing: run `oodgen run --out {d}` first")
-        m = json.loads(path.read_text())
-        m["_dir"] = str(d)
-        runs.append(m)
+    runs = [read_metrics(d) for d in run_dirs]
     columns = [(m, rule, table) for m in runs for rule, table in _columns(m)]
     sets = list(dict.fromkeys(name for m in runs for name in m["ood"]))
     lines = ["AUROC % by OOD set (higher is better); for each run the recommended score "

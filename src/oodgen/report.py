@@ -38,7 +38,7 @@ from .artifact import read_detector
 from .score import load_detector
 from .tables import METRIC_LABELS
 from .train import fit_ellipsoids, predict_logits
-from .utils import atomic_write_bytes, generator
+from .utils import atomic_write_bytes, generator, read_json_object
 
 ELLIPSOID_FIT_MAX = 10_000     # training images encoded to refit the Type II ellipsoids (quantiles barely move beyond)
 
@@ -64,10 +64,7 @@ def _load_metrics(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "metrics.json"
     if not path.is_file():
         raise ReportError(f"{path}: no metrics; the run did not finish - run the same `oodgen run` command again")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return read_json_object(path)
 
 
 def _named_setting_only(setting: str, run_dir: Path) -> None:

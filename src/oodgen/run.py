@@ -25,7 +25,7 @@ import torch
 
 from . import data as D
 from .config import RunConfig, Variant
-from .detectors.fusion import rejected
+from .detectors.fusion import MIN_CALIBRATION, rejected
 from .detectors.oodgen import SCORES, OODGen, nplus1_scores, rule_scores
 from .detectors.posthoc import model_outputs
 from .generate.panel import N_PANEL, generated_panel
@@ -34,7 +34,10 @@ from .models import Fig6cCNN, inference_copy, resolve_precision
 from .train import load_checkpoint, predict_logits, train_plain
 from .artifact import write_detector
 from .distributed import current as current_dist
-from .utils import atomic_write_bytes, atomic_write_json, environment, resolve_device
+from .data.user import stratified_head
+from .errors import first_line
+from .preflight import check_user_run, load_user_ood
+from .utils import atomic_write_bytes, atomic_write_json, environment, read_json_object, resolve_device
 
 VAL_FRACTION = 1 / 12          # 5,000 of MNIST's 60,000 training images: threshold + tuning split
 SPLIT_SEED = 20190101          # the validation split is the same for every run seed
@@ -88,13 +91,7 @@ def load_ood_set(cfg: RunConfig, name: str, data_dir=None, *, n=None, seed: int 
     user = _user_ood(cfg) if cfg.train is not None else {}
     if name not in user:
         return D.load(name, "test", data_dir, n=n, seed=seed, sphere_radius=sphere_radius, shape=shape)
-    from .data.user import load_user
-    imgs = load_user(user[name], size=cfg.size, channels=cfg.channels, labelled=False)
-    if imgs.shape != tuple(shape):
-        raise D.DataError(f"OOD set {name} ({user[name]}): images are {imgs.shape} (C, H, W) but the run's are "
-                          f"{tuple(shape)}; pass --size H W and/or --channels to convert them")
-    images = imgs.images[:n] if n else imgs.images
-    return D.ImageSet(name, images, np.full(len(images), -1, np.int64))
+    return load_user_ood(name, user[name], shape, size=cfg.size, channels=cfg.channels, n=n)
 
 
 def _load_user_setting(cfg: RunConfig):
@@ -129,12 +126,15 @@ def load_setting(cfg: RunConfig, data_dir=None, info: dict | None = None):
         x, y, xt, yt, user_info = _load_user_setting(cfg)
         if info is not None:
             info.update(user_info)
+        # a profile's smaller budget keeps every class (your folder may be sorted by class)
         if prof.n_train is not None:
-            x, y = x[:prof.n_train], y[:prof.n_train]
+            keep = stratified_head(y, prof.n_train)
+            x, y = x[keep], y[keep]
         if prof.n_eval is not None:
-            xt, yt = xt[:prof.n_eval], yt[:prof.n_eval]
+            keep = stratified_head(yt, prof.n_eval)
+            xt, yt = xt[keep], yt[keep]
         # small sets: keep enough validation images for the thresholds and the fused rules' calibration
-        tr, va = train_val_split(len(x), min_val=min(USER_MIN_VAL, len(x) // 4))
+        tr, va = train_val_split(len(x), min_val=min(USER_MIN_VAL, max(MIN_CALIBRATION, len(x) // 4)))
         radius = float(np.linalg.norm(x.reshape(len(x), -1), axis=1).max())
         if cfg.variant.sphere_radius == "authors":
             radius += 2.0
@@ -178,17 +178,25 @@ def _comparable(d: dict) -> dict:
     return d
 
 
-def _check_config(out: Path, cfg: RunConfig) -> None:
+def _check_config(out: Path, cfg: RunConfig, write: bool = True) -> None:
+    """Refuse a run directory that holds another configuration; write ours there (``write``) if none."""
     path = out / "config.json"
     mine = _comparable(cfg.to_dict())
     if path.exists():
-        theirs = _comparable(json.loads(path.read_text()))
+        try:
+            theirs = _comparable(read_json_object(path))
+        except (TypeError, AttributeError) as exc:
+            raise RunError(f"{path}: not a configuration written by `oodgen run` ({first_line(exc)}); it is "
+                           "damaged - use another --out or delete that directory") from None
         if theirs != mine:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise RunError(f"{out} holds a run with a different configuration (differs in {diff}); "
                            "use another --out or delete that directory")
-    else:
-        atomic_write_json(path, cfg.to_dict())
+    elif write:
+        try:
+            atomic_write_json(path, cfg.to_dict(), exclusive=True)
+        except FileExistsError:         # another run wrote one since the check above: compare with it
+            _check_config(out, cfg, write=False)
 
 
 def component_sample(n: int, seed: int, size: int | None = None) -> np.ndarray:
@@ -240,8 +248,8 @@ def _finished_run(out: Path, prof) -> dict | None:
         except Exception:
             return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return read_json_object(path)
+    except ValueError:
         return None
 
 
@@ -282,11 +290,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
         log, progress = (lambda _m: None), False
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if dist.main:
-        _check_config(out, cfg)
-    dist.barrier()
-    if not dist.main:
-        _check_config(out, cfg)        # reads rank 0's config.json: refuses a conflicting directory too
+    _check_config(out, cfg, write=False)      # a conflicting directory is refused before any data is read
     device = resolve_device(cfg.device)
     prof = cfg.prof
     t_start = time.perf_counter()
@@ -295,13 +299,24 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     data_info: dict = {}
     x, y, xv, yv, xt, yt, radius = load_setting(cfg, data_dir, data_info)
     shape = tuple(int(v) for v in x.shape[1:])
-    n_classes = int(y.max()) + 1
     ood_names = ood_set_names(cfg, data_dir)
+    latent, user_ood = cfg.latent, {}
+    if cfg.train is not None:       # every input checked before the first epoch (oodgen.preflight)
+        latent, user_ood, notes = check_user_run(cfg, _user_ood(cfg), (x, y), (xv, yv), (xt, yt),
+                                                 data_info["classes"], shape, log)
+        data_info.update(notes)
+    n_classes = len(data_info["classes"]) if cfg.train is not None else int(y.max()) + 1
+    # written only now: a run refused above leaves nothing that blocks the corrected command
+    if dist.main:
+        _check_config(out, cfg)
+    dist.barrier()
+    if not dist.main:
+        _check_config(out, cfg)        # reads rank 0's config.json: refuses a conflicting directory too
     log(f"train {len(x)} / val {len(xv)} / test {len(xt)} images, {n_classes} classes; OOD sets: {', '.join(ood_names)}")
     ckpt = out / "checkpoints"
     previous = _finished_run(out, prof)
 
-    detector = OODGen(latent_dim=cfg.latent, profile=prof, variant=cfg.variant, score=cfg.score_rule,
+    detector = OODGen(latent_dim=latent, profile=prof, variant=cfg.variant, score=cfg.score_rule,
                       seed=cfg.seed, checkpoint_dir=str(ckpt), progress=progress, verbose=dist.main,
                       device=str(device), strict=strict, precision=precision).fit(x, y)
     timings = dict(detector.timings_)
@@ -343,7 +358,8 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     by_component: dict[str, dict] = {c: {} for c in comp_in}
     sizes = {}
     for name in ood_names:
-        ood = load_ood_set(cfg, name, data_dir, n=prof.n_eval, seed=cfg.seed, sphere_radius=radius, shape=shape)
+        ood = user_ood[name] if name in user_ood else load_ood_set(cfg, name, data_dir, n=prof.n_eval, seed=cfg.seed,
+                                                                  sphere_radius=radius, shape=shape)
         sizes[name] = len(ood)
         sample = component_sample(len(ood), cfg.seed)
         scores_ood, comp_o = all_scores(*outputs(torch.from_numpy(ood.images), also=sample))

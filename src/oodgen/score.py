@@ -25,6 +25,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -252,7 +253,7 @@ def write_results(path: str | os.PathLike, rows: list[dict[str, Any]], det: Scor
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=RESULT_FIELDS, lineterminator="\n")
         w.writeheader()
-        w.writerows({**r, "score": repr(r["score"])} for r in rows)
+        w.writerows({**r, "name": spreadsheet_safe(r["name"]), "score": repr(r["score"])} for r in rows)
         data = buf.getvalue()
     elif ext == ".json":
         data = json.dumps({
@@ -270,27 +271,67 @@ def write_results(path: str | os.PathLike, rows: list[dict[str, Any]], det: Scor
     atomic_write_bytes(path, data.encode())
 
 
+# A CSV cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` for a CSV cell, with a leading ``'`` where a spreadsheet would read it as a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def check_out_path(path: str | os.PathLike) -> bool:
+    """Refuse an ``--out`` path that cannot be written before anything is scored (a folder, a path under
+    a file, a folder that does not take new files); returns whether it replaces an existing file."""
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".json"):
+        raise ValueError(f"--out {path}: unknown extension {path.suffix!r}; use .csv or .json")
+    if path.is_dir():
+        raise ValueError(f"--out {path}: is a folder; give a file name ending in .csv or .json")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent            # atomic_write_bytes creates the missing folders
+    if not folder.is_dir():
+        raise ValueError(f"--out {path}: {folder} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".oodgen-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"--out {path}: cannot write in {folder} ({exc.strerror or exc})") from None
+    return path.exists()
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    width = max(len("name"), *(len(r["name"]) for r in rows))
+    print(f"{'name':<{width}}  {'score':>10}  decision  class")
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['score']:>10.6f}  {r['decision']:<8}  {r['predicted_class']}")
+    sys.stdout.flush()
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
-    if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".json"):
-        raise ValueError(f"--out {args.out}: unknown extension {Path(args.out).suffix!r}; use .csv or .json")
+    replaces = args.out is not None and check_out_path(args.out)
     det, rows, t = score_files(args.run_dir, args.inputs, args.threshold, args.score, args.resize, args.precision)
-    if args.out is not None:
-        write_results(args.out, rows, det, t)
-    if not args.quiet:
-        width = max(len("name"), *(len(r["name"]) for r in rows))
+    printed = not args.quiet
+    if printed:
         try:
-            print(f"{'name':<{width}}  {'score':>10}  decision  class")
-            for r in rows:
-                print(f"{r['name']:<{width}}  {r['score']:>10.6f}  {r['decision']:<8}  {r['predicted_class']}")
-            sys.stdout.flush()
+            _print_rows(rows)
         except BrokenPipeError:
             # `oodgen score ... | head` closed the pipe: not an error.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
+    if args.out is not None:
+        try:
+            write_results(args.out, rows, det, t)
+        except OSError as exc:
+            if not printed:
+                _print_rows(rows)         # the scores are never lost
+            raise ValueError(f"--out {args.out}: cannot write ({exc.strerror or exc}); the scores are printed "
+                             "above") from None
     n_ood = sum(r["decision"] == "ood" for r in rows)
+    written = "" if args.out is None else f", written to {args.out}" + (", replacing the file there" if replaces else "")
     print(f"{len(rows)} image(s): {n_ood} ood, {len(rows) - n_ood} in "
-          f"(score {det.score_rule}, threshold {t:.6g}{'' if args.out is None else ', written to ' + str(args.out)})",
-          file=sys.stderr)
+          f"(score {det.score_rule}, threshold {t:.6g}{written})", file=sys.stderr)
     return 0
 
 

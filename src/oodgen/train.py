@@ -20,7 +20,8 @@ from torch import nn
 from .config import Profile, Stage, Variant
 from .distributed import current as current_dist
 from .generate import ClassEllipsoids, encode_means, off_manifold_samples, on_manifold_samples
-from .utils import atomic_torch_save, derive_seed, generator, safe_torch_load
+from .errors import first_line
+from .utils import TorchFileError, atomic_torch_save, derive_seed, generator, safe_torch_load
 
 try:
     from tqdm.auto import tqdm
@@ -122,9 +123,10 @@ def load_checkpoint(path) -> dict:
     """Read a checkpoint safely (``torch.load(..., weights_only=True)``) or raise :class:`CheckpointError`."""
     try:
         blob = safe_torch_load(path)
-    except Exception as exc:  # a corrupt or crafted checkpoint must not be used
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot read checkpoint safely ({first}); delete it to retrain "
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot open checkpoint ({exc.strerror or first_line(exc)})") from None
+    except TorchFileError as exc:       # a corrupt or crafted checkpoint must not be used
+        raise CheckpointError(f"{path}: cannot read checkpoint safely ({exc}); delete it to retrain "
                               "that stage") from None
     if not isinstance(blob, dict):
         raise CheckpointError(f"{path}: not an oodgen checkpoint (a {type(blob).__name__}, not a dict)")

@@ -1,6 +1,7 @@
 """Small shared helpers: seeding, atomic writes, environment stamps, devices."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -11,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .errors import first_line
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -23,8 +26,9 @@ def generator(*parts: int | str) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(*parts))
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file so that readers see the old content or the new one, never a half-written file."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, exclusive: bool = False) -> None:
+    """Write a file so that readers see the old content or the new one, never a half-written file.
+    ``exclusive``: only if no file is there, else ``FileExistsError`` (one of two processes wins)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -34,24 +38,88 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if exclusive and _link(tmp, path):
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+def _link(tmp: str, path: Path) -> bool:
+    """Hard-link ``tmp`` to ``path``, which (unlike a rename) refuses to replace a file that is there:
+    ``FileExistsError``.  False on a file system without hard links (then it checks first)."""
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        raise
+    except OSError:
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
+        return False
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, exclusive: bool = False) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode(), exclusive)
+
+
+class JSONFileError(ValueError):
+    """A JSON file (a run's ``config.json`` or ``metrics.json``) is unreadable or not a JSON object;
+    the message names the file."""
+
+
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false",
+               type(None): "null"}
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """The JSON object stored in ``path``, or :class:`JSONFileError` that names the file and says
+    whether it could not be read (a permission, a folder) or does not hold a JSON object."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise JSONFileError(f"{path}: cannot read ({exc.strerror or first_line(exc)})") from None
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise JSONFileError(f"{path}: not a text file (not UTF-8); it is damaged") from None
+    except json.JSONDecodeError as exc:
+        raise JSONFileError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); it is damaged") from None
+    except RecursionError:
+        raise JSONFileError(f"{path}: JSON nested too deeply; it is damaged") from None
+    if not isinstance(obj, dict):
+        raise JSONFileError(f"{path}: holds {_JSON_TYPES.get(type(obj), type(obj).__name__)}, not a JSON object; "
+                            "it is damaged")
+    return obj
+
+
+class TorchFileError(ValueError):
+    """A file :func:`safe_torch_load` refuses: damaged, not written by ``torch.save``, or holding more
+    than tensors and plain values.  The message says which, without the file's name."""
 
 
 def safe_torch_load(path):
     """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain values only, never code.
-    torch's version string (a str subclass in environment stamps) is allowed too.  Raises what
-    torch raises; callers turn it into their own one-line error."""
+    torch's version string (a str subclass in environment stamps) is allowed too.
+
+    Raises ``OSError`` when the file cannot be opened, and :class:`TorchFileError` when torch cannot
+    load it; the latter never relays torch's advice to load the file unsafely."""
+    import pickle
+
     import torch
-    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-        return torch.load(path, map_location="cpu", weights_only=True)
+    with open(path, "rb") as fh:
+        try:
+            with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+                return torch.load(fh, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a damaged or foreign file; all mean the same here
+            if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower().replace("_", " "):
+                raise TorchFileError("it holds objects other than tensors and plain values, which are refused "
+                                     "unread (loading them could run code)") from None
+            raise TorchFileError(f"not a readable torch file ({first_line(exc)})") from None
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:

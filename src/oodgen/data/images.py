@@ -8,12 +8,13 @@ one-line :class:`oodgen.detectors.base.InputError` that names the file.
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..errors import first_line
+from .arrays import READ_ERRORS, check_npy, check_npz
 from .idx import IDXError, read_idx
 
 IMAGE_SIZE = 28
@@ -37,7 +38,8 @@ def load_inputs(paths: Sequence[str | os.PathLike], shape: tuple[int, int, int] 
 
     Accepted files (recognised by their first bytes, so the extension does not matter):
 
-    * **PNG / JPEG** (Pillow), one image per file. Grayscale is used as is. RGB is converted
+    * **PNG / JPEG** (Pillow), one image per file, turned upright by its EXIF orientation; an
+      animated image is refused. 8-bit grayscale is used as is, 16-bit divided by 65535. RGB is converted
       with Pillow's ``convert("L")`` (ITU-R 601-2 luma, L = 0.299 R + 0.587 G + 0.114 B);
       an alpha channel is accepted only if fully opaque (there is no right background to
       composite on). A square image of another size is resized to 28 x 28 with Pillow's
@@ -121,8 +123,13 @@ def load_shaped_inputs(paths: Sequence[str | os.PathLike], shape: tuple[int, int
         except UserDataError as exc:
             raise _input_error(str(exc)) from None
         if tuple(imgs.shape[1:]) != tuple(shape):
+            hints = []
+            if imgs.shape[1] != c:
+                hints.append(f"convert them to {'grey' if c == 1 else 'colour'} first")
+            if tuple(imgs.shape[2:]) != (h, w) and not resize:
+                hints.append("pass --resize for another size")
             raise _input_error(f"{p}: images are {tuple(imgs.shape[1:])} (C, H, W), the run's are {tuple(shape)}"
-                             + ("" if resize else "; pass --resize for another size"))
+                               + "".join(f"; {x}" for x in hints))
         batches.append(imgs)
         names.extend([str(p)] if single else [f"{p}[{i}]" for i in range(len(imgs))])
     return np.concatenate(batches).astype(np.float32, copy=False), names
@@ -170,22 +177,24 @@ def _single(arr: np.ndarray) -> bool:
 
 def _np_load(path: Path) -> np.ndarray:
     try:
+        check_npy(path)
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except READ_ERRORS as exc:
         # allow_pickle=False turns object arrays into a ValueError: say so plainly.
-        raise _input_error(f"{path}: cannot read .npy ({str(exc).splitlines()[0]})") from None
+        raise _input_error(f"{path}: cannot read .npy ({first_line(exc)})") from None
 
 
 def _npz_array(path: Path) -> np.ndarray:
     try:
+        check_npz(path)
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.keys())
             if len(keys) == 1:
                 return z[keys[0]]
             if "images" in keys:
                 return z["images"]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise _input_error(f"{path}: cannot read .npz ({str(exc).splitlines()[0]})") from None
+    except READ_ERRORS as exc:
+        raise _input_error(f"{path}: cannot read .npz ({first_line(exc)})") from None
     if not keys:
         raise _input_error(f"{path}: .npz archive holds no arrays")
     raise _input_error(f"{path}: .npz holds several arrays {keys}; keep one, or name the images 'images'")
@@ -225,14 +234,29 @@ def _array_to_images(arr: np.ndarray, name: str) -> np.ndarray:
 
 
 def _load_picture(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
+    from .user import SIXTEEN_BIT_MODES, UserDataError, open_picture, sixteen_bit_grey
     try:
-        with Image.open(path) as im:
-            im.load()
-            img = im.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise _input_error(f"{path}: cannot decode image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        img = open_picture(path)
+        x = sixteen_bit_grey(img, path) if img.mode in SIXTEEN_BIT_MODES else None
+    except UserDataError as exc:
+        raise _input_error(str(exc)) from None
+    if x is None:
+        x = np.asarray(_grey_8bit(img, path), dtype=np.float32) / 255.0
+    h, w = x.shape
+    if w != h:
+        raise _input_error(f"{path}: image is {w}x{h}, not square; crop or pad it to a square "
+                         "(ideally 28x28) first - the right crop cannot be guessed")
+    if w != IMAGE_SIZE:
+        flt = Image.Resampling.BOX if w > IMAGE_SIZE else Image.Resampling.LANCZOS
+        resized = Image.fromarray(x, mode="F").resize((IMAGE_SIZE, IMAGE_SIZE), flt)
+        x = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    return x[None, None]
+
+
+def _grey_8bit(img, path: Path):
+    """An 8-bit picture in mode L (colour by luminance; an alpha channel only if fully opaque)."""
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
@@ -240,18 +264,9 @@ def _load_picture(path: Path) -> np.ndarray:
         if alpha.size and alpha.min() < 255:
             raise _input_error(f"{path}: image has transparent pixels (alpha < 255); flatten it onto "
                              "a background first - the right background colour cannot be guessed")
-        img = img.convert("L")
-    elif img.mode in ("RGB", "1"):
-        img = img.convert("L")
-    elif img.mode != "L":
-        raise _input_error(f"{path}: unsupported image mode {img.mode}; save it as 8-bit grayscale or RGB")
-    w, h = img.size
-    if w != h:
-        raise _input_error(f"{path}: image is {w}x{h}, not square; crop or pad it to a square "
-                         "(ideally 28x28) first - the right crop cannot be guessed")
-    x = np.asarray(img, dtype=np.float32) / 255.0
-    if w != IMAGE_SIZE:
-        flt = Image.Resampling.BOX if w > IMAGE_SIZE else Image.Resampling.LANCZOS
-        resized = Image.fromarray(x, mode="F").resize((IMAGE_SIZE, IMAGE_SIZE), flt)
-        x = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
-    return x[None, None]
+        return img.convert("L")
+    if img.mode in ("RGB", "1"):
+        return img.convert("L")
+    if img.mode != "L":
+        raise _input_error(f"{path}: unsupported image mode {img.mode}; save it as 8- or 16-bit grayscale or RGB")
+    return img

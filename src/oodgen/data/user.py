@@ -9,8 +9,9 @@
 * **IDX** (MNIST format): ``PATH`` is the images file and ``PATH`` with ``images`` replaced by
   ``labels`` (e.g. ``train-images-idx3-ubyte.gz`` / ``train-labels-idx1-ubyte.gz``) the labels.
 
-Every image set comes back as float32 (N, C, H, W) in [0, 1].  Nothing is silently
-reinterpreted: images of different sizes are refused unless ``size`` is given (then each is
+Every image set comes back as float32 (N, C, H, W) in [0, 1] (16-bit grey PNGs divided by 65535,
+pictures turned upright by their EXIF orientation).  Nothing is silently reinterpreted: an animated
+image is refused, images of different sizes are refused unless ``size`` is given (then each is
 resized with Pillow: area averaging when shrinking, Lanczos when enlarging), grey and colour
 files in one set are refused unless ``channels`` is given (then converted), an alpha channel must
 be fully opaque, and a training set needs at least two classes with ``MIN_PER_CLASS`` images each.
@@ -23,11 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import first_line
+from .arrays import READ_ERRORS, check_npz
 from .datasets import DataError
 from .idx import IDXError, read_idx
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MIN_PER_CLASS = 10
+MAX_PIXELS = 1 << 26              # 67 M pixels: a larger picture is refused before it is decoded
+PICTURE_FORMATS = ("PNG", "JPEG", "MPO")   # what Pillow calls the files read (MPO: a phone's JPEG)
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")   # Pillow's modes of a 16-bit grey PNG
 
 
 class UserDataError(DataError):
@@ -125,10 +131,13 @@ def _load_folder(root: Path, size, channels, labelled: bool) -> UserImages:
                                 "to convert them all")
         channels = 1 if modes == {"L"} else 3
     arrays = [_to_array(img, channels, size, f) for (img, _), f in zip(pictures, files)]
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        ex = ", ".join(f"{f.name} {a.shape[1]}x{a.shape[2]}" for f, a in list(zip(files, arrays))[:3])
-        raise UserDataError(f"{root}: images of different sizes ({ex}, ...); pass size (--size H W) to resize them")
+    sizes = [a.shape[1:] for a in arrays]
+    usual = max(set(sizes), key=sizes.count)
+    odd = [(f, s) for f, s in zip(files, sizes) if s != usual]
+    if odd:
+        ex = ", ".join(f"{f.relative_to(root)} is {s[1]}x{s[0]}" for f, s in odd[:3]) + (", ..." if len(odd) > 3 else "")
+        raise UserDataError(f"{root}: images of different sizes: {len(files) - len(odd)} are {usual[1]}x{usual[0]}, "
+                            f"but {ex}; pass size (--size H W) to resize them")
     y = np.array(labels, dtype=np.int64) if labels else np.full(len(arrays), -1, np.int64)
     return UserImages(np.stack(arrays), y, classes, str(root))
 
@@ -137,33 +146,83 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _read_picture(path: Path):
-    """(PIL image in mode L or RGB, that mode)."""
-    from PIL import Image, UnidentifiedImageError
+def open_picture(path: Path):
+    """A PNG / JPEG file as a fully decoded PIL image, turned upright by its EXIF orientation tag (a
+    phone's portrait photo is stored sideways with that tag).  Refused with :class:`UserDataError`:
+    a file Pillow cannot decode, another format under a PNG or JPEG name, an animated image (an APNG:
+    which frame is meant cannot be guessed) and one of more than :data:`MAX_PIXELS` pixels (checked
+    before decoding)."""
+    import warnings
+
+    from PIL import Image, ImageOps
     try:
-        with Image.open(path) as im:
-            im.load()
-            img = im.copy()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserDataError(f"{path}: cannot read image ({exc})") from None
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # MAX_PIXELS is the limit here
+            with Image.open(path) as im:
+                if im.format not in PICTURE_FORMATS:
+                    raise UserDataError(f"{path}: a {im.format} image, not PNG or JPEG; save it as PNG")
+                if im.width * im.height > MAX_PIXELS:
+                    raise UserDataError(f"{path}: image is {im.width}x{im.height}, more than {MAX_PIXELS:,} pixels; "
+                                        "shrink it first")
+                # An MPO (a phone's JPEG) holds the photo and a preview: its first frame is the photo.
+                if getattr(im, "n_frames", 1) > 1 and im.format != "MPO":
+                    raise UserDataError(f"{path}: an animated image ({im.n_frames} frames); save the frame "
+                                        "you mean as a still PNG")
+                im.load()
+                return ImageOps.exif_transpose(im)
+    except UserDataError:
+        raise
+    except Exception as exc:  # Pillow raises many types for a damaged or crafted file; all mean the same here
+        raise UserDataError(f"{path}: cannot read image ({first_line(exc)})") from None
+
+
+def sixteen_bit_grey(img, path) -> np.ndarray:
+    """A 16-bit grey picture (Pillow mode ``I;16``, or ``I`` for PNG) as float32 (H, W) in [0, 1]:
+    divided by 65535, where Pillow's conversion to 8 bits would clip every value above 255."""
+    a = np.asarray(img, dtype=np.float32)
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise UserDataError(f"{path}: {img.mode} pixels outside 0-65535; save it as an 8- or 16-bit PNG")
+    return a / 65535.0
+
+
+def _read_picture(path: Path):
+    """(PIL image, ``"L"`` or ``"RGB"``): grey images in mode L, or in mode F (float, [0, 1]) when
+    16-bit; colour ones in mode RGB."""
+    from PIL import Image
+    img = open_picture(path)
+    palette = img.mode == "P"
+    if img.mode in ("RGBA", "LA") or (palette and "transparency" in img.info):
         rgba = img.convert("RGBA")
         if np.asarray(rgba)[..., 3].min() < 255:
             raise UserDataError(f"{path}: has transparent pixels; flatten it onto a background first")
         img = rgba.convert("RGB") if img.mode != "LA" else img.convert("L")
-    if img.mode in ("1", "L", "I;16", "I", "F"):
+    if img.mode in SIXTEEN_BIT_MODES:
+        return Image.fromarray(sixteen_bit_grey(img, path), mode="F"), "L"
+    if img.mode in ("1", "L"):
         return img.convert("L"), "L"
-    return img.convert("RGB"), "RGB"
+    img = img.convert("RGB")
+    if palette and _is_grey(img):      # a palette of grey levels is a grey image
+        return img.convert("L"), "L"
+    return img, "RGB"
+
+
+def _is_grey(img) -> bool:
+    a = np.asarray(img)
+    return bool((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all())
 
 
 def _to_array(img, channels: int, size, path: Path) -> np.ndarray:
+    """(C, H, W) float32 in [0, 1] of a picture from :func:`_read_picture`, resized to ``size``."""
     from PIL import Image
-    img = img.convert("L" if channels == 1 else "RGB")
+    if img.mode != "F":            # F: 16-bit grey, already in [0, 1]
+        img = img.convert("L" if channels == 1 else "RGB")
     if size is not None and (img.height, img.width) != tuple(size):
         shrink = size[0] * size[1] < img.height * img.width
         img = img.resize((size[1], size[0]), Image.BOX if shrink else Image.LANCZOS)
-    a = np.asarray(img, dtype=np.float32) / 255.0
+    a = np.asarray(img, dtype=np.float32) / (1.0 if img.mode == "F" else 255.0)
     a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    if len(a) != channels:
+        a = np.repeat(a, channels, axis=0)
     return np.clip(a, 0.0, 1.0)
 
 
@@ -171,14 +230,15 @@ def _to_array(img, channels: int, size, path: Path) -> np.ndarray:
 
 def _load_npz(path: Path, size, channels, labelled: bool) -> UserImages:
     try:
+        check_npz(path)
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
             if "x" not in keys:
                 raise UserDataError(f"{path}: .npz needs an array 'x' (images) and 'y' (labels); it has {sorted(keys)}")
             x = z["x"]
             y = z["y"] if "y" in keys else None
-    except (ValueError, OSError, EOFError) as exc:
-        raise UserDataError(f"{path}: cannot read .npz ({str(exc).splitlines()[0]})") from None
+    except READ_ERRORS as exc:
+        raise UserDataError(f"{path}: cannot read .npz ({first_line(exc)})") from None
     return _from_arrays(x, y, str(path), size, channels, labelled)
 
 
@@ -263,3 +323,24 @@ def split(data: UserImages, test_fraction: float, seed: int) -> tuple[UserImages
     mask[test_idx] = True
     pick = lambda m: UserImages(data.images[m], data.labels[m], data.classes, data.source)  # noqa: E731
     return pick(~mask), pick(mask), test_idx
+
+
+def stratified_head(labels: np.ndarray, n: int) -> np.ndarray:
+    """Sorted indices of ``n`` of the images with ``labels`` that keep every class in proportion
+    (at least one image each; the first ones of each class): how a profile's smaller budget
+    subsets a class-sorted folder without dropping classes."""
+    labels = np.asarray(labels)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    if n < len(classes):
+        raise UserDataError(f"cannot keep {len(classes)} classes in {n} images")
+    share = counts * n / len(labels)
+    k = np.maximum(1, np.floor(share)).astype(np.int64)
+    for i in np.argsort(np.floor(share) - share, kind="stable"):    # largest remainders first
+        if k.sum() >= n:
+            break
+        k[i] += 1
+    while k.sum() > n:                 # the at-least-one rule overshot: take from the largest classes
+        k[np.argmax(k)] -= 1
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:m] for c, m in zip(classes, k)]))

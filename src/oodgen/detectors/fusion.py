@@ -43,6 +43,7 @@ RULES = (KNN_RULE, REJECT_RULE, FISHER_RULE)
 REJECT_AT = 0.5                # p(n+1) above which the reject rules reject outright
 FEATURE_K = 50                 # neighbours in the full bank
 FEATURE_BANK_FRACTION = 0.2    # chosen by scripts/choose_banks.py (results/ablation/bank_choice.json)
+MIN_CALIBRATION = 20           # held-out in-distribution images the percentiles need at the least
 # rules that need the image statistics (oodgen.detectors.image_stats) of every image
 NEEDS_STATS = (FISHER_RULE,)
 # the image statistics a cheaper Fisher combination keeps (no CVAE pass, no zlib): a candidate of
@@ -138,8 +139,8 @@ class FeatureKNNFusion:
         if len(calib_ood_prob) != len(calib_features):
             raise InputError(f"fusion: {len(calib_features)} calibration features but "
                              f"{len(calib_ood_prob)} OOD-class probabilities")
-        if len(calib_ood_prob) < 20:
-            raise InputError(f"fusion: need at least 20 calibration images, got {len(calib_ood_prob)}")
+        if len(calib_ood_prob) < MIN_CALIBRATION:
+            raise InputError(f"fusion: need at least {MIN_CALIBRATION} calibration images, got {len(calib_ood_prob)}")
         train_features = np.asarray(train_features)
         if train_size is None:
             n = len(train_features)
@@ -149,7 +150,8 @@ class FeatureKNNFusion:
             if len(train_features) != len(self.bank_indices(n)):
                 raise InputError(f"fusion: train_size={n} means a bank of {len(self.bank_indices(n))} rows "
                                  f"(bank_indices), got {len(train_features)}")
-        self.k_ = scaled_k(self.k, len(train_features), n) if n else self.k
+        # at most the whole bank (a tiny training set: oodgen.preflight says so)
+        self.k_ = min(scaled_k(self.k, len(train_features), n) if n else self.k, len(train_features))
         self.knn_ = KNN(None, k=self.k_).fit_outputs(features=train_features)
         self.calib_knn_ = np.sort(self.knn_.score_outputs(features=calib_features))
         self.calib_p_ = np.sort(calib_ood_prob)

@@ -111,10 +111,10 @@ class PixelBank:
                           k: int | None = None) -> "PixelBank":
         """A fixed random subset of at most ``size`` training images (seeded; a smaller bank is a
         subset of a larger one with the same seed).  ``k`` defaults to :func:`scaled_k` of
-        :data:`PIXEL_K` from a bank of min(:data:`REFERENCE_BANK`, len(x)) images."""
+        :data:`PIXEL_K` from a bank of min(:data:`REFERENCE_BANK`, len(x)) images, at most the bank's size."""
         size = min(int(size), len(x))
-        if k is None:
-            k = scaled_k(PIXEL_K, size, min(REFERENCE_BANK, len(x)))
+        if k is None:       # at most the whole bank (a tiny training set: oodgen.preflight says so)
+            k = min(scaled_k(PIXEL_K, size, min(REFERENCE_BANK, len(x))), size)
         idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:size]
         return cls(torch.as_tensor(x)[idx.sort().values].cpu(), k)
 
