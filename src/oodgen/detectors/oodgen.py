@@ -48,7 +48,7 @@ from ..generate import NotFittedError
 from ..generate.health import check_health, cvae_health, health_line
 from ..train import OutlierPools, fit_ellipsoids, predict_logits, train_cvae, train_nplus1
 from .base import Detector, check_images
-from .fusion import NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion, rejected
+from .fusion import MIN_CALIBRATION, NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion, rejected
 from .image_stats import PixelBank, image_stats
 from ..models.inference import inference_copy
 from .posthoc import model_outputs
@@ -218,9 +218,10 @@ class OODGen(Detector):
         self.train_features_ = None
         self.pixel_bank_ = None
         # every rule usable after fit (score_all, set_params(score=...)); oodgen run recalibrates on
-        # its held-out validation split
-        calib = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[:N_CALIBRATION]
-        self.calibrate(x[calib], x_train=x)
+        # its held-out validation split, which is all a training set too small to calibrate on gets
+        if len(x) >= MIN_CALIBRATION:
+            calib = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[:N_CALIBRATION]
+            self.calibrate(x[calib], x_train=x)
 
     def resolved_score(self) -> str:
         """The rule :attr:`score_rule` names (``"recommended"`` and ``"paper"`` resolved;
