@@ -125,6 +125,11 @@ class Detector(abc.ABC):
     def _fit_shape(self) -> tuple[int, int, int] | None:
         return self.input_shape()
 
+    def _log(self, msg: str) -> None:
+        """Progress messages of detectors that train, printed when their ``verbose`` is set."""
+        if getattr(self, "verbose", False):
+            print(msg, flush=True)
+
     def fit(self, x, y=None) -> "Detector":
         x = check_images(x, "fit input", shape=self._fit_shape())
         y = check_labels(y, len(x)) if y is not None else None

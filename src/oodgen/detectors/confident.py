@@ -93,10 +93,6 @@ class ConfidentClassifier(Detector):
         self.checkpoint_path = checkpoint_path
         self.verbose = verbose
 
-    def _log(self, msg: str) -> None:
-        if self.verbose:
-            print(msg, flush=True)
-
     def _check_params(self) -> None:
         if not (isinstance(self.epochs, (int, np.integer)) and self.epochs >= 0):
             raise ValueError(f"confident classifier: epochs must be an integer >= 0, got {self.epochs!r}")

@@ -140,10 +140,6 @@ class OODGen(Detector):
         self.strict = strict
         self.precision = precision
 
-    def _log(self, msg: str) -> None:
-        if self.verbose:
-            print(msg, flush=True)
-
     def _ckpt(self, name: str):
         if self.checkpoint_dir is None:
             return None

@@ -229,10 +229,6 @@ class VOS(Detector):
         self.checkpoint_path = checkpoint_path
         self.verbose = verbose
 
-    def _log(self, msg: str) -> None:
-        if self.verbose:
-            print(msg, flush=True)
-
     def _check_params(self) -> None:
         for name in ("epochs", "batch_size", "queue_size", "n_candidates", "n_select"):
             v = getattr(self, name)
