@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from oodgen.detectors.base import InputError
-from oodgen.detectors.fusion import FISHER_RULE, REJECT_RULE, RULE, RULES, FeatureKNNFusion
+from oodgen.detectors.fusion import FEATURE_RULE, FISHER_RULE, REJECT_RULE, RULE, RULES, FeatureKNNFusion
 from oodgen.generate import NotFittedError
 from oodgen.metrics import ood_metrics
 
@@ -148,6 +148,17 @@ def test_fisher_rule_rejects_first_and_is_monotone(fitted_stats):
     assert top[0] == pytest.approx(f_max / (1 + f_max))
 
 
+def test_feature_knn_rule_is_the_distance_alone(fitted):
+    """The recommended rule ignores p(n+1): the k-th neighbour distance to the bank, nothing else."""
+    fus, rng = fitted
+    f = _blobs(30, rng)
+    d = fus.distance(f)
+    for p in (np.zeros(30), np.ones(30), rng.uniform(0, 1, 30)):
+        np.testing.assert_array_equal(fus.score(f, p, FEATURE_RULE), d)
+    far = fus.score(f + 100.0, np.zeros(30), FEATURE_RULE)
+    assert np.all(far > d.max())
+
+
 def test_fisher_rule_state_and_errors(fitted_stats, fitted):
     fus, rng = fitted_stats
     f, p, st = _blobs(50, rng), rng.uniform(0, 1, 50), _stats(50, rng)
@@ -184,7 +195,10 @@ def test_run_records_fused_score_and_scoring_reproduces_it(tmp_path, rule, monke
     m = run(cfg, tmp_path, progress=False, log=lambda *_a: None)
     assert "sample of 100 images" in m["fisher_components_note"]
     assert m["score"] == rule
-    assert set(m["ood_by_score"]) == {"ood-class", "max-in", "ood-class+knn", "reject+knn", "reject+fisher"}
+    assert set(m["ood_by_score"]) == {"ood-class", "max-in", "feature-knn", "ood-class+knn", "reject+knn",
+                                      "reject+fisher"}
+    # the shipped feature-knn rule is the statistic fisher_components recorded before it was a rule
+    assert m["ood_by_score"]["feature-knn"] == m["fisher_components"]["feature-knn"]
     assert m["ood"] == m["ood_by_score"][rule]
     assert set(m["fisher_components"]) == {"feature-knn", "nll", "nll-complexity", "pixel-knn"}
     assert set(m["fisher_components"]["pixel-knn"]) == set(m["ood"])

@@ -81,7 +81,28 @@ def test_load_detector_matches_run(run_dir, det):
     assert det.n_classes == 10
     assert det.score_rule == metrics["score"] == "ood-class"
     assert det.threshold == pytest.approx(metrics["threshold_95tpr"], abs=0)
-    assert set(det.thresholds) == {"ood-class", "max-in", "ood-class+knn", "reject+knn", "reject+fisher"}
+    assert set(det.thresholds) == {"ood-class", "max-in", "feature-knn", "ood-class+knn", "reject+knn", "reject+fisher"}
+
+
+def test_feature_knn_threshold_of_an_older_file(tmp_path, run_dir):
+    """A detector file written before feature-knn was a rule has no stored threshold for it: it is the 95 %
+    quantile of the stored calibration distances, exactly what `oodgen run` now stores, and scores agree."""
+    import shutil
+    from oodgen.metrics import threshold_at_tpr
+    from oodgen.utils import atomic_torch_save
+    new = load_detector(run_dir, "feature-knn")
+    blob = torch.load(run_dir / "detector.pt", weights_only=True)
+    assert new.threshold == blob["thresholds"]["feature-knn"] == threshold_at_tpr(blob["fusion"]["calib_knn"].numpy())
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    del blob["thresholds"]["feature-knn"]
+    atomic_torch_save(blob, old / "detector.pt")
+    again = load_detector(old, "recommended")
+    assert again.score_rule == "feature-knn" and again.threshold == new.threshold
+    x = load("notmnist", "test", n=6).images
+    np.testing.assert_array_equal(again.score(x), new.score(x))
+    # the distance itself, not p(n+1)
+    assert not np.array_equal(again.score(x), load_detector(run_dir, "ood-class").score(x))
 
 
 def test_score_predict_decide(det, mnist_test):
@@ -294,7 +315,7 @@ def test_cli_csv_and_json(tmp_path, run_dir, det, mnist_test, capsys):
 def test_other_rule_of_the_same_run(tmp_path, run_dir, det, capsys):
     """Any rule of the run, with its own stored threshold, from Python and from the CLI."""
     x = load("notmnist", "test", n=6).images
-    for rule in ("max-in", "reject+knn", "reject+fisher"):
+    for rule in ("max-in", "feature-knn", "reject+knn", "reject+fisher"):
         other = load_detector(run_dir, rule)
         assert other.score_rule == rule and other.threshold == det.thresholds[rule]
         s = other.score(x)

@@ -119,6 +119,29 @@ def test_a_run_written_with_another_score_resumes(tmp_path):
     assert stored["variant"]["score"] == "paper" and stored["score_paper"] == "ood-class"
 
 
+def test_the_default_is_the_committed_decision():
+    """RECOMMENDED is what the committed protocol run chose, and a shipped rule; the committed decision is what
+    `oodgen select` derives again from the committed folds."""
+    from pathlib import Path
+    from oodgen.selection import decide, score_speeds
+    repo = Path(__file__).resolve().parents[1]
+    root = repo / "results" / "selection"
+    doc = json.loads((root / "decision.json").read_text())
+    assert doc["complete"] and doc["score"] == RECOMMENDED and RECOMMENDED in SCORES
+    again = decide([json.loads((root / f).read_text()) for f in doc["folds"]], score_speeds(repo / doc["speeds_from"]))
+    assert again["winner"] == doc["winner"] and again["within_tie"] == doc["within_tie"]
+
+
+def test_old_runs_read_feature_knn_from_their_components():
+    from oodgen.tables import results_by_score
+    comp = {"mnist": {"auroc": 97.0}}
+    m = {"ood_by_score": {"ood-class": {"mnist": {"auroc": 60.0}}}, "fisher_components": {"feature-knn": comp, "nll": {}}}
+    assert results_by_score(m) == {"ood-class": {"mnist": {"auroc": 60.0}}, "feature-knn": comp}
+    newer = {"ood_by_score": {"feature-knn": {"mnist": {"auroc": 98.0}}}, "fisher_components": {"feature-knn": comp}}
+    assert results_by_score(newer)["feature-knn"] == {"mnist": {"auroc": 98.0}}
+    assert results_by_score({}) == {}
+
+
 def test_compare_shows_recommended_and_paper(tmp_path):
     from oodgen.compare import compare_table
     by_score = {r: {"fmnist": {"auroc": 90.0 + i}} for i, r in enumerate(SCORES)}

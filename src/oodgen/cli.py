@@ -38,7 +38,8 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
     g.add_argument("--score", choices=[*SCORE_ALIASES, *SCORES], default=Variant.score,
                    help=f"primary score (printed first; every rule is always evaluated and stored): recommended = "
                         f"{RECOMMENDED} (default; chosen without test data, docs/protocol.md), "
-                        "paper = p(n+1), but 1-max p_in for mnist0-4; ood-class+knn = "
+                        "paper = p(n+1), but 1-max p_in for mnist0-4; feature-knn = the k-th nearest training "
+                        "feature's distance in the n+1 classifier's penultimate layer; ood-class+knn = "
                         "p(n+1) fused with a feature KNN distance, reject+knn = rejected by the n+1 class, else ranked by "
                         "that distance, reject+fisher = rejected by the n+1 class, else ranked by Fisher's combination of "
                         "that distance, the CVAE likelihood, the likelihood minus zlib length and a pixel KNN distance "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config import RECOMMENDED, resolve_score
 from .generate.health import health_line
-from .tables import RULE_LABELS, auroc_cell
+from .tables import RULE_LABELS, auroc_cell, results_by_score
 from .utils import read_json_object
 
 
@@ -22,7 +22,7 @@ def _label(m: dict) -> str:
 def _columns(m: dict) -> list[tuple[str, dict]]:
     """(rule, {OOD set: metrics}) shown for a run: the recommended score and the paper's beside it (from
     ``ood_by_score``, whatever the run's primary score was), else the run's primary score alone."""
-    by_score = m.get("ood_by_score") if isinstance(m.get("ood_by_score"), dict) else {}
+    by_score = results_by_score(m)
     paper = m.get("score_paper") if isinstance(m.get("score_paper"), str) else resolve_score("paper", str(m.get("id", "")))
     rules = [RECOMMENDED, paper]
     if all(_is_table(by_score.get(r)) for r in rules):

@@ -13,9 +13,9 @@ LATENT_DIMS = {"mnist": 8, "mnist0-4": 8, "fmnist": 10, "fmnist0-4": 10}
 CUSTOM_ID = "custom"          # a run on the user's own data (RunConfig.train)
 # The score of ``--score recommended``, the default everywhere: the winner of the selection protocol
 # (docs/protocol.md), chosen on leave-one-class-out folds of the training splits, never on a test
-# OOD set (``oodgen select``; results/selection/decision.json).  Until that selection has run to the
-# end it is the paper's p(n+1): no rule is promoted on partial evidence.
-RECOMMENDED = "ood-class"
+# OOD set (``oodgen select``; results/selection/decision.json): the KNN distance in the n+1
+# classifier's penultimate features (oodgen.detectors.fusion.FEATURE_RULE).
+RECOMMENDED = "feature-knn"
 SCORE_ALIASES = ("recommended", "paper")
 
 

@@ -37,10 +37,11 @@ from .artifact import DETECTOR_FORMAT, DetectorFileError, read_detector  # noqa:
 from .data.images import (ARRAY_SHAPES, IMAGE_SIZE, IMAGE_SUFFIXES,  # noqa: F401 (re-exported)
                           load_inputs, load_shaped_inputs)
 from .detectors.base import InputError, check_images  # noqa: F401 (InputError re-exported)
-from .detectors.fusion import NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion
+from .detectors.fusion import FEATURE_RULE, NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion
 from .detectors.image_stats import PixelBank
 from .detectors.oodgen import SCORES, score_images
 from .config import SCORE_ALIASES, Variant, resolve_score
+from .metrics import threshold_at_tpr
 from .models import CVAE, PRECISIONS, Fig6cCNN, as_inference, resolve_precision
 from .train import predict_logits
 
@@ -163,8 +164,6 @@ def load_detector(run_dir: str | os.PathLike, rule: str | None = None, precision
         raise DetectorFileError(f"{path}: invalid n_classes {n_classes!r}")
     if rule not in SCORES:
         raise DetectorFileError(f"{path}: unknown score rule {rule!r}; this version knows {SCORES}")
-    if not isinstance(thresholds, dict) or rule not in thresholds:
-        raise DetectorFileError(f"{path}: no stored threshold for score rule {rule!r}")
     shape = blob.get("image_shape", [1, 28, 28])
     if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
         raise DetectorFileError(f"{path}: invalid image_shape {shape!r}")
@@ -187,6 +186,12 @@ def load_detector(run_dir: str | os.PathLike, rule: str | None = None, precision
             fusion = FeatureKNNFusion.from_state_dict(blob["fusion"])
         except (KeyError, AttributeError, TypeError, ValueError) as exc:
             raise DetectorFileError(f"{path}: damaged feature bank ({exc})") from None
+    if isinstance(thresholds, dict) and rule == FEATURE_RULE and rule not in thresholds and fusion is not None:
+        # A file written before feature-knn was a rule: its threshold is the same 95 % quantile of the
+        # calibration (validation) distances that `oodgen run` stores for every rule, and those are in the file.
+        thresholds = {**thresholds, rule: threshold_at_tpr(fusion.calib_knn_, 0.95)}
+    if not isinstance(thresholds, dict) or rule not in thresholds:
+        raise DetectorFileError(f"{path}: no stored threshold for score rule {rule!r}")
     cvae = pixel_bank = None
     if rule in NEEDS_STATS:
         cvae = _load_cvae(path, blob, n_classes, rule, fusion, shape, precision)

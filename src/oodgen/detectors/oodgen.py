@@ -11,6 +11,8 @@ Scores (higher = more OOD):
 * ``"ood-class"``: p(n+1 | x), the paper's OOD-class probability;
 * ``"max-in"``: 1 - max_k p(k | x) over the n in-distribution classes (the paper's
   "in-distribution max probability", sign flipped); the authors use it for MNIST 0-4;
+* ``"feature-knn"`` (beyond the paper; the recommended score, :data:`oodgen.config.RECOMMENDED`): the
+  k-th nearest training feature's distance in the same classifier's penultimate layer;
 * ``"ood-class+knn"`` (beyond the paper): p(n+1) fused with the KNN distance in the same
   classifier's penultimate features (:mod:`oodgen.detectors.fusion`).  ``fit`` calibrates the
   fused rules on 5,000 training images, whatever the detector's own score, so that every rule
