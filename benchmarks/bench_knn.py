@@ -56,7 +56,7 @@ def main() -> None:
     tune_allocator()
     run = Path(a.run)
     cfg = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
-    clf = load_detector(run, "ood-class").classifier
+    clf = load_detector(run, "ood-class").inference_classifier()
     train = D.load(cfg.id, "train").images[:55000]
     feats = lambda im: model_outputs(clf, torch.from_numpy(im), ("features",))["features"]  # noqa: E731
     bank = feats(train)

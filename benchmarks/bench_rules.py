@@ -81,16 +81,16 @@ def stage_seconds(det, x: torch.Tensor, batch: int) -> dict[str, float]:
         return out
 
     out = clock("classifier pass (features + logits)",
-                lambda: model_outputs(det.classifier, x, ("features", "logits"), batch))
+                lambda: model_outputs(det.inference_classifier(), x, ("features", "logits"), batch))
     logits = torch.from_numpy(out["logits"])
-    labels = logits[:, :det.n_classes].argmax(1)
-    dist = clock("feature KNN search", lambda: det.fusion.distance(out["features"]))
-    nll = clock("CVAE pass (nll)", lambda: cvae_nll_bits(det.cvae, x, labels, batch))
+    labels = logits[:, :det.n_classes_].argmax(1)
+    dist = clock("feature KNN search", lambda: det.fusion_.distance(out["features"]))
+    nll = clock("CVAE pass (nll)", lambda: cvae_nll_bits(det.stats_cvae(), x, labels, batch))
     bits = clock("zlib code length", lambda: complexity_bits(x))
-    pix = clock("pixel KNN search", lambda: det.pixel_bank.distance(x))
+    pix = clock("pixel KNN search", lambda: det.pixel_bank_.distance(x))
     stats = {"nll": nll, "nll-complexity": nll - bits, "pixel-knn": pix}
     p = nplus1_scores(logits, "ood-class")
-    clock("fusion arithmetic", lambda: det.fusion.combine_all(dist, p, (FISHER_RULE,), stats))
+    clock("fusion arithmetic", lambda: det.fusion_.combine_all(dist, p, (FISHER_RULE,), stats))
     return t
 
 
@@ -143,7 +143,7 @@ def main() -> None:
         full = dets[FISHER_RULE]
 
         def feature_knn(xb, full=full):
-            return full.fusion.distance(model_outputs(full.classifier, xb, ("features",), a.batch)["features"])
+            return full.fusion_.distance(model_outputs(full.inference_classifier(), xb, ("features",), a.batch)["features"])
 
         def nll(xb, full=full):
             labels = full.logits(xb)[:, :full.n_classes].argmax(1)

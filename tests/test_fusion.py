@@ -210,7 +210,7 @@ def test_run_records_fused_score_and_scoring_reproduces_it(tmp_path, rule, monke
     assert s.shape == (50,) and np.all(np.isfinite(s))
     scores, decisions, _ = det.evaluate(x)
     np.testing.assert_array_equal(scores, s)
-    np.testing.assert_array_equal(decisions, s > det.threshold)
+    np.testing.assert_array_equal(decisions, s > det.threshold_)
     # the report recomputes the run's numbers from detector.pt with the fused rule
     from oodgen.metrics import ood_metrics as om
     from oodgen.report import run_scores

@@ -148,9 +148,10 @@ def test_smaller_profile_keeps_every_class(tiny):
     """The smoke profile's 600 of a class-sorted 3 x 400 set keep all three classes; the detector's
     class count is the class list's."""
     det = load_detector(tiny.out)
-    assert det.n_classes == 3 and det.classes == ["0", "1", "2"]
+    assert det.n_classes_ == 3 and det.classes_ == ["0", "1", "2"]
     assert "3 classes" in tiny.log
-    x, y, xv, yv, xt, yt, _ = load_setting(RunConfig(train=str(tiny.train), profile="smoke"))
+    data = load_setting(RunConfig(train=str(tiny.train), profile="smoke"))
+    x, y, xv, yv, yt = data.x, data.y, data.x_val, data.y_val, data.y_test
     assert set(y.tolist()) == set(yt.tolist()) == {0, 1, 2}
     assert len(x) + len(xv) == 600 and np.bincount(np.r_[y.numpy(), yv.numpy()]).tolist() == [200, 200, 200]
     assert np.bincount(np.repeat([0, 1, 2], [990, 5, 5])[stratified_head(np.repeat([0, 1, 2], [990, 5, 5]), 10)]
@@ -317,9 +318,9 @@ def test_three_classes_of_thirty_pass_the_checks():
     """3 x 30 failed after all training (18 calibration images); the validation split now keeps 20."""
     with tempfile.TemporaryDirectory() as d:
         cfg = RunConfig(train=str(_npz(Path(d) / "d.npz", 30, 3)), profile="smoke")
-        x, y, xv, *_ = load_setting(cfg, info=(info := {}))
-    assert len(xv) == 20
-    latent, notes = fit_small_data(cfg.latent, y.numpy(), info["classes"], len(xv), log=lambda *_: None)
+        data = load_setting(cfg)
+    assert len(data.x_val) == 20
+    latent, notes = fit_small_data(cfg.latent, data.y.numpy(), data.info["classes"], len(data.x_val), log=lambda *_: None)
     assert latent == cfg.latent and "latent_dim" not in notes.get("reduced", {})
 
 

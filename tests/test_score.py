@@ -78,10 +78,10 @@ def cli(argv: list[str]) -> int:
 
 def test_load_detector_matches_run(run_dir, det):
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert det.n_classes == 10
+    assert det.n_classes_ == 10
     assert det.score_rule == metrics["score"] == "ood-class"
-    assert det.threshold == pytest.approx(metrics["threshold_95tpr"], abs=0)
-    assert set(det.thresholds) == {"ood-class", "max-in", "feature-knn", "ood-class+knn", "reject+knn", "reject+fisher"}
+    assert det.threshold_ == pytest.approx(metrics["threshold_95tpr"], abs=0)
+    assert set(det.thresholds_) == {"ood-class", "max-in", "feature-knn", "ood-class+knn", "reject+knn", "reject+fisher"}
 
 
 def test_feature_knn_threshold_of_an_older_file(tmp_path, run_dir):
@@ -92,13 +92,13 @@ def test_feature_knn_threshold_of_an_older_file(tmp_path, run_dir):
     from oodgen.utils import atomic_torch_save
     new = load_detector(run_dir, "feature-knn")
     blob = torch.load(run_dir / "detector.pt", weights_only=True)
-    assert new.threshold == blob["thresholds"]["feature-knn"] == threshold_at_tpr(blob["fusion"]["calib_knn"].numpy())
+    assert new.threshold_ == blob["thresholds"]["feature-knn"] == threshold_at_tpr(blob["fusion"]["calib_knn"].numpy())
     old = tmp_path / "old"
     shutil.copytree(run_dir, old)
     del blob["thresholds"]["feature-knn"]
     atomic_torch_save(blob, old / "detector.pt")
     again = load_detector(old, "recommended")
-    assert again.score_rule == "feature-knn" and again.threshold == new.threshold
+    assert again.score_rule == "feature-knn" and again.threshold_ == new.threshold_
     x = load("notmnist", "test", n=6).images
     np.testing.assert_array_equal(again.score(x), new.score(x))
     # the distance itself, not p(n+1)
@@ -114,9 +114,9 @@ def test_score_predict_decide(det, mnist_test):
     assert np.all((s_in >= 0) & (s_in <= 1))
     # The smoke run separates notMNIST well (AUROC ~99); a floor, not an exact value.
     assert s_out.mean() > s_in.mean() + 0.1
-    assert np.array_equal(det.decide(x), s_in > det.threshold)
+    assert np.array_equal(det.decide(x), s_in > det.threshold_)
     assert np.array_equal(det.decide(x, threshold=2.0), np.zeros(40, bool))
-    assert np.array_equal(det.predict(x), det.decide(x).astype(np.int64)) and det.threshold_ == det.threshold
+    assert np.array_equal(det.predict(x), det.decide(x).astype(np.int64))
     pred = det.predict_class(x)
     assert pred.shape == (40,) and pred.min() >= 0 and pred.max() < 10
     assert (pred == labels).mean() > 0.3
@@ -317,7 +317,7 @@ def test_other_rule_of_the_same_run(tmp_path, run_dir, det, capsys):
     x = load("notmnist", "test", n=6).images
     for rule in ("max-in", "feature-knn", "reject+knn", "reject+fisher"):
         other = load_detector(run_dir, rule)
-        assert other.score_rule == rule and other.threshold == det.thresholds[rule]
+        assert other.score_rule == rule and other.threshold_ == det.thresholds_[rule]
         s = other.score(x)
         assert s.shape == (6,) and np.all(np.isfinite(s))
         assert not np.array_equal(s, det.score(x))
@@ -370,21 +370,21 @@ def test_precisions_agree_and_reject_fisher_skips_rejected_exactly(run_dir):
     f32 = load_detector(run_dir, "reject+fisher", precision="fp32")
     b16 = load_detector(run_dir, "reject+fisher", precision="bf16")
     assert f32.precision == "fp32" and b16.precision == "bf16"
-    assert next(b16.classifier.parameters()).dtype == torch.bfloat16
-    assert next(b16.cvae.parameters()).dtype == torch.bfloat16
+    assert next(b16.inference_classifier().parameters()).dtype == torch.bfloat16
+    assert next(b16.stats_cvae().parameters()).dtype == torch.bfloat16
     lf, lb = f32.logits(x), b16.logits(x)
     assert lb.dtype == torch.float32
     assert (lf - lb).abs().max() <= 0.05 * lf.abs().max() + 0.05
     # exact cascade: the full statistics of every image give the same scores
     xt = torch.from_numpy(x)
-    out = model_outputs(f32.classifier, xt, ("features", "logits"))
+    out = model_outputs(f32.inference_classifier(), xt, ("features", "logits"))
     logits = torch.from_numpy(out["logits"])
     p = nplus1_scores(logits, "ood-class")
     assert rejected(p).any() and not rejected(p).all()      # both branches are exercised
-    full = image_stats(f32.cvae, f32.pixel_bank, xt, logits[:, :-1].argmax(1))
-    want = rule_scores(("reject+fisher",), logits, out["features"], f32.fusion, full)["reject+fisher"]
+    full = image_stats(f32.stats_cvae(), f32.pixel_bank_, xt, logits[:, :-1].argmax(1))
+    want = rule_scores(("reject+fisher",), logits, out["features"], f32.fusion_, full)["reject+fisher"]
     np.testing.assert_array_equal(f32.score(x), want)
-    part = image_stats(f32.cvae, f32.pixel_bank, xt, logits[:, :-1].argmax(1), only=~rejected(p))
+    part = image_stats(f32.stats_cvae(), f32.pixel_bank_, xt, logits[:, :-1].argmax(1), only=~rejected(p))
     for k in full:
         assert np.all(np.isnan(part[k][rejected(p)]))
         np.testing.assert_allclose(part[k][~rejected(p)], full[k][~rejected(p)], rtol=1e-6)

@@ -110,6 +110,40 @@ def test_score_all_matches_each_rule(mnist_small):
         det.score_all(x, ("fisher",))
 
 
+def test_fit_save_load_gives_the_same_detector(mnist_small, tmp_path):
+    """One object from fit to disk and back: the loaded detector is an OODGen, scores every rule, every
+    statistic and the in-distribution classes identically, and keeps every rule's threshold."""
+    from oodgen.artifact import DetectorFileError
+    from oodgen.score import load_detector
+    tr, te = mnist_small
+    det = OODGen(profile="smoke", seed=0).fit(tr.images, tr.labels)
+    x = np.concatenate([te.images[:60], D.load("uniform", "test", n=20, seed=0).images])
+    path = det.save(tmp_path / "d")
+    assert path == tmp_path / "d" / "detector.pt"
+    back = OODGen.load(tmp_path / "d")
+    assert type(back) is OODGen and type(load_detector(tmp_path / "d")) is OODGen
+    assert back.resolved_score() == det.resolved_score() == RECOMMENDED
+    want, got = det.score_all(x, components=True), back.score_all(x, components=True)
+    assert set(got) == set(want)
+    for rule in want:
+        np.testing.assert_array_equal(got[rule], want[rule], err_msg=rule)
+    assert back.thresholds_ == det.thresholds_ and back.threshold_ == det.threshold_
+    np.testing.assert_array_equal(back.predict(x), det.predict(x))
+    np.testing.assert_array_equal(back.predict_class(x), det.predict_class(x))
+    for rule in ("paper", "reject+fisher"):
+        np.testing.assert_array_equal(OODGen.load(path, rule).score(x), det.set_params(score=rule).score(x))
+    # what a loaded detector cannot do says so (the ellipsoids are training-only)
+    with pytest.raises(Exception, match="ellipsoids"):
+        back.generated_panel(te.images[:10], te.labels[:10])
+    with pytest.raises(DetectorFileError, match="no trained detector"):
+        OODGen.load(tmp_path / "nothing")
+    import copy
+    uncalibrated = copy.copy(det)          # fit calibrates only with enough images (MIN_CALIBRATION)
+    uncalibrated.fusion_ = None
+    with pytest.raises(Exception, match="calibrate"):
+        uncalibrated.save(tmp_path / "t")
+
+
 def test_a_run_written_with_another_score_resumes(tmp_path):
     """The primary score is evaluation only: a run directory resumes under another --score."""
     from oodgen.run import _check_config

@@ -144,7 +144,7 @@ def test_coloured_mnist_run_and_score_a_colour_png(tmp_path):
     assert cli(["report", str(out)]) == 2          # not for custom runs yet: a clear error, not a traceback
     from oodgen.score import load_detector
     det = load_detector(out, "reject+fisher")
-    assert det.image_shape == (3, 28, 28)
+    assert det.image_shape_ == (3, 28, 28)
     assert det.score(torch.rand(4, 3, 28, 28)).shape == (4,)
 
 

@@ -58,8 +58,8 @@ def ensure_plain(cfg: RunConfig, run_dir: Path, data_dir=None, progress: bool = 
     partial = ckpt / "plain.retraining.pt"
     log(f"[bench] {cfg.id} seed {cfg.seed}: {plain} is missing; training the run's plain classifier alone "
         "(same seed, recipe and training split as oodgen run)")
-    x, y, *_ = load_setting(cfg, data_dir)
-    train_plain_classifier(cfg, x, y, partial, resolve_device(cfg.device), progress, log)
+    data = load_setting(cfg, data_dir)
+    train_plain_classifier(cfg, data.x, data.y, partial, resolve_device(cfg.device), progress, log)
     (ckpt / PLAIN_RETRAINED).touch()
     partial.replace(plain)
 

@@ -46,14 +46,14 @@ class _Context:
         from .run import load_setting
         self.cfg, self.run_dir, self.data_dir, self.mc_passes, self.log = cfg, run_dir, data_dir, mc_passes, log
         prof = cfg.prof
-        x, y, xv, yv, xt, yt, radius = load_setting(cfg, data_dir)
-        self.images = {"train": x, "val": xv, "test": xt}
-        self.labels = {"train": y, "val": yv, "test": yt}
-        self.ood_names = D.ood_sets(cfg.id, data_dir)
+        data = load_setting(cfg, data_dir)
+        self.images = {"train": data.x, "val": data.x_val, "test": data.x_test}
+        self.labels = {"train": data.y, "val": data.y_val, "test": data.y_test}
+        self.ood_names = data.ood_names
         for name in self.ood_names:
-            ood = D.load(name, "test", data_dir, n=prof.n_eval, seed=cfg.seed, sphere_radius=radius)
+            ood = D.load(name, "test", data_dir, n=prof.n_eval, seed=cfg.seed, sphere_radius=data.sphere_radius)
             self.images[name] = torch.from_numpy(ood.images)
-        self.n_classes = int(y.max()) + 1
+        self.n_classes = data.n_classes
         self.device = resolve_device(cfg.device)
         self._plain = None
         self._plain_sha = None

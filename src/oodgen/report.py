@@ -29,7 +29,6 @@ import torch
 
 from . import data as D
 from .config import CUSTOM_ID, Variant
-from .detectors.oodgen import nplus1_scores
 from .generate import off_manifold_samples, on_manifold_samples
 from .metrics import METRIC_NAMES
 from .models import CVAE
@@ -37,7 +36,7 @@ from .plots import roc_curves, sample_grid, score_histograms
 from .artifact import read_detector
 from .score import load_detector
 from .tables import METRIC_LABELS
-from .train import fit_ellipsoids, predict_logits
+from .train import fit_ellipsoids
 from .utils import atomic_write_bytes, generator, read_json_object
 
 ELLIPSOID_FIT_MAX = 10_000     # training images encoded to refit the Type II ellipsoids (quantiles barely move beyond)
@@ -49,13 +48,13 @@ class ReportError(ValueError):
 
 def _load_blob(run_dir: Path) -> dict[str, Any]:
     det = load_detector(run_dir)          # validates the file and the classifier weights
-    _path, blob = read_detector(det.path)
+    _path, blob = read_detector(det.path_)
     for key in ("cvae", "config"):
         if key not in blob:
-            raise ReportError(f"{det.path}: detector file has no {key!r} entry; rerun `oodgen run` to rewrite it")
+            raise ReportError(f"{det.path_}: detector file has no {key!r} entry; rerun `oodgen run` to rewrite it")
     for key in ("id", "latent_dim", "variant"):
         if key not in blob["config"]:
-            raise ReportError(f"{det.path}: the stored config lacks {key!r}; rerun `oodgen run` to rewrite it")
+            raise ReportError(f"{det.path_}: the stored config lacks {key!r}; rerun `oodgen run` to rewrite it")
     blob["_detector"] = det
     return blob
 
@@ -166,20 +165,16 @@ def run_scores(run_dir, data_dir=None) -> tuple[np.ndarray, dict[str, np.ndarray
     run_dir = Path(run_dir)
     metrics = _load_metrics(run_dir)
     # the precision the run evaluated in (runs before the option existed: float32)
-    det = load_detector(run_dir, precision=metrics.get("precision", "fp32"))
-    cfg = det.config
+    det = load_detector(run_dir, metrics.get("score"), precision=metrics.get("precision", "fp32"))
+    cfg = det.config_
     setting = cfg.get("id") or metrics.get("id")
     _named_setting_only(setting, run_dir)
     n_eval = (cfg.get("profile_settings") or {}).get("n_eval")
     if "sphere_radius" not in metrics:
         raise ReportError(f"{run_dir / 'metrics.json'}: no 'sphere_radius'; rerun `oodgen run`")
-    rule = metrics.get("score", det.score_rule)
+    rule = det.score_rule
     test = D.load(setting, "test", data_dir, n=n_eval)
-
-    def score(images: np.ndarray) -> np.ndarray:
-        if rule == det.score_rule:        # the detector's own rule (the only way to the fused score)
-            return det.score(images)
-        return nplus1_scores(predict_logits(det.classifier, torch.from_numpy(images), det.batch_size), rule)
+    score = det.score
 
     scores_out = {}
     for name in metrics.get("ood", {}) or D.ood_sets(setting, data_dir):

@@ -11,8 +11,6 @@ Run directory layout::
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import re
 import resource
@@ -25,18 +23,19 @@ import torch
 
 from . import data as D
 from .config import RunConfig, Variant
-from .detectors.fusion import MIN_CALIBRATION, rejected
-from .detectors.oodgen import SCORES, OODGen, nplus1_scores, rule_scores
-from .detectors.posthoc import model_outputs
-from .generate.panel import N_PANEL, generated_panel
-from .metrics import ood_metrics, threshold_at_tpr
+from .data.setting import DataSetting
+from .detectors.fusion import MIN_CALIBRATION
+from .detectors.image_stats import STATS as STAT_NAMES
+from .detectors.oodgen import SCORES, OODGen
+from .generate.panel import N_PANEL
+from .metrics import ood_metrics
 from .models import Fig6cCNN, inference_copy, resolve_precision
 from .train import load_checkpoint, predict_logits, train_plain
-from .artifact import write_detector
 from .distributed import current as current_dist
 from .data.user import stratified_head
 from .errors import first_line
 from .preflight import check_user_run, load_user_ood
+from .tables import markdown_table
 from .utils import atomic_write_bytes, atomic_write_json, environment, read_json_object, resolve_device
 
 VAL_FRACTION = 1 / 12          # 5,000 of MNIST's 60,000 training images: threshold + tuning split
@@ -118,14 +117,14 @@ def _load_user_setting(cfg: RunConfig):
     return data.images, data.labels, test.images, test.labels, info
 
 
-def load_setting(cfg: RunConfig, data_dir=None, info: dict | None = None):
-    """(train x, train y, val x, val y, test x, test y, sphere radius) for a setting; for a custom
-    run, ``info`` (a dict) receives its classes, image shape, data digests and test split."""
+def load_setting(cfg: RunConfig, data_dir=None) -> DataSetting:
+    """The setting's data (:class:`~oodgen.data.setting.DataSetting`): a built-in setting's splits, or a
+    custom run's ``--train`` / ``--test`` (its provenance in ``info``); validation = the seeded split
+    :func:`train_val_split` of the training images."""
     prof = cfg.prof
+    info: dict = {}
     if cfg.train is not None:
-        x, y, xt, yt, user_info = _load_user_setting(cfg)
-        if info is not None:
-            info.update(user_info)
+        x, y, xt, yt, info = _load_user_setting(cfg)
         # a profile's smaller budget keeps every class (your folder may be sorted by class)
         if prof.n_train is not None:
             keep = stratified_head(y, prof.n_train)
@@ -135,27 +134,22 @@ def load_setting(cfg: RunConfig, data_dir=None, info: dict | None = None):
             xt, yt = xt[keep], yt[keep]
         # small sets: keep enough validation images for the thresholds and the fused rules' calibration
         tr, va = train_val_split(len(x), min_val=min(USER_MIN_VAL, max(MIN_CALIBRATION, len(x) // 4)))
-        radius = float(np.linalg.norm(x.reshape(len(x), -1), axis=1).max())
-        if cfg.variant.sphere_radius == "authors":
-            radius += 2.0
-        t = torch.from_numpy
-        return t(x[tr]), t(y[tr]), t(x[va]), t(y[va]), t(xt), t(yt), radius
-    if cfg.id not in D.SETTINGS:
-        raise D.DataError(f"unknown in-distribution setting {cfg.id!r}; use one of {', '.join(D.SETTINGS)}")
-    prof = cfg.prof
-    train = D.load(cfg.id, "train", data_dir)
-    test = D.load(cfg.id, "test", data_dir, n=prof.n_eval)
-    x, y = train.images, train.labels
-    if prof.n_train is not None:
-        x, y = x[:prof.n_train], y[:prof.n_train]
-    tr, va = train_val_split(len(x))
-    radius = float(np.linalg.norm(train.images.reshape(len(train.images), -1), axis=1).max())
-    if cfg.variant.sphere_radius == "authors":
-        radius += 2.0
-    elif cfg.variant.sphere_radius != "paper":
+        all_x = x
+    else:
+        if cfg.id not in D.SETTINGS:
+            raise D.DataError(f"unknown in-distribution setting {cfg.id!r}; use one of {', '.join(D.SETTINGS)}")
+        train = D.load(cfg.id, "train", data_dir)
+        test = D.load(cfg.id, "test", data_dir, n=prof.n_eval)
+        all_x, x, y, xt, yt = train.images, train.images, train.labels, test.images, test.labels
+        if prof.n_train is not None:
+            x, y = x[:prof.n_train], y[:prof.n_train]
+        tr, va = train_val_split(len(x))
+    if cfg.variant.sphere_radius not in ("paper", "authors"):
         raise ValueError(f"unknown sphere_radius rule {cfg.variant.sphere_radius!r}; use paper or authors")
+    radius = float(np.linalg.norm(all_x.reshape(len(all_x), -1), axis=1).max())
+    radius += 2.0 if cfg.variant.sphere_radius == "authors" else 0.0
     t = torch.from_numpy
-    return t(x[tr]), t(y[tr]), t(x[va]), t(y[va]), t(test.images), t(test.labels), radius
+    return DataSetting(t(x[tr]), t(y[tr]), t(x[va]), t(y[va]), t(xt), t(yt), radius, ood_set_names(cfg, data_dir), info)
 
 
 # Profile settings that change how a run is evaluated, not what it trains: a run directory written
@@ -208,31 +202,6 @@ def component_sample(n: int, seed: int, size: int | None = None) -> np.ndarray:
     return mask
 
 
-def cached_panel(path: Path, detector: OODGen, xv: torch.Tensor, yv: torch.Tensor, seed: int) -> dict:
-    """The generated panel (:func:`oodgen.generate.panel.generated_panel`) of a run, kept in
-    ``path`` (its checkpoints folder) so that re-evaluating a finished run does not generate it again.
-
-    The file is used only when it was made from the same CVAE weights, validation images and seed
-    (a SHA-256 over all three); anything else - a retrained CVAE, another split, a damaged file -
-    means the panel is generated again and the file rewritten."""
-    h = hashlib.sha256(f"panel v1 seed={seed} n={N_PANEL}".encode())
-    for t in [*detector.cvae_.state_dict().values(), xv, yv]:
-        h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
-    key = h.hexdigest()
-    if path.is_file():
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            if saved.get("key") == key:
-                return saved["images"]
-        except Exception:       # damaged or foreign: regenerate below
-            pass
-    panel = generated_panel(detector.cvae_, detector.ellipsoids_, xv, yv, seed)
-    buf = io.BytesIO()
-    torch.save({"key": key, "images": panel}, buf)
-    atomic_write_bytes(path, buf.getvalue())
-    return panel
-
-
 def _finished_run(out: Path, prof) -> dict | None:
     """The previous metrics.json when every training stage's checkpoint is complete, else None."""
     path = out / "metrics.json"
@@ -251,10 +220,6 @@ def _finished_run(out: Path, prof) -> dict | None:
         return read_json_object(path)
     except ValueError:
         return None
-
-
-def _cpu_state(model) -> dict:
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
 def peak_rss_mb() -> float:
@@ -278,6 +243,10 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
         precision: str = "fp32") -> dict:
     """Train (or resume) and evaluate one run; returns the metrics dict also written to disk.
 
+    Load the data and check every input -> fit :class:`~oodgen.detectors.oodgen.OODGen` (and the plain
+    classifier the baselines score) -> calibrate on the validation split and evaluate every rule -> save
+    the detector (``detector.pt``) and the metrics.
+
     ``strict``: stop with :class:`~oodgen.generate.health.CollapsedCVAEError` when the trained
     CVAE fails its health check (otherwise a loud warning, and ``"collapsed": true`` recorded).
     ``precision``: the networks' precision during evaluation (``"fp32"``, ``"bf16"`` or ``"auto"``;
@@ -291,109 +260,100 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, cfg, write=False)      # a conflicting directory is refused before any data is read
-    device = resolve_device(cfg.device)
-    prof = cfg.prof
-    t_start = time.perf_counter()
+    device, t_start = resolve_device(cfg.device), time.perf_counter()
     log(f"oodgen run: id={cfg.id} profile={cfg.profile} seed={cfg.seed} out={out}"
         + (f" ({dist.world} processes, {dist.describe()['backend']})" if dist.active else ""))
-    data_info: dict = {}
-    x, y, xv, yv, xt, yt, radius = load_setting(cfg, data_dir, data_info)
-    shape = tuple(int(v) for v in x.shape[1:])
-    ood_names = ood_set_names(cfg, data_dir)
-    latent, user_ood = cfg.latent, {}
-    if cfg.train is not None:       # every input checked before the first epoch (oodgen.preflight)
-        latent, user_ood, notes = check_user_run(cfg, _user_ood(cfg), (x, y), (xv, yv), (xt, yt),
-                                                 data_info["classes"], shape, log)
-        data_info.update(notes)
-    n_classes = len(data_info["classes"]) if cfg.train is not None else int(y.max()) + 1
-    # written only now: a run refused above leaves nothing that blocks the corrected command
+    data, latent = prepare(cfg, out, data_dir, dist, log)
+    previous = _finished_run(out, cfg.prof)
+    detector = OODGen(latent_dim=latent, profile=cfg.prof, variant=cfg.variant, score=cfg.score_rule,
+                      seed=cfg.seed, checkpoint_dir=str(out / "checkpoints"), progress=progress, verbose=dist.main,
+                      device=str(device), strict=strict, precision=precision).fit(data.x, data.y)
+    timings = dict(detector.timings_)
+    t0 = time.perf_counter()
+    plain = train_plain_classifier(cfg, data.x, data.y, out / "checkpoints" / "plain.pt", device, progress, log)
+    timings["plain_training"] = time.perf_counter() - t0
+    dist.barrier()          # the last collective step: rank 0 evaluates alone from here
+    if not dist.main:
+        return None
+    t0 = time.perf_counter()
+    # Beyond the paper: the fused rules and every threshold are calibrated on the validation split (no OOD data)
+    detector.calibrate(data.x_val, x_train=data.x)
+    results = evaluate(detector, plain, cfg, data, data_dir)
+    timings["evaluation"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    results["generated_panel"] = panel_aurocs(detector, data, out / "checkpoints" / "panel.pt", cfg.seed,
+                                              cfg.prof.eval_batch)
+    timings["generated_panel"] = time.perf_counter() - t0
+    detector.save(out, config=cfg.to_dict(), classes=data.info.get("classes"))
+    timings["total"] = time.perf_counter() - t_start
+    metrics = run_metrics(cfg, detector, data, results, timings, previous, device, precision, dist)
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_bytes(out / "results.md", markdown_table(metrics).encode())
+    log(markdown_table(metrics))
+    return metrics
+
+
+def prepare(cfg: RunConfig, out: Path, data_dir, dist, log=print) -> tuple[DataSetting, int]:
+    """(the run's data, the CVAE's latent size): every input read and checked before the first epoch
+    (:mod:`oodgen.preflight` for your own data); the run directory's ``config.json`` is written only
+    then, so a run refused here leaves nothing that blocks the corrected command."""
+    data = load_setting(cfg, data_dir)
+    latent = cfg.latent
+    if cfg.train is not None:
+        latent, data.user_ood, notes = check_user_run(cfg, _user_ood(cfg), (data.x, data.y), (data.x_val, data.y_val),
+                                                      (data.x_test, data.y_test), data.info["classes"], data.shape, log)
+        data.info.update(notes)
     if dist.main:
         _check_config(out, cfg)
     dist.barrier()
     if not dist.main:
         _check_config(out, cfg)        # reads rank 0's config.json: refuses a conflicting directory too
-    log(f"train {len(x)} / val {len(xv)} / test {len(xt)} images, {n_classes} classes; OOD sets: {', '.join(ood_names)}")
-    ckpt = out / "checkpoints"
-    previous = _finished_run(out, prof)
+    log(data.describe())
+    return data, latent
 
-    detector = OODGen(latent_dim=latent, profile=prof, variant=cfg.variant, score=cfg.score_rule,
-                      seed=cfg.seed, checkpoint_dir=str(ckpt), progress=progress, verbose=dist.main,
-                      device=str(device), strict=strict, precision=precision).fit(x, y)
-    timings = dict(detector.timings_)
 
-    t0 = time.perf_counter()
-    plain = train_plain_classifier(cfg, x, y, ckpt / "plain.pt", device, progress, log)
-    timings["plain_training"] = time.perf_counter() - t0
-    dist.barrier()          # the last collective step: rank 0 evaluates alone from here
-    if not dist.main:
-        return None
-
-    t0 = time.perf_counter()
-    clf = detector.inference_classifier()
-
-    def outputs(images, also=None):
-        """Features, logits and image statistics of ``images``: the statistics for the images the
-        classifier accepts (all that reject+fisher uses) and those of the mask ``also`` (None: all)."""
-        o = model_outputs(clf, images, ("features", "logits"), prof.eval_batch)
-        logits = torch.from_numpy(o["logits"])
-        need = None if also is None else (also | ~rejected(nplus1_scores(logits, "ood-class")))
-        return o["features"], logits, detector.image_stats(images, logits, only=need)
-
-    # Beyond the paper: p(n+1) fused with a KNN distance in the same classifier's features (and,
-    # for reject+fisher, with the image statistics), calibrated on the validation split (no OOD
-    # data); see oodgen.detectors.fusion.  Calibrating also builds the pixel bank outputs() uses.
-    fusion = detector.calibrate(xv, x_train=x).fusion_
-    feats_test, logits_test, stats_test = outputs(xt)
-    feats_val, logits_val, stats_val = detector.calib_outputs_     # the validation split's, computed once
-    acc_nplus1 = float((logits_test[:, :-1].argmax(1) == yt).double().mean() * 100)
-    acc_plain = float((predict_logits(inference_copy(plain), xt, prof.eval_batch).argmax(1) == yt).double().mean() * 100)
-
-    def all_scores(feats, logits, stats):
-        """(every score rule, each statistic reject+fisher combines alone): one KNN search for all."""
-        dist = fusion.distance(feats)
-        return rule_scores(SCORES, logits, feats, fusion, stats, dist=dist), {"feature-knn": dist, **stats}
-
-    scores_in, comp_in = all_scores(feats_test, logits_test, stats_test)
-    by_score: dict[str, dict] = {r: {} for r in scores_in}
-    by_component: dict[str, dict] = {c: {} for c in comp_in}
+def evaluate(detector: OODGen, plain, cfg: RunConfig, data: DataSetting, data_dir=None) -> dict:
+    """Every score rule of the calibrated ``detector`` (and each statistic of ``reject+fisher`` alone) on the
+    test split against every OOD set, and both classifiers' test accuracy."""
+    batch = cfg.prof.eval_batch
+    scores_in = detector.score_all(data.x_test, components=True, batch_size=batch)
+    components = ("feature-knn",) + STAT_NAMES
+    by_score = {r: {} for r in SCORES}
+    by_component: dict[str, dict] = {c: {} for c in components}
     sizes = {}
-    for name in ood_names:
-        ood = user_ood[name] if name in user_ood else load_ood_set(cfg, name, data_dir, n=prof.n_eval, seed=cfg.seed,
-                                                                  sphere_radius=radius, shape=shape)
+    for name in data.ood_names:
+        ood = data.user_ood[name] if name in data.user_ood else load_ood_set(
+            cfg, name, data_dir, n=cfg.prof.n_eval, seed=cfg.seed, sphere_radius=data.sphere_radius, shape=data.shape)
         sizes[name] = len(ood)
-        sample = component_sample(len(ood), cfg.seed)
-        scores_ood, comp_o = all_scores(*outputs(torch.from_numpy(ood.images), also=sample))
+        sample = component_sample(len(ood), cfg.seed)     # the image statistics alone: on a sample
+        scores_ood = detector.score_all(ood.images, components=sample, batch_size=batch)
         for rule in by_score:
             by_score[rule][name] = ood_metrics(scores_in[rule], scores_ood[rule])
-        for c in by_component:
-            # the feature distance is known for every image, the image statistics for the sample
-            by_component[c][name] = ood_metrics(comp_in[c], comp_o[c] if c == "feature-knn" else comp_o[c][sample])
-    timings["evaluation"] = time.perf_counter() - t0
-    primary = cfg.score_rule
-    scores_val = all_scores(feats_val, logits_val, stats_val)[0]
-    thresholds = {r: threshold_at_tpr(s, 0.95) for r, s in scores_val.items()}
+        for c in components:
+            by_component[c][name] = ood_metrics(scores_in[c], scores_ood[c] if c == "feature-knn" else scores_ood[c][sample])
+    accuracy = float((torch.from_numpy(detector.predict_class(data.x_test)) == data.y_test).double().mean() * 100)
+    logits_plain = predict_logits(inference_copy(plain), data.x_test, batch)
+    return {"by_score": by_score, "by_component": by_component, "sizes": sizes, "accuracy": accuracy,
+            "accuracy_plain": float((logits_plain.argmax(1) == data.y_test).double().mean() * 100)}
 
-    # Model selection without test OOD data: validation images vs the fixed panel of generated
-    # outliers (oodgen.generate.panel), the same images for every variant sharing this CVAE.
-    t0 = time.perf_counter()
-    panel_auroc: dict[str, dict] = {r: {} for r in scores_val}
-    for name, images in cached_panel(ckpt / "panel.pt", detector, xv, yv, cfg.seed).items():
-        scores_panel = all_scores(*outputs(images, also=np.zeros(len(images), dtype=bool)))[0]
-        for rule in panel_auroc:
-            panel_auroc[rule][name] = ood_metrics(scores_val[rule], scores_panel[rule])["auroc"]
-    panel = {"auroc": panel_auroc,
-             "mean_auroc": {r: float(np.mean(list(v.values()))) for r, v in panel_auroc.items()},
-             "n_per_component": min(N_PANEL, len(xv)),
-             "note": "validation split vs generated outliers only (no test OOD set); oodgen.generate.panel"}
-    timings["generated_panel"] = time.perf_counter() - t0
 
-    write_detector(out / "detector.pt", config=cfg.to_dict(), n_classes=n_classes, image_shape=shape,
-                   classes=data_info.get("classes"), classifier=_cpu_state(detector.classifier_),
-                   cvae=_cpu_state(detector.cvae_), score=primary, thresholds=thresholds,
-                   fusion=fusion.state_dict(), pixel_bank=detector.pixel_bank_.state_dict(),
-                   environment=environment())
+def panel_aurocs(detector: OODGen, data: DataSetting, cache: Path, seed: int, batch_size: int = 256) -> dict:
+    """Model selection without test OOD data: the validation split against the fixed panel of generated
+    outliers (:mod:`oodgen.generate.panel`), the same images for every variant sharing the CVAE."""
+    scores_val = detector.calib_scores_
+    auroc: dict[str, dict] = {r: {} for r in scores_val}
+    for name, images in detector.generated_panel(data.x_val, data.y_val, seed, cache=cache).items():
+        scores = detector.score_all(images, tuple(scores_val), batch_size=batch_size)
+        for rule in auroc:
+            auroc[rule][name] = ood_metrics(scores_val[rule], scores[rule])["auroc"]
+    return {"auroc": auroc, "mean_auroc": {r: float(np.mean(list(v.values()))) for r, v in auroc.items()},
+            "n_per_component": min(N_PANEL, len(data.x_val)),
+            "note": "validation split vs generated outliers only (no test OOD set); oodgen.generate.panel"}
 
-    timings["total"] = time.perf_counter() - t_start
+
+def run_metrics(cfg: RunConfig, detector: OODGen, data: DataSetting, results: dict, timings: dict,
+                previous: dict | None, device, precision: str, dist) -> dict:
+    """The ``metrics.json`` of a run (schema in the module docstring)."""
     reevaluated = None
     if previous is not None:
         # Every stage was restored from finished checkpoints: this call only re-evaluated.  Keep
@@ -402,9 +362,10 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
                        "git_revision": environment().get("git_revision"),
                        "evaluation_s": timings["evaluation"]}
         timings = dict(previous.get("timings_s", timings))
-    metrics = {
+    primary = cfg.score_rule
+    return {
         "id": cfg.id,
-        **({"data": data_info} if data_info else {}),
+        **({"data": data.info} if data.info else {}),
         "method": "oodgen",
         "seed": cfg.seed,
         "profile": cfg.profile,
@@ -412,20 +373,20 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
         "score": primary,
         "score_option": cfg.variant.score,
         "score_paper": cfg.paper_rule,
-        "accuracy": acc_nplus1,
-        "accuracy_plain": acc_plain,
+        "accuracy": results["accuracy"],
+        "accuracy_plain": results["accuracy_plain"],
         "cvae_health": detector.cvae_health_,
-        "generated_panel": panel,
-        "ood": by_score[primary],
-        "ood_by_score": by_score,
-        "fisher_components": by_component,
+        "generated_panel": results["generated_panel"],
+        "ood": results["by_score"][primary],
+        "ood_by_score": results["by_score"],
+        "fisher_components": results["by_component"],
         "fisher_components_note": (f"each statistic of reject+fisher alone; the image statistics on a seeded sample "
                                    f"of {N_COMPONENT_SAMPLE} images of each OOD set (run.component_sample), "
                                    f"feature-knn on all"),
-        "n_test_in": len(xt),
-        "n_ood": sizes,
-        "sphere_radius": radius,
-        "threshold_95tpr": thresholds[primary],
+        "n_test_in": len(data.x_test),
+        "n_ood": results["sizes"],
+        "sphere_radius": data.sphere_radius,
+        "threshold_95tpr": detector.thresholds_[primary],
         "timings_s": timings,
         "device": str(device),
         "precision": resolve_precision(precision, device),
@@ -436,12 +397,3 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
         "environment": environment(),
         "metrics_note": "percent; in-distribution positive; scores higher = more OOD",
     }
-    atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_bytes(out / "results.md", markdown_table(metrics).encode())
-    log(markdown_table(metrics))
-    return metrics
-
-
-# A run's printed / stored summary lives in oodgen.tables (re-exported here).
-from .tables import (BEYOND_NOTE, RULE_LABELS, auroc_cell, known_failure, markdown_table,  # noqa: E402,F401
-                     variant_summary)

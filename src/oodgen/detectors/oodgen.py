@@ -38,21 +38,27 @@ prints it when ``verbose``; a collapsed CVAE is trained again from a fresh initi
 """
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..artifact import DetectorFileError, read_detector, write_detector
 from ..config import PROFILES, SCORE_ALIASES, Profile, Variant, resolve_score
+from ..metrics import threshold_at_tpr
 from ..models import CVAE, Fig6cCNN
 from ..generate import NotFittedError
 from ..generate.health import check_health, cvae_health, health_line
+from ..generate.panel import cached_panel
 from ..train import OutlierPools, fit_ellipsoids, predict_logits, train_cvae, train_nplus1
-from .base import Detector, check_images
-from .fusion import MIN_CALIBRATION, NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion, rejected
+from ..utils import environment
+from .base import THRESHOLD_TPR, Detector, check_images
+from .fusion import FEATURE_RULE, MIN_CALIBRATION, NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion, rejected
 from .image_stats import PixelBank, image_stats
-from ..models.inference import inference_copy
+from ..models.inference import inference_copy, resolve_precision
 from .posthoc import model_outputs
 
 SCORES = ("ood-class", "max-in") + FUSION_RULES
@@ -74,8 +80,7 @@ def nplus1_scores(logits: torch.Tensor, rule: str) -> np.ndarray:
     if rule == "max-in":
         return (1.0 - p[:, :-1].max(dim=1).values).numpy()
     if rule in FUSION_RULES:
-        raise ValueError(f"score {rule!r} needs the classifier's features too: use OODGen.score or "
-                         "oodgen.score.ScoringDetector.score")
+        raise ValueError(f"score {rule!r} needs the classifier's features too: use OODGen.score")
     raise ValueError(f"unknown score {rule!r}; use one of {SCORES}")
 
 
@@ -85,8 +90,8 @@ def rule_scores(rules, logits: torch.Tensor, features: np.ndarray | None = None,
     """The one scoring path of a trained n+1 run: ``{rule: scores}`` for each of ``rules`` (see
     :data:`SCORES`) from one classifier pass's ``logits`` (and penultimate ``features``), the fitted
     ``fusion`` and the images' ``stats`` where a rule needs them (``dist``: the feature-KNN distances
-    when already computed).  Used by :class:`OODGen`, :class:`oodgen.score.ScoringDetector` and
-    ``oodgen run``, so the three always agree."""
+    when already computed).  Used by every :class:`OODGen` method that scores (fitted or loaded), so
+    ``oodgen run``, ``oodgen score`` and the Python API always agree."""
     unknown = [r for r in rules if r not in SCORES]
     if unknown:
         raise ValueError(f"unknown score(s) {unknown}; use any of {SCORES}")
@@ -232,8 +237,8 @@ class OODGen(Detector):
     def calibrate(self, x_calib, x_train=None) -> "OODGen":
         """Fit the fusion behind the ``*+knn`` and ``reject+fisher`` rules: memory bank = features of
         ``x_train`` (computed once and kept), percentiles from the in-distribution images ``x_calib``
-        (ideally held out).  Keeps ``calib_outputs_`` = (features, logits, image statistics) of
-        ``x_calib``, so that a caller who also scores them need not compute them again."""
+        (ideally held out).  Sets ``calib_scores_`` (every rule's scores of ``x_calib``) and ``thresholds_``
+        (every rule's 95 %-TPR threshold on them: what :attr:`threshold_` and :meth:`save` use)."""
         if self.train_features_ is None:
             if x_train is None:
                 raise ValueError("OODGen.calibrate: pass x_train the first time (the KNN memory bank)")
@@ -249,7 +254,9 @@ class OODGen(Detector):
         stats = self.image_stats(x_calib, logits)
         self.fusion_ = FeatureKNNFusion(seed=self.seed).fit(self.train_features_, out["features"], p_ood, stats,
                                                             train_size=self.train_size_)
-        self.calib_outputs_ = (out["features"], logits, stats)
+        self.calib_scores_ = rule_scores(SCORES, logits, out["features"], self.fusion_, stats)
+        self.thresholds_ = {r: threshold_at_tpr(v, THRESHOLD_TPR) for r, v in self.calib_scores_.items()}
+        self._threshold = None
         return self
 
     def inference_classifier(self):
@@ -268,43 +275,78 @@ class OODGen(Detector):
     def image_stats(self, x, logits: torch.Tensor, only: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The image statistics of ``x`` given their n+1 ``logits`` (class = argmax of the first n);
         ``only``: a boolean mask, the others get NaN (:func:`~oodgen.detectors.image_stats.image_stats`)."""
+        if getattr(self, "cvae_", None) is None or getattr(self, "pixel_bank_", None) is None:
+            raise NotFittedError("the image statistics need the CVAE and the pixel bank, which this detector "
+                                 "lacks (a detector file without them, or one whose stored parts are damaged)")
         return image_stats(self.stats_cvae(), self.pixel_bank_, torch.as_tensor(x), logits[:, :-1].argmax(1),
                            only=only)
 
     def logits(self, x) -> torch.Tensor:
         return predict_logits(self.inference_classifier(), check_images(x, shape=self.input_shape()))
 
-    def _score(self, x: torch.Tensor) -> np.ndarray:
+    def _scores_and_logits(self, x: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
         rule = self.resolved_score()
-        return score_images(rule, self.inference_classifier(), x, fusion=self.fusion_,
+        return score_images(rule, self.inference_classifier(), x, fusion=getattr(self, "fusion_", None),
                             cvae=self.stats_cvae() if rule_needs(rule)[1] else None,
-                            pixel_bank=self.pixel_bank_)[0]
+                            pixel_bank=getattr(self, "pixel_bank_", None))
 
-    def score_all(self, x, rules=SCORES, components: bool = False) -> dict[str, np.ndarray]:
+    def _score(self, x: torch.Tensor) -> np.ndarray:
+        return self._scores_and_logits(x)[0]
+
+    @property
+    def threshold_(self) -> float:
+        """Scores above it are called OOD: the 95 %-TPR threshold of the detector's score on the images of
+        :meth:`calibrate` (every rule's is in ``thresholds_``), unless :meth:`calibrate_threshold` set one."""
+        self.check_fitted()
+        thresholds = getattr(self, "thresholds_", None) or {}
+        if getattr(self, "_threshold", None) is None and self.resolved_score() in thresholds:
+            return float(thresholds[self.resolved_score()])
+        return Detector.threshold_.fget(self)
+
+    def decide(self, x, threshold: float | None = None) -> np.ndarray:
+        """True where an image is called OOD: ``score(x) > threshold`` (default :attr:`threshold_`)."""
+        t = self.threshold_ if threshold is None else check_threshold(threshold)
+        return self.score(x) > t
+
+    def evaluate(self, x, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores, OOD decisions, predicted in-distribution classes) of images ``x`` from one classifier pass."""
+        self.check_fitted()
+        t = self.threshold_ if threshold is None else check_threshold(threshold)
+        scores, logits = self._scores_and_logits(check_images(x, "score input", shape=self.input_shape()))
+        return scores, scores > t, logits[:, :-1].argmax(1).numpy()
+
+    def score_all(self, x, rules=SCORES, components=False, batch_size: int = 256) -> dict[str, np.ndarray]:
         """``{rule: scores}`` (higher = more OOD) of images ``x`` for each of ``rules`` (default every
         rule of :data:`SCORES`) from one classifier pass and one KNN search.  ``components``: also
         each statistic that ``reject+fisher`` combines, alone (``feature-knn`` and those of
-        :data:`~oodgen.detectors.image_stats.STATS`, computed for every image).  The fused rules
-        need :meth:`calibrate` (done by ``fit`` when the detector's own score is one of them)."""
+        :data:`~oodgen.detectors.image_stats.STATS`): ``True`` for every image; a boolean mask for the
+        images it marks (the image statistics of the others are NaN, except where a rule needs them).
+        The fused rules need :meth:`calibrate` (``fit`` does it when it has enough images)."""
         self.check_fitted()
         unknown = [r for r in rules if r not in SCORES]
         if unknown:
             raise ValueError(f"unknown score(s) {unknown}; use any of {SCORES}")
         x = check_images(x, "score input", shape=self.input_shape())
-        feats = components or any(rule_needs(r)[0] for r in rules)
+        mask = components if isinstance(components, np.ndarray) else None
+        want = mask is not None or bool(components)
+        feats = want or any(rule_needs(r)[0] for r in rules)
         if feats and getattr(self, "fusion_", None) is None:
             raise NotFittedError(f"scores {[r for r in rules if r in FUSION_RULES] or ['components']} need the "
                                  "fused rules' calibration: call calibrate(x_calib, x_train=...) first")
-        out = model_outputs(self.inference_classifier(), x, ("features", "logits"))
+        out = model_outputs(self.inference_classifier(), x, ("features", "logits"), batch_size)
         logits = torch.from_numpy(out["logits"])
         stats, dist = None, None
-        if components or any(rule_needs(r)[1] for r in rules):
-            only = None if components else ~rejected(nplus1_scores(logits, "ood-class"))
+        if want or any(rule_needs(r)[1] for r in rules):
+            only = None
+            if components is not True:     # the images a rule needs them for, and the mask's
+                only = ~rejected(nplus1_scores(logits, "ood-class")) if any(rule_needs(r)[1] for r in rules) \
+                    else np.zeros(len(x), dtype=bool)
+                only = only if mask is None else (only | np.asarray(mask, dtype=bool))
             stats = self.image_stats(x, logits, only=only)
         if feats:
             dist = self.fusion_.distance(out["features"])
         scores = rule_scores(rules, logits, out["features"], self.fusion_, stats, dist=dist)
-        if components:
+        if want:
             scores.update({"feature-knn": np.asarray(dist, dtype=np.float64),
                            **{k: np.asarray(v, dtype=np.float64) for k, v in stats.items()}})
         return scores
@@ -312,3 +354,164 @@ class OODGen(Detector):
     def predict_class(self, x) -> np.ndarray:
         """Predicted in-distribution class (argmax over the first n outputs); ``predict`` labels OOD."""
         return self.logits(x)[:, :-1].argmax(1).numpy()
+
+    def generated_panel(self, x_val, y_val, seed: int | None = None, cache=None) -> dict[str, torch.Tensor]:
+        """The fixed panel of generated outliers (:mod:`oodgen.generate.panel`) made with this detector's CVAE
+        from in-distribution validation images; ``cache``: a file that keeps it across re-evaluations."""
+        if getattr(self, "ellipsoids_", None) is None:
+            raise NotFittedError("the generated panel needs the fitted CVAE's ellipsoids (a detector from fit, "
+                                 "not one loaded from a file)")
+        return cached_panel(None if cache is None else Path(cache), self.cvae_, self.ellipsoids_, x_val, y_val,
+                            self.seed if seed is None else seed)
+
+    # ------------------------------------------------------------------ to disk and back
+    def _config(self) -> dict:
+        variant = self.variant or Variant()
+        return {"id": "custom", "profile": self.profile if isinstance(self.profile, str) else "custom",
+                "seed": self.seed, "latent_dim": self.latent_dim, "variant": asdict(variant)}
+
+    def save(self, path, config: dict | None = None, classes: list[str] | None = None) -> Path:
+        """Write the fitted, calibrated detector to ``path`` (a folder gets ``detector.pt``; the format of
+        :mod:`oodgen.artifact`): both networks, the feature and pixel banks, the calibration and every
+        rule's threshold - all that :meth:`load` and ``oodgen score`` need.  ``config``: the run
+        configuration to store (default: this estimator's parameters).  Returns the file's path."""
+        self.check_fitted()
+        if getattr(self, "fusion_", None) is None or getattr(self, "thresholds_", None) is None:
+            raise NotFittedError("save needs the calibration: call calibrate(x_calib, x_train=...) first")
+        p = Path(path)
+        if p.suffix != ".pt":
+            p.mkdir(parents=True, exist_ok=True)
+            p = p / "detector.pt"
+        write_detector(p, config=config or self._config(), n_classes=self.n_classes_, image_shape=self.image_shape_,
+                       classes=classes or getattr(self, "classes_", None), classifier=_cpu_state(self.classifier_),
+                       cvae=_cpu_state(self.cvae_), score=self.resolved_score(),
+                       thresholds={k: float(v) for k, v in self.thresholds_.items()}, fusion=self.fusion_.state_dict(),
+                       pixel_bank=self.pixel_bank_.state_dict(), environment=environment())
+        return p
+
+    @classmethod
+    def load(cls, path, score: str | None = None, precision: str = "fp32") -> "OODGen":
+        """The detector a :meth:`save` (or ``oodgen run``) wrote to ``path`` (a folder or its ``detector.pt``),
+        ready to score by ``score`` (default: the one it was saved with; any rule or alias).  Read with
+        ``torch.load(weights_only=True)``: only tensors and plain values are unpickled.  Raises
+        :class:`~oodgen.artifact.DetectorFileError` when the file is missing, damaged, of another format,
+        or lacks what ``score`` needs.  Training-only parts (ellipsoids, histories) are not stored."""
+        path, blob = read_detector(path)
+        config = blob.get("config") if isinstance(blob.get("config"), dict) else {}
+        rule = _loaded_rule(path, blob, score, config)
+        n_classes, shape = _checked_header(path, blob)
+        variant = Variant.from_dict(config.get("variant") or {})
+        det = cls(latent_dim=int(config.get("latent_dim") or 8),
+                  profile=config["profile"] if config.get("profile") in PROFILES else "full", variant=variant,
+                  score=rule, seed=int(config.get("seed") or 0), precision=resolve_precision(precision))
+        det.classifier_ = _load_classifier(path, blob, n_classes, shape)
+        det.fusion_ = _load_part(rule in FUSION_RULES, path, rule, "fusion", lambda: _load_fusion(path, blob, rule))
+        det.cvae_ = _load_part(rule in NEEDS_STATS, path, rule, "cvae",
+                               lambda: _load_cvae(path, blob, n_classes, rule, det.fusion_, shape, variant))
+        det.pixel_bank_ = _load_part(rule in NEEDS_STATS, path, rule, "pixel_bank",
+                                     lambda: _load_pixel_bank(path, blob, rule))
+        det.thresholds_ = _loaded_thresholds(path, blob, rule, det.fusion_)
+        det.n_classes_, det.image_shape_, det.classes_ = n_classes, shape, blob.get("classes")
+        det.config_, det.environment_, det.path_ = config, blob.get("environment", {}), path
+        det.ellipsoids_ = det.infer_classifier_ = det.stats_cvae_ = det.train_features_ = None
+        det.fitted_, det._threshold, det._threshold_images = True, None, None
+        return det
+
+
+def check_threshold(t: float) -> float:
+    t = float(t)
+    if not math.isfinite(t):
+        raise ValueError(f"threshold must be a finite number, got {t}")
+    return t
+
+
+def _cpu_state(model) -> dict:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def _loaded_rule(path: Path, blob: dict, score: str | None, config: dict) -> str:
+    rule = blob["score"] if score is None else resolve_score(score, str(config.get("id", "")))
+    if rule not in SCORES:
+        if score is not None:
+            raise ValueError(f"unknown score rule {score!r}; use one of {SCORE_ALIASES + SCORES}")
+        raise DetectorFileError(f"{path}: unknown score rule {rule!r}; this version knows {SCORES}")
+    return rule
+
+
+def _checked_header(path: Path, blob: dict) -> tuple[int, tuple[int, int, int]]:
+    n_classes = blob["n_classes"]
+    if not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 1:
+        raise DetectorFileError(f"{path}: invalid n_classes {n_classes!r}")
+    shape = blob.get("image_shape", [1, 28, 28])
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise DetectorFileError(f"{path}: invalid image_shape {shape!r}")
+    return n_classes, tuple(shape)
+
+
+def _load_classifier(path: Path, blob: dict, n_classes: int, shape) -> Fig6cCNN:
+    classifier = Fig6cCNN(n_classes + 1, shape[0], shape[1:])
+    try:
+        classifier.load_state_dict(blob["classifier"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise DetectorFileError(f"{path}: classifier weights do not fit a Fig6cCNN with "
+                                f"{n_classes + 1} outputs ({first})") from None
+    return classifier.eval()
+
+
+def _load_part(needed: bool, path: Path, rule: str, what: str, load):
+    """A stored part: an error naming the file when the rule needs it, else None when it is absent or damaged
+    (a rule that needs it then says so when asked)."""
+    try:
+        return load()
+    except DetectorFileError:
+        if needed:
+            raise
+        return None
+
+
+def _load_fusion(path: Path, blob: dict, rule: str) -> FeatureKNNFusion:
+    if not isinstance(blob.get("fusion"), dict):
+        raise DetectorFileError(f"{path}: score rule {rule!r} needs the stored feature bank ('fusion'), "
+                                "which this file lacks - rerun `oodgen run` with this version")
+    try:
+        return FeatureKNNFusion.from_state_dict(blob["fusion"])
+    except (KeyError, AttributeError, TypeError, ValueError) as exc:
+        raise DetectorFileError(f"{path}: damaged feature bank ({exc})") from None
+
+
+def _load_cvae(path: Path, blob: dict, n_classes: int, rule: str, fusion, shape, variant: Variant) -> CVAE:
+    """The stored CVAE (latent size from its weights), for the image statistics."""
+    state = blob.get("cvae")
+    if not isinstance(state, dict) or "encoder.mu.weight" not in state:
+        raise DetectorFileError(f"{path}: score rule {rule!r} needs the stored CVAE ('cvae'), which this file "
+                                "lacks - rerun `oodgen run`")
+    if fusion is None or fusion.calib_stats_ is None:
+        raise DetectorFileError(f"{path}: score rule {rule!r} needs calibration statistics that this file's "
+                                "feature bank lacks - rerun `oodgen run` with this version")
+    cvae = CVAE.for_variant(n_classes, int(state["encoder.mu.weight"].shape[0]), variant, shape)
+    try:
+        cvae.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise DetectorFileError(f"{path}: CVAE weights do not fit {n_classes} classes ({first})") from None
+    return cvae.eval()
+
+
+def _load_pixel_bank(path: Path, blob: dict, rule: str) -> PixelBank:
+    try:
+        return PixelBank.from_state_dict(blob["pixel_bank"])
+    except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as exc:
+        raise DetectorFileError(f"{path}: score rule {rule!r} needs the stored pixel bank, which is missing "
+                                f"or damaged ({type(exc).__name__}: {exc}) - rerun `oodgen run`") from None
+
+
+def _loaded_thresholds(path: Path, blob: dict, rule: str, fusion) -> dict[str, float]:
+    thresholds = blob["thresholds"]
+    if isinstance(thresholds, dict) and rule == FEATURE_RULE and rule not in thresholds and fusion is not None:
+        # A file written before feature-knn was a rule: its threshold is the same 95 % quantile of the
+        # calibration (validation) distances that `oodgen run` stores for every rule, and those are in the file.
+        thresholds = {**thresholds, rule: threshold_at_tpr(fusion.calib_knn_, THRESHOLD_TPR)}
+    if not isinstance(thresholds, dict) or rule not in thresholds:
+        raise DetectorFileError(f"{path}: no stored threshold for score rule {rule!r}")
+    return {k: float(v) for k, v in thresholds.items()}

@@ -66,6 +66,20 @@ def _mean_pairwise_l2(images: torch.Tensor) -> float:
 
 
 @torch.no_grad()
+def _type2_spread(cvae, ellipsoids, xs: torch.Tensor, ys: torch.Tensor, n_spread: int, gen) -> dict:
+    """The Type II radius of each class and the spread of its samples against the training images'."""
+    type2_spread, train_spread = [], []
+    for k in ellipsoids.classes_:
+        labels = torch.full((n_spread,), int(k), dtype=torch.long)
+        samples = on_manifold_samples(cvae, ellipsoids, labels, radius="surface", generator=gen).cpu()
+        type2_spread.append(_mean_pairwise_l2(samples))
+        train_spread.append(_mean_pairwise_l2(xs[ys == k][:n_spread]))
+    ratios = [a / b for a, b in zip(type2_spread, train_spread) if b > 0]
+    return {"type2_radius": [round(float(r), 4) for r in ellipsoids.radius_],
+            "type2_spread": [round(v, 4) for v in type2_spread], "train_spread": [round(v, 4) for v in train_spread],
+            "spread_ratio": round(float(np.mean(ratios)), 4) if ratios else math.nan}
+
+
 def cvae_health(cvae, x: torch.Tensor, y: torch.Tensor, ellipsoids=None, *, n: int = N_HEALTH,
                 n_spread: int = N_SPREAD, seed: int = 0, batch_size: int = 1000) -> dict:
     """Health numbers of ``cvae`` on (up to ``n`` of) the images ``x`` with labels ``y``.
@@ -123,18 +137,7 @@ def cvae_health(cvae, x: torch.Tensor, y: torch.Tensor, ellipsoids=None, *, n: i
         health["colour_saturation"] = {"data": round(data_sat, 4), "reconstruction": round(rec_sat, 4)}
         health["colour_ratio"] = round(rec_sat / data_sat, 4) if data_sat > 0 else math.nan
     if ellipsoids is not None:
-        health["type2_radius"] = [round(float(r), 4) for r in ellipsoids.radius_]
-        type2_spread, train_spread = [], []
-        for k in ellipsoids.classes_:
-            labels = torch.full((n_spread,), int(k), dtype=torch.long)
-            samples = on_manifold_samples(cvae, ellipsoids, labels, radius="surface", generator=gen).cpu()
-            real = xs_cpu[ys_cpu == k][:n_spread]
-            type2_spread.append(_mean_pairwise_l2(samples))
-            train_spread.append(_mean_pairwise_l2(real))
-        health["type2_spread"] = [round(v, 4) for v in type2_spread]
-        health["train_spread"] = [round(v, 4) for v in train_spread]
-        ratios = [a / b for a, b in zip(type2_spread, train_spread) if b > 0]
-        health["spread_ratio"] = round(float(np.mean(ratios)), 4) if ratios else math.nan
+        health.update(_type2_spread(cvae, ellipsoids, xs_cpu, ys_cpu, n_spread, gen))
     reasons = []
     if health["active_dims"] < d / 2:
         reasons.append(f"only {health['active_dims']} of {d} latent dimensions active (Var E[z|x] > {ACTIVE_VAR})")

@@ -15,9 +15,13 @@ The selection criterion is the mean AUROC (validation images vs each component) 
 """
 from __future__ import annotations
 
+import hashlib
+import io
+from pathlib import Path
+
 import torch
 
-from ..utils import generator
+from ..utils import atomic_write_bytes, generator
 from .off_manifold import off_manifold_samples
 from .on_manifold import ClassEllipsoids, on_manifold_samples
 
@@ -42,4 +46,32 @@ def generated_panel(cvae, ellipsoids: ClassEllipsoids, x: torch.Tensor, y: torch
         gen = generator(seed, "panel", name)
         labels = y[torch.randint(0, len(y), (n,), generator=gen)].cpu()
         panel[name] = on_manifold_samples(cvae, ellipsoids, labels, radius=radius, generator=gen).cpu()
+    return panel
+
+
+def cached_panel(path: Path | None, cvae, ellipsoids: ClassEllipsoids, x: torch.Tensor, y: torch.Tensor,
+                 seed: int) -> dict[str, torch.Tensor]:
+    """:func:`generated_panel`, kept in ``path`` (a run's checkpoints folder) so that re-evaluating a
+    finished run does not generate it again (``path`` None: not kept).
+
+    The file is used only when it was made from the same CVAE weights, images and seed (a SHA-256 over
+    all three); anything else - a retrained CVAE, another split, a damaged file - means the panel is
+    generated again and the file rewritten."""
+    if path is None:
+        return generated_panel(cvae, ellipsoids, x, y, seed)
+    h = hashlib.sha256(f"panel v1 seed={seed} n={N_PANEL}".encode())
+    for t in [*cvae.state_dict().values(), x, y]:
+        h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
+    key = h.hexdigest()
+    if path.is_file():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved.get("key") == key:
+                return saved["images"]
+        except Exception:       # damaged or foreign: regenerate below
+            pass
+    panel = generated_panel(cvae, ellipsoids, x, y, seed)
+    buf = io.BytesIO()
+    torch.save({"key": key, "images": panel}, buf)
+    atomic_write_bytes(path, buf.getvalue())
     return panel
