@@ -2,7 +2,7 @@
 MNIST training and test images each tinted with a random colour (oodgen.data.coloured.tint), and a
 coloured Fashion-MNIST test set as an OOD set (colour noise and Sphere are added by the run itself).
 
-    python scripts/make_coloured_mnist.py --out data/coloured-mnist
+    python -m experiments.make_coloured_mnist --out data/coloured-mnist
     oodgen run --train data/coloured-mnist/train.npz --test data/coloured-mnist/test.npz \
         --ood cfmnist=data/coloured-mnist/cfmnist.npz --profile quick --out runs/cmnist-quick
 """

@@ -7,7 +7,7 @@ and scored on the same panel of generated outliers made from validation images
 is the mean AUROC of p(n+1) over the panel, averaged over settings and seeds; the test OOD sets
 play no part.
 
-    python scripts/choose_variant.py --a results/ablation/h200-leaky-nowarmup/paper \
+    python -m experiments.choose_variant --a results/ablation/h200-leaky-nowarmup/paper \
         --b results/ablation/h200-leaky-nowarmup/wide-half --out results/ablation/variant_choice.json
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from oodgen.data import PAPER_SETTINGS as SETTINGS  # noqa: E402
+from oodgen.data import PAPER_SETTINGS as SETTINGS
 
 
 def panel_means(root: Path, layout: str, rule: str) -> dict[str, dict[int, float]]:
@@ -56,7 +56,7 @@ def main() -> None:
     doc = {"criterion": f"mean AUROC of {a.rule} over the generated panel (validation images vs generated "
                         "outliers; no test OOD set), averaged over the pairs below",
            "pairs": [f"{s}/seed{k}" for s, k in pairs], "per_pair": per, "mean": means, "choice": choice,
-           "candidates": {"paper": a.a, "wide-half": a.b}, "command": "python scripts/choose_variant.py"}
+           "candidates": {"paper": a.a, "wide-half": a.b}, "command": "python -m experiments.choose_variant"}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps({"mean": means, "choice": choice}, indent=2))

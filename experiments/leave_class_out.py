@@ -21,7 +21,7 @@ invocation and ``resumed`` says so.
 The test split and the test OOD sets are never read.  The criterion: the mean AUROC of p(n+1)
 over the classes run for both recipes.
 
-    python scripts/leave_class_out.py --id fmnist --recipes ours authors --classes 0 1 --profile quick \
+    python -m experiments.leave_class_out --id fmnist --recipes ours authors --classes 0 1 --profile quick \
         --out results/ablation/leave-class-out --ckpt-dir /tmp/lco-ckpt
 """
 from __future__ import annotations
@@ -36,15 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from oodgen import data as D  # noqa: E402
-from oodgen.config import PROFILES, RunConfig, Variant  # noqa: E402
-from oodgen.detectors.oodgen import OODGen, nplus1_scores  # noqa: E402
-from oodgen.generate.health import health_line  # noqa: E402
-from oodgen.metrics import ood_metrics  # noqa: E402
-from oodgen.report import class_picks, type2_grid  # noqa: E402
-from oodgen.run import train_val_split  # noqa: E402
-from oodgen.utils import atomic_write_json, environment, generator  # noqa: E402
+from oodgen import data as D
+from oodgen.config import PROFILES, RunConfig, Variant
+from oodgen.detectors.oodgen import OODGen, nplus1_scores
+from oodgen.generate.health import health_line
+from oodgen.metrics import ood_metrics
+from oodgen.report import class_picks, type2_grid
+from oodgen.run import train_val_split
+from oodgen.utils import atomic_write_json, environment, generator
 
 RECIPES = {
     "paper": {},
@@ -95,7 +94,7 @@ def fold(setting: str, recipe: str, c: int, profile: str, seed: int, out: Path,
            "cvae_health": {k: det.cvae_health_.get(k) for k in ("active_dims", "recon_ratio", "spread_ratio",
                                                               "collapsed")},
            "health_line": health_line(det.cvae_health_), "seconds": round(seconds, 1), "resumed": resumed,
-           "command": " ".join(sys.argv), "environment": environment(),
+           "command": "python -m experiments.leave_class_out " + " ".join(sys.argv[1:]), "environment": environment(),
            "note": "training split only: the held-out class's training images vs the other classes' validation "
                    "images; no test split, no test OOD set"}
     atomic_write_json(path, rec)

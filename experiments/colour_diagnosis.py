@@ -14,11 +14,15 @@ and records, on 3,000 held-out training images (no OOD data): the CVAE health
 the R^2 of a linear fit of each image's chromaticity from its latent mean (first half fits, second
 half scores), and the correlation of the decoded chromaticity with the image's.
 
-    python scripts/make_coloured_mnist.py --out data/coloured-mnist
-    python scripts/colour_diagnosis.py --loss bce --epochs 2 --n 20000
-    python scripts/colour_diagnosis.py --loss chroma --sigma 0.005
-    python scripts/colour_diagnosis.py --loss chroma-only --epochs 1 --n 10000 --sigma 0.02
-    python scripts/colour_diagnosis.py --loss chroma --sigma 0.005 --epochs 3 --chroma-epochs 1
+    python -m experiments.make_coloured_mnist --out data/coloured-mnist
+    python -m experiments.colour_diagnosis --loss bce --epochs 2 --n 20000
+    python -m experiments.colour_diagnosis --loss chroma --sigma 0.005
+    python -m experiments.colour_diagnosis --loss chroma-only --epochs 1 --n 10000 --sigma 0.02
+    python -m experiments.colour_diagnosis --loss chroma --sigma 0.005 --epochs 3 --chroma-epochs 1
+
+Training is :func:`oodgen.train.train_cvae`, the loop every run uses, with its per-epoch shuffling and
+seeds. The committed rows came from an earlier copy of that loop with its own shuffling: a re-run
+measures the same quantities on other batches, so its numbers match them in kind, not to the digit.
 
 Rows are appended to ``results/ablation/colour_diagnosis.json``.
 """
@@ -26,20 +30,51 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from oodgen.config import PROFILES
 from oodgen.data.user import load_user
 from oodgen.generate.health import cvae_health
 from oodgen.models import CVAE
 from oodgen.models.cvae import chromaticity
+from oodgen.train import train_cvae
 from oodgen.utils import atomic_write_json, environment
 
 LOSSES = ("bce", "chroma", "chroma-only")
+KL_WARMUP_EPOCHS = 1.0
+STAGE = PROFILES["quick"].cvae          # Adam 2e-3, batch 256, constant learning rate
+
+
+class ChromaOnlyAutoEncoder(CVAE):
+    """``--loss chroma-only``: built with ``sample_z=False`` (z = mu), trained on the chromaticity term
+    alone (no cross-entropy, no KL)."""
+
+    @staticmethod
+    def loss(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor,
+             kl_weight: float = 1.0, colour_sigma: float = 0.0) -> torch.Tensor:
+        diff = chromaticity(x) - chromaticity(torch.sigmoid(logits))
+        return diff.pow(2).sum(1).mean() / (2 * colour_sigma ** 2)
+
+
+def train(cvae: CVAE, x: torch.Tensor, y: torch.Tensor, a: argparse.Namespace) -> None:
+    """``a.epochs`` epochs of :func:`train_cvae`; with ``--chroma-epochs K`` the colour term is on for
+    the first K epochs, then training resumes from their checkpoint (optimiser state included) without it."""
+    stage = replace(STAGE, epochs=a.epochs)
+    sigma = 0.0 if a.loss == "bce" else a.sigma
+    if a.loss != "chroma" or a.chroma_epochs is None or a.chroma_epochs >= a.epochs:
+        train_cvae(cvae, x, y, stage, None, a.seed, progress=False, kl_warmup=KL_WARMUP_EPOCHS, colour_sigma=sigma)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "cvae.pt"
+        train_cvae(cvae, x, y, replace(stage, epochs=a.chroma_epochs), ckpt, a.seed, progress=False,
+                   kl_warmup=KL_WARMUP_EPOCHS, colour_sigma=sigma)
+        train_cvae(cvae, x, y, stage, ckpt, a.seed, progress=False, kl_warmup=KL_WARMUP_EPOCHS)
 
 
 def main() -> None:
@@ -62,28 +97,11 @@ def main() -> None:
     if a.n > len(data.images) - 3000:
         raise SystemExit(f"--n must leave the last 3,000 images held out (at most {len(data.images) - 3000})")
     torch.manual_seed(a.seed)
-    only = a.loss == "chroma-only"
-    cvae = CVAE(int(y.max()) + 1, a.latent, sample_z=not only, in_channels=x.shape[1], image_size=tuple(x.shape[2:]))
-    opt = torch.optim.Adam(cvae.parameters(), 2e-3)
-    steps, t0 = math.ceil(len(x) / 256), time.perf_counter()
-    gen = torch.Generator().manual_seed(a.seed)
-    for epoch in range(a.epochs):
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(steps):
-            idx = perm[i * 256:(i + 1) * 256]
-            xb, yb = x[idx], y[idx]
-            logits, mu, log_var = cvae(xb, yb)
-            if only:
-                loss = (chromaticity(xb) - chromaticity(torch.sigmoid(logits))).pow(2).sum(1).mean() / (2 * a.sigma ** 2)
-            else:       # the run's own loss (CVAE.loss: cross-entropy, KL warm-up over epoch 1, colour term)
-                use_chroma = a.loss == "chroma" and (a.chroma_epochs is None or epoch < a.chroma_epochs)
-                loss = cvae.loss(logits, xb, mu, log_var, min(1.0, (epoch * steps + i) / steps),
-                                 a.sigma if use_chroma else 0.0)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        print(f"epoch {epoch + 1}/{a.epochs}: loss {loss.item():.1f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    cvae.eval()
+    model = ChromaOnlyAutoEncoder if a.loss == "chroma-only" else CVAE
+    cvae = model(int(y.max()) + 1, a.latent, sample_z=a.loss != "chroma-only", in_channels=x.shape[1],
+                 image_size=tuple(x.shape[2:]))
+    t0 = time.perf_counter()
+    train(cvae, x, y, a)
     health = cvae_health(cvae, xv, yv, seed=a.seed)
     with torch.no_grad():
         mu, _ = cvae.encode(xv, yv)
@@ -105,7 +123,7 @@ def main() -> None:
     print(json.dumps(row))
     out = Path(a.out)
     rows = json.loads(out.read_text())["rows"] if out.exists() else []
-    atomic_write_json(out, {"rows": rows + [row], "command": "python scripts/colour_diagnosis.py",
+    atomic_write_json(out, {"rows": rows + [row], "command": "python -m experiments.colour_diagnosis",
                             "environment": environment()})
 
 

@@ -15,7 +15,7 @@ It ends with the CVAE's health line.  Found with it (2026-12-01, MNIST ``quick``
 then-default ``--encoder-act leaky``): all 64 ReLU channels of the second convolution die within
 the first 20 Adam steps, after which the encoder sees only the label (README "CVAE health").
 
-    python scripts/diagnose_collapse.py --id mnist --profile quick --seed 2 --encoder-act leaky \
+    python -m experiments.diagnose_collapse --id mnist --profile quick --seed 2 --encoder-act leaky \
         --out results/ablation/collapse_trace_mnist_quick_seed2_leaky.json
 """
 from __future__ import annotations
@@ -24,18 +24,16 @@ import argparse
 import sys
 import time
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from oodgen.config import PROFILES, RunConfig  # noqa: E402
-from oodgen.generate.health import cvae_health, health_line  # noqa: E402
-from oodgen.models import CVAE  # noqa: E402
-from oodgen.models.cvae import ENCODER_ACTIVATIONS  # noqa: E402
-from oodgen.run import load_setting  # noqa: E402
-from oodgen.train import fit_ellipsoids, train_cvae  # noqa: E402
-from oodgen.utils import atomic_write_json, environment  # noqa: E402
+from oodgen.config import PROFILES, RunConfig
+from oodgen.generate.health import cvae_health, health_line
+from oodgen.models import CVAE
+from oodgen.models.cvae import ENCODER_ACTIVATIONS
+from oodgen.run import load_setting
+from oodgen.train import fit_ellipsoids, train_cvae
+from oodgen.utils import atomic_write_json, environment
 
 
 def main() -> None:
@@ -88,7 +86,7 @@ def main() -> None:
         print(r, flush=True)
     print(health_line(health), flush=True)
     atomic_write_json(a.out, {
-        "command": " ".join(["python", *sys.argv]), "id": a.id, "profile": a.profile, "seed": a.seed,
+        "command": "python -m experiments.diagnose_collapse " + " ".join(sys.argv[1:]), "id": a.id, "profile": a.profile, "seed": a.seed,
         "encoder_act": a.encoder_act, "kl_warmup": a.kl_warmup, "lr_warmup": a.lr_warmup, "stage": asdict(stage),
         "loss": hist["loss"], "seconds": round(time.perf_counter() - t0, 1), "trace": trace,
         "health": {k: health[k] for k in ("active_dims", "recon_ratio", "spread_ratio", "collapsed")},

@@ -6,8 +6,8 @@ validation images over their reconstructions.  No OOD set is read: the choice ru
 the runs, is the smallest latent size (then the fewest epochs) whose CVAE passes every health
 target (colour_ratio >= 0.5, active >= d - 2, reconstruction <= 0.85x the class mean).
 
-    python scripts/make_coloured_mnist.py --out data/coloured-mnist
-    python scripts/colour_cvae_sweep.py [--latents 8 12 16] [--epochs 2 5] [--colour-path none|offset|gain] \
+    python -m experiments.make_coloured_mnist --out data/coloured-mnist
+    python -m experiments.colour_cvae_sweep [--latents 8 12 16] [--epochs 2 5] [--colour-path none|offset|gain] \
         [--out results/ablation/colour_cvae_sweep.json]
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main() -> None:
                          "passes": passes(h), "png": str(png), "health": h})
             print(f"d={d} epochs={epochs}: {h['active_dims']}/{d} active, recon {h['recon_ratio']:.2f}x, "
                   f"colour_ratio {h.get('colour_ratio')}, {secs:.0f} s, passes={passes(h)}", flush=True)
-            atomic_write_json(out, {"rows": rows, "command": "python scripts/colour_cvae_sweep.py", "seed": a.seed,
+            atomic_write_json(out, {"rows": rows, "command": "python -m experiments.colour_cvae_sweep", "seed": a.seed,
                                     "environment": environment(),
                                     "rule": "smallest latent, then fewest epochs, passing every health target"})
     ok = sorted((r["latent_dim"], r["epochs"]) for r in rows if r["passes"])

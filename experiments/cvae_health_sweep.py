@@ -1,7 +1,7 @@
 """Why does the CVAE collapse, and what fixes it?  Train only the CVAE under one change at a time
 and record its health numbers (``oodgen.generate.health``).
 
-Usage:  python scripts/cvae_health_sweep.py --id mnist --profile quick --seeds 0 \
+Usage:  python -m experiments.cvae_health_sweep --id mnist --profile quick --seeds 0 \
             --configs paper leaky warmup authors-opt z-mean --out results/cvae_health
 
 Each (setting, profile, config, seed) writes ``OUT/<id>-<profile>-<config>-seed<k>.json`` with
@@ -120,7 +120,7 @@ def sweep_one(setting: str, profile: str, name: str, seed: int, out: Path, devic
            "stage": asdict(stage), "kl_warmup_epochs": kl_warmup, "lr_warmup_steps": lr_warmup, "loss": hist["loss"], "seconds": round(seconds, 1),
            "epoch_seconds": [round(t, 1) for t in hist["seconds"]],
            "health": health, "device": str(device), "environment": environment(),
-           "command": "python scripts/cvae_health_sweep.py"}
+           "command": "python -m experiments.cvae_health_sweep"}
     atomic_write_json(path, rec)
     return rec
 

@@ -1,8 +1,8 @@
 """AUROC of every score rule and statistic of re-evaluated runs, before (``metrics.json`` at a
 git revision) and after (the working tree), per OOD set: what a change of the scoring code (e.g.
-the smaller nearest-neighbour banks of ``scripts/choose_banks.py``) did to the committed numbers.
+the smaller nearest-neighbour banks of ``python -m experiments.choose_banks``) did to the committed numbers.
 
-    python scripts/rule_drift.py --rev bcf6503 results/{mnist,fmnist,mnist0-4,fmnist0-4}/oodgen/seed0 \
+    python -m experiments.rule_drift --rev bcf6503 results/{mnist,fmnist,mnist0-4,fmnist0-4}/oodgen/seed0 \
         --out results/ablation/bank_reevaluation.json
 """
 from __future__ import annotations
@@ -50,9 +50,9 @@ def main() -> None:
         md.append("")
         print("\n".join(md[-(len(c) + 4):]))
     atomic_write_json(a.out, {"rev_before": a.rev, "rows": rows, "environment": environment(),
-                              "command": "python scripts/rule_drift.py " + " ".join(sys.argv[1:])})
+                              "command": "python -m experiments.rule_drift " + " ".join(sys.argv[1:])})
     Path(a.out).with_suffix(".md").write_text(
-        f"# AUROC before ({a.rev}) and after re-evaluation\n\n`python scripts/rule_drift.py "
+        f"# AUROC before ({a.rev}) and after re-evaluation\n\n`python -m experiments.rule_drift "
         + " ".join(sys.argv[1:]) + "`\n\n" + "\n".join(md) + "\n")
 
 

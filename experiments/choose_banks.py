@@ -16,7 +16,7 @@ panel of generated outliers only (:mod:`oodgen.generate.panel`):
 The chosen size is the smallest candidate with spearman >= 0.98 and a panel AUROC no more than
 0.05 points below the full bank's, on every run given.  Nothing here reads a test OOD set.
 
-    python scripts/choose_banks.py results/{mnist,fmnist,mnist0-4,fmnist0-4}/oodgen/seed0 \
+    python -m experiments.choose_banks results/{mnist,fmnist,mnist0-4,fmnist0-4}/oodgen/seed0 \
         --out results/ablation/bank_choice.json
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from oodgen.config import RunConfig
-from oodgen.detectors.fusion import FeatureKNNFusion
-from oodgen.detectors.image_stats import PIXEL_K, REFERENCE_BANK, PixelBank, scaled_k as scaled_k_pixel
+from oodgen.detectors.fusion import FEATURE_K, FeatureKNNFusion
+from oodgen.detectors.image_stats import PIXEL_K, REFERENCE_BANK, PixelBank, scaled_k
 from oodgen.detectors.knn import KNN
 from oodgen.detectors.posthoc import model_outputs
 from oodgen.generate.panel import generated_panel
@@ -44,7 +44,6 @@ from oodgen.utils import atomic_write_json, environment
 
 FEATURE_FRACTIONS = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02)
 PIXEL_SIZES = (REFERENCE_BANK, 10000, 5000, 3000, 2000, 1000)
-FULL_K = 50
 MIN_SPEARMAN = 0.98
 MAX_AUROC_DROP = 0.05
 
@@ -57,10 +56,6 @@ def ranks(v: np.ndarray) -> np.ndarray:
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
-
-
-def scaled_k(fraction: float) -> int:
-    return max(1, int(round(fraction * FULL_K)))
 
 
 def evaluate(values: dict[str, np.ndarray], full: dict[str, np.ndarray]) -> dict:
@@ -90,21 +85,22 @@ def study_run(run_dir: Path) -> dict:
     train_feats = model_outputs(det.classifier, x, ("features",))["features"]
     feature_rows, full_f = [], None
     for frac in FEATURE_FRACTIONS:
-        # exactly the bank a run with this fraction uses
+        # exactly the bank and k a run with this fraction uses
         bank = train_feats[FeatureKNNFusion(bank_fraction=frac, seed=cfg.seed).bank_indices(len(train_feats))]
-        knn = KNN(None, k=scaled_k(frac)).fit_outputs(features=bank)
+        k = scaled_k(FEATURE_K, len(bank), len(train_feats))
+        knn = KNN(None, k=k).fit_outputs(features=bank)
         vals, secs = {}, 0.0
         for p, f in feats.items():
             vals[p], dt = timed(lambda f=f: knn.score_outputs(features=f))
             secs += dt
         full_f = full_f or vals
         n_img = sum(len(v) for v in vals.values())
-        feature_rows.append({"fraction": frac, "size": len(bank), "k": scaled_k(frac),
+        feature_rows.append({"fraction": frac, "size": len(bank), "k": k,
                              "ms_per_1000_images": 1e6 * secs / n_img, **evaluate(vals, full_f)})
     pixel_rows, full_p = [], None
     n_full = min(REFERENCE_BANK, len(x))
     for size in (n_full, *PIXEL_SIZES[1:]):
-        bank = PixelBank.from_training_set(x, cfg.seed, size=size, k=scaled_k_pixel(PIXEL_K, size, n_full))
+        bank = PixelBank.from_training_set(x, cfg.seed, size=size, k=scaled_k(PIXEL_K, size, n_full))
         vals, secs = {}, 0.0
         for p, im in images.items():
             vals[p], dt = timed(bank.distance, im)
@@ -153,7 +149,7 @@ def main() -> None:
            "chosen": {"feature_fraction": choose(runs, "feature_bank", "fraction"),
                       "pixel_size": choose(runs, "pixel_bank", "candidate")},
            "runs": runs, "environment": environment(),
-           "command": "python scripts/choose_banks.py " + " ".join(sys.argv[1:])}
+           "command": "python -m experiments.choose_banks " + " ".join(sys.argv[1:])}
     atomic_write_json(a.out, out)
     print(json.dumps(out["chosen"]))
 

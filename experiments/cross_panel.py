@@ -8,7 +8,7 @@ written by ``oodgen run``), its own and the others'.  The others' panels are out
 generator the classifier never saw - a held-out-generator check that uses no test OOD set, so it
 may be used to choose between recipes.
 
-    python scripts/cross_panel.py --runs A B [C ...] --out results/ablation/cross_panel.json
+    python -m experiments.cross_panel --runs A B [C ...] --out results/ablation/cross_panel.json
 
 Every run must be of the same setting (same validation split).  The JSON holds, per detector run
 and rule, the AUROC (%) on each panel component of each generator run, its own mean and the mean
@@ -24,12 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from oodgen.config import RunConfig  # noqa: E402
-from oodgen.metrics import ood_metrics  # noqa: E402
-from oodgen.run import load_setting  # noqa: E402
-from oodgen.score import load_detector  # noqa: E402
-from oodgen.utils import atomic_write_json, environment  # noqa: E402
+from oodgen.config import RunConfig
+from oodgen.metrics import ood_metrics
+from oodgen.run import load_setting
+from oodgen.score import load_detector
+from oodgen.utils import atomic_write_json, environment
 
 RULES = ("ood-class", "max-in", "reject+knn", "reject+fisher")
 
@@ -71,7 +70,7 @@ def main() -> None:
             print(f"{name:>12} {rule:>14}: own panel {own:6.2f}, other generators "
                   f"{rows[name]['rules'][rule]['others_mean'] or float('nan'):6.2f}", flush=True)
     atomic_write_json(args.out, {
-        "command": " ".join(sys.argv),
+        "command": "python -m experiments.cross_panel " + " ".join(sys.argv[1:]),
         "setting": cfgs[0].id, "profile": cfgs[0].profile, "seeds": [c.seed for c in cfgs],
         "runs": dict(zip(names, map(str, runs))), "n_val": len(xv), "detectors": rows,
         "note": "validation split vs generated panels only (no test OOD set); 'others_mean' is the "
