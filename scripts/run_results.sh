@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Reproduces results/<id>/oodgen/seed<k>/ (the README's results table): the full profile,
 # seeds 0-2, the default (healthy) CVAE, and the Type I options chosen on generated outliers and
-# validation data only (results/ablation/variant_choice.json, scripts/choose_variant.py):
+# validation data only (results/ablation/variant_choice.json, experiments/choose_variant.py):
 # log-uniform beta on [0.1, 28], half the Type I samples unclipped, for every setting.
-# The committed runs' CVAE encoder is `leaky` (the default before 2026-12-01); ENCODER_ACT=leaky-all
-# re-runs them with today's default. Resumable: rerun to continue. IDS / SEEDS select a subset. REEVALUATE=1 also re-scores finished
+# The committed runs' CVAE encoder is `leaky` (recorded in each run's variant; CHANGELOG.md says why the
+# default changed); ENCODER_ACT=leaky-all re-runs them with the current default. Resumable: rerun to continue. IDS / SEEDS select a subset. REEVALUATE=1 also re-scores finished
 # runs whose checkpoints are here (no retraining: new score rules, fixed evaluation code).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,3 +1,4 @@
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -5,6 +6,9 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+# Nothing downloads inside a test (subprocesses inherit it): a missing dataset stays an error.
+# tests/test_auto_download.py turns downloads on with a stand-in downloader or a local server.
+os.environ["OODGEN_NO_DOWNLOAD"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Command-line interface: ``oodgen run | score | data | bench | select | demo | figures | report``."""
+"""Command-line interface: ``oodgen run | score | data | bench | select | demo | figures | report | publish``."""
 from __future__ import annotations
 
 import argparse
@@ -112,12 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_parser(sub)
     download.add_parser(sub)
     add_bench_parser(sub)
-    from . import compare, report, selection
+    from . import compare, publish, report, selection
     from .toy import demo
     compare.add_parser(sub)
     selection.add_parser(sub)
     demo.add_parser(sub)
     report.add_parser(sub)
+    publish.add_parser(sub)
     return ap
 
 

@@ -1,38 +1,30 @@
-"""Datasets by name: real image sets found on a search path, class subsets, synthetic OOD sets.
+"""Datasets by name: real image sets found on a search path (:mod:`oodgen.data.files`) and
+downloaded when missing, class subsets, synthetic OOD sets.
 
-Search path, in order (the first folder that holds a dataset's files wins):
-
-1. the ``data_dir`` argument (``--data-dir`` on the command line),
-2. every folder in the environment variable ``OODGEN_DATA`` (``os.pathsep``-separated),
-3. ``../shared/datasets`` next to the current directory and next to the source checkout,
-4. ``/usr/share/datasets`` (Debian's ``dataset-fashion-mnist`` installs there),
-5. ``~/.cache/oodgen`` (where ``oodgen data download`` writes).
+A built-in real dataset that is in no folder of the search path is downloaded from its publisher
+(or ``$OODGEN_MIRROR``) and verified, as ``oodgen data download NAME`` does, into the first folder of
+the search path that can be written (:func:`resolve`); so ``oodgen run``, ``oodgen bench`` and
+``oodgen select`` fetch what they need. Offline, or with ``OODGEN_NO_DOWNLOAD=1`` (or
+``download=False``), a missing dataset stays an error that says where it was looked for and which
+command fetches it.
 
 All images are returned as float32 tensors of shape (N, 1, 28, 28) in [0, 1]; labels are int64.
 Every file is checked against its known SHA-256 before it is read.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from . import download as fetch
+from .files import (DataError, DatasetNotFoundError, cache_dir, check_file, locate, real_source,
+                    search_path)
 from .idx import IDXError, read_idx
-from .sources import SOURCES, FileSpec, Source
-
-
-class DataError(ValueError):
-    """A dataset is missing, corrupt, or its name is unknown."""
-
-
-REAL_SETS = tuple(SOURCES)
-SYNTHETIC_SETS = ("gaussian", "gaussian-unclipped", "uniform", "sphere")
-SUBSETS = {"mnist0-4": ("mnist", range(0, 5)), "mnist5-9": ("mnist", range(5, 10)),
-           "fmnist0-4": ("fmnist", range(0, 5)), "fmnist5-9": ("fmnist", range(5, 10))}
-ALL_SETS = REAL_SETS + tuple(SUBSETS) + SYNTHETIC_SETS
+from .sources import ALL_SETS, SOURCES, SUBSETS, SYNTHETIC_SETS
 
 #: The OOD sets of each in-distribution setting, as in the paper's Table 1 plus KMNIST
 #: (the stand-in for EMNIST-letters while EMNIST cannot be had; EMNIST is used when present).
@@ -54,112 +46,87 @@ OPTIONAL_SETS = ("emnist-letters", "svhn")
 DEFAULT_SYNTHETIC_SIZE = 10_000
 
 
-def search_path(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The folders searched for dataset files, in order."""
-    paths: list[Path] = []
-    if data_dir:
-        paths.append(Path(data_dir))
-    for entry in os.environ.get("OODGEN_DATA", "").split(os.pathsep):
-        if entry:
-            paths.append(Path(entry))
-    paths.append(Path.cwd().parent / "shared" / "datasets")
-    checkout = Path(__file__).resolve().parents[3]
-    paths.append(checkout.parent / "shared" / "datasets")
-    paths.append(Path("/usr/share/datasets"))
-    paths.append(cache_dir())
-    seen, unique = set(), []
-    for p in paths:
-        key = str(p.resolve()) if p.exists() else str(p)
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique
+#: ``OODGEN_NO_DOWNLOAD=1``: a missing built-in dataset is an error (naming the command that fetches
+#: it) instead of a download.  The test suite sets it: nothing downloads inside a test.
+NO_DOWNLOAD_ENV = "OODGEN_NO_DOWNLOAD"
 
 
-def cache_dir() -> Path:
-    """Where downloads go: ``$XDG_CACHE_HOME/oodgen`` or ``~/.cache/oodgen``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "oodgen"
+def downloads_allowed(download: bool | None = None) -> bool:
+    """``download`` when given; else True unless ``$OODGEN_NO_DOWNLOAD`` is set (to anything but 0)."""
+    if download is not None:
+        return bool(download)
+    return os.environ.get(NO_DOWNLOAD_ENV, "").strip() in ("", "0")
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def md5_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_verifies(path: Path, spec: FileSpec) -> bool:
-    """True if the file's SHA-256 (or, for publisher copies, MD5) is a known digest."""
-    if sha256_file(path) in spec.sha256:
-        return True
-    return bool(spec.md5) and md5_file(path) in spec.md5
-
-
-_verified: dict[tuple[str, int, float], bool] = {}
-
-
-def _check(path: Path, spec: FileSpec) -> None:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime)
-    if key not in _verified:
-        _verified[key] = file_verifies(path, spec)
-    if not _verified[key]:
-        raise DataError(
-            f"{path}: checksum mismatch (SHA-256 {sha256_file(path)} is not a known digest of "
-            f"{spec.name}); the file is corrupt or a different release - delete it and fetch it again"
-        )
-
-
-def locate(name: str, split: str, data_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
-    """Find the (images, labels) files of a real dataset split on the search path."""
-    source = _source(name)
-    if split not in source.splits:
-        raise DataError(f"dataset {name!r} has no split {split!r}; it has {sorted(source.splits)}")
-    img_spec, lbl_spec = source.splits[split]
-    looked: list[str] = []
+def download_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Where :func:`resolve` downloads a missing dataset: the first folder of the search path that
+    exists and can be written; ``data_dir`` and the cache folder (``~/.cache/oodgen``) also when they
+    do not exist yet but can be created."""
+    creatable = {Path(data_dir), cache_dir()} if data_dir else {cache_dir()}
     for root in search_path(data_dir):
-        for folder in source.folders:
-            d = root / folder
-            looked.append(str(d))
-            img, lbl = d / img_spec.name, d / lbl_spec.name
-            if img.is_file() and lbl.is_file():
-                return img, lbl
-    raise DataError(
-        f"dataset {name!r} ({split} split) not found. Looked for {img_spec.name} in:\n  "
-        + "\n  ".join(looked)
-        + f"\nHow to get it: {source.how_to_get}; or point --data-dir / OODGEN_DATA at a folder "
-        f"holding one of {list(source.folders)}."
-    )
+        if root.is_dir() and _writable(root):
+            return root
+        if not root.exists() and root in creatable and _can_create(root):
+            return root
+    raise DataError("no folder of the dataset search path can be written: " + os.pathsep.join(
+        str(p) for p in search_path(data_dir)) + "; point --data-dir or OODGEN_DATA at one")
 
 
-def _source(name: str) -> Source:
-    if name not in SOURCES:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(ALL_SETS)}")
-    return SOURCES[name]
+def _writable(folder: Path) -> bool:
+    # the mode bits too: root may write anywhere, but a folder marked read-only is not meant for downloads
+    return os.access(folder, os.W_OK | os.X_OK) and bool(folder.stat().st_mode & 0o222)
 
 
-def load_real(name: str, split: str = "test", data_dir: str | os.PathLike | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Load a verified real dataset split as (uint8 images (N, 28, 28) or (N, C, H, W), int64 labels)."""
-    source = _source(name)
-    img_path, lbl_path = locate(name, split, data_dir)
+def _can_create(folder: Path) -> bool:
+    parent = folder
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent.is_dir() and _writable(parent)
+
+
+def resolve(name: str, split: str, data_dir: str | os.PathLike | None = None, *,
+            download: bool | None = None, log: Callable[[str], None] = print) -> tuple[Path, Path]:
+    """The (images, labels) files of a real dataset split: found on the search path (:func:`locate`),
+    or, when missing there, downloaded and verified into ``download_dir(data_dir)/<folder>``.
+
+    It downloads only when :func:`downloads_allowed` (``download``, else ``$OODGEN_NO_DOWNLOAD``), the
+    dataset has a download URL (not Omniglot) and its publisher or ``$OODGEN_MIRROR`` answers;
+    otherwise it raises :func:`locate`'s :class:`DatasetNotFoundError` (where it looked, which command
+    fetches it), with the reason when the server could not be reached.  Processes that find the same
+    dataset missing at once (torchrun ranks, Ray workers) download it once (:func:`fetch.exclusive`).
+    """
+    try:
+        return locate(name, split, data_dir)
+    except DatasetNotFoundError as missing:
+        url = fetch.first_url(name) if downloads_allowed(download) else None
+        if url is None:
+            raise
+        offline = fetch.unreachable(url)
+        if offline:
+            raise DatasetNotFoundError(f"{missing}\nNot downloaded automatically: {offline}.") from None
+    dest = download_dir(data_dir) / SOURCES[name].folders[0]
+    with fetch.exclusive(dest):
+        try:                    # another process may have fetched it while this one waited
+            return locate(name, split, data_dir)
+        except DatasetNotFoundError:
+            log(f"dataset {name!r} is not on the search path: downloading it into {dest}")
+            fetch.download(name, dest, log=log)
+    return locate(name, split, data_dir)
+
+
+def load_real(name: str, split: str = "test", data_dir: str | os.PathLike | None = None, *,
+              download: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Load a verified real dataset split as (uint8 images (N, 28, 28) or (N, C, H, W), int64 labels);
+    a missing dataset is downloaded first (:func:`resolve`)."""
+    source = real_source(name)
+    img_path, lbl_path = resolve(name, split, data_dir, download=download)
     img_spec, lbl_spec = source.splits[split]
-    _check(img_path, img_spec)
+    check_file(img_path, img_spec)
     if source.format == "cifar-binary":
         return _read_cifar(img_path, split)
     if source.format == "svhn-mat":
         return _read_svhn(img_path)
-    _check(lbl_path, lbl_spec)
+    check_file(lbl_path, lbl_spec)
     try:
         images = read_idx(img_path)
         labels = read_idx(lbl_path)
@@ -254,7 +221,7 @@ def _read_mat73(path: Path, names: tuple[str, ...]) -> list[np.ndarray]:
 
 
 def available(name: str, data_dir: str | os.PathLike | None = None) -> bool:
-    """Whether a dataset's test files can be found (synthetic sets always can)."""
+    """Whether a dataset's test files can be found (synthetic sets always can); never downloads."""
     if name in SYNTHETIC_SETS:
         return True
     base = SUBSETS[name][0] if name in SUBSETS else name
@@ -284,7 +251,7 @@ def _to_float(images: np.ndarray) -> np.ndarray:
 
 def load(name: str, split: str = "test", data_dir: str | os.PathLike | None = None,
          *, n: int | None = None, seed: int = 0, sphere_radius: float | None = None,
-         shape: tuple[int, int, int] = (1, 28, 28)) -> ImageSet:
+         shape: tuple[int, int, int] = (1, 28, 28), download: bool | None = None) -> ImageSet:
     """Load any dataset by name: real, class subset (``mnist0-4``) or synthetic.
 
     Parameters
@@ -296,17 +263,19 @@ def load(name: str, split: str = "test", data_dir: str | os.PathLike | None = No
     sphere_radius : radius of the ``sphere`` set (required for it): the paper uses the largest
         L2 norm of the in-distribution training images.
     shape : (C, H, W) of a synthetic set (it follows the in-distribution images).
+    download : whether a real set missing from the search path is downloaded (:func:`resolve`);
+        default: unless ``$OODGEN_NO_DOWNLOAD`` is set.
     """
     if name in SYNTHETIC_SETS:
         return ImageSet(name, synthetic(name, n or DEFAULT_SYNTHETIC_SIZE, seed, sphere_radius, shape),
                         np.full(n or DEFAULT_SYNTHETIC_SIZE, -1, np.int64))
     if name in SUBSETS:
         base, classes = SUBSETS[name]
-        images, labels = load_real(base, split, data_dir)
+        images, labels = load_real(base, split, data_dir, download=download)
         keep = np.isin(labels, list(classes))
         images, labels = images[keep], labels[keep] - min(classes)
     elif name in SOURCES:
-        images, labels = load_real(name, split, data_dir)
+        images, labels = load_real(name, split, data_dir, download=download)
     else:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(ALL_SETS)}")
     if n is not None:

@@ -19,10 +19,15 @@ it, verified, and the archive is deleted.
 Mirrors: ``mirror=URL`` (``--mirror``, or the environment variable ``OODGEN_MIRROR``) replaces
 every publisher URL by ``URL/<dataset>/<file name>`` (``URL/emnist-letters/gzip.zip`` for the
 archive), e.g. a local copy served with ``python -m http.server``.
+
+:func:`oodgen.data.datasets.resolve` calls :func:`download` by itself for a dataset missing from the
+search path (after :func:`unreachable` found its server answering, under :func:`exclusive`), so a run
+fetches what it needs.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -36,9 +41,8 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from .datasets import (ALL_SETS, SUBSETS, SYNTHETIC_SETS, DataError, cache_dir, file_verifies,
-                       locate, search_path)
-from .sources import EMNIST_ARCHIVE_URL, SOURCES, FileSpec, Source
+from .files import DataError, cache_dir, file_verifies, locate, search_path
+from .sources import ALL_SETS, EMNIST_ARCHIVE_URL, SOURCES, SUBSETS, SYNTHETIC_SETS, FileSpec, Source
 
 MIRROR_ENV = "OODGEN_MIRROR"
 CHUNK = 1 << 16
@@ -140,6 +144,49 @@ def download(name: str, dest: str | os.PathLike | None = None, *, mirror: str | 
         fetch_verified(urls, dest / spec.name, lambda p, s=spec: file_verifies(p, s),
                        retries=retries, backoff=backoff, timeout=timeout, log=log)
     return dest
+
+
+def first_url(name: str, mirror: str | None = None) -> str | None:
+    """The first URL :func:`download` would fetch for ``name`` (with the mirror applied), or None when
+    the dataset has no download URL (Omniglot: its MNIST-format files are converted, not published)."""
+    source = _source(name)
+    mirror = _mirror(mirror)
+    if name == "emnist-letters":
+        return _urls(source, (EMNIST_ARCHIVE_URL,), mirror)[0]
+    specs = _files(source)
+    if not all(spec.urls for spec in specs):
+        return None
+    return _urls(source, specs[0].urls, mirror)[0]
+
+
+def unreachable(url: str, timeout: float = 10.0) -> str | None:
+    """None when the server of ``url`` answers (any HTTP status; proxies as for a download), else why not."""
+    req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": USER_AGENT})
+    try:
+        urllib.request.urlopen(req, timeout=timeout).close()
+    except urllib.error.HTTPError as exc:          # an answer, if not a welcome one: the network works
+        exc.close()
+    except (urllib.error.URLError, OSError, HTTPException) as exc:
+        return f"cannot reach {urlsplit(url).netloc} ({getattr(exc, 'reason', None) or exc})"
+    return None
+
+
+@contextlib.contextmanager
+def exclusive(dest: Path):
+    """Hold an exclusive lock on ``dest/.oodgen-download.lock`` (``flock``; no lock where the platform
+    has none), so that processes which find one dataset missing at once download it once."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:                            # not POSIX
+        yield
+        return
+    with open(dest / ".oodgen-download.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def fetch_verified(urls: list[str], final: Path, verify: Callable[[Path], bool] | None, *,

@@ -181,3 +181,10 @@ SOURCES: dict[str, Source] = {
 }
 
 EMNIST_ARCHIVE_URL = _EMNIST_URL + "gzip.zip"
+
+#: Every dataset name: the real sets above, class subsets of them, and seeded synthetic sets.
+REAL_SETS = tuple(SOURCES)
+SYNTHETIC_SETS = ("gaussian", "gaussian-unclipped", "uniform", "sphere")
+SUBSETS = {"mnist0-4": ("mnist", range(0, 5)), "mnist5-9": ("mnist", range(5, 10)),
+           "fmnist0-4": ("fmnist", range(0, 5)), "fmnist5-9": ("fmnist", range(5, 10))}
+ALL_SETS = REAL_SETS + tuple(SUBSETS) + SYNTHETIC_SETS

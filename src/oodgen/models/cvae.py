@@ -172,7 +172,7 @@ class CVAE(nn.Module):
         ``colour_sigma`` > 0 (colour images only; beyond the paper): plus a Gaussian term on each
         image's :func:`chromaticity`, ``||c(x) - c(p)||^2 / (2 colour_sigma^2)``, p the decoded
         probabilities.  With the cross-entropy alone the coloured-MNIST CVAE's latent mean carries no
-        colour at all (``scripts/colour_diagnosis.py``, README "Your own data")."""
+        colour at all (``experiments/colour_diagnosis.py``, README "Your own data")."""
         bce = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
         kl = -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp()) / x.shape[0]
         loss = bce + kl_weight * kl
