@@ -77,12 +77,13 @@ def timed(fn, *args):
 def study_run(run_dir: Path) -> dict:
     det = load_detector(run_dir, "reject+fisher")
     cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    x, y, xv, yv, *_ = load_setting(cfg)
-    cvae = det.cvae
+    data = load_setting(cfg)
+    x, y, xv, yv = data.x, data.y, data.x_val, data.y_val
+    cvae = det.stats_cvae()
     panel = generated_panel(cvae, fit_ellipsoids(cvae, x, y), xv, yv, cfg.seed)
     images = {"val": xv, **panel}
-    feats = {p: model_outputs(det.classifier, im, ("features",))["features"] for p, im in images.items()}
-    train_feats = model_outputs(det.classifier, x, ("features",))["features"]
+    feats = {p: model_outputs(det.inference_classifier(), im, ("features",))["features"] for p, im in images.items()}
+    train_feats = model_outputs(det.inference_classifier(), x, ("features",))["features"]
     feature_rows, full_f = [], None
     for frac in FEATURE_FRACTIONS:
         # exactly the bank and k a run with this fraction uses

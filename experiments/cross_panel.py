@@ -53,7 +53,7 @@ def main() -> None:
         if not path.is_file():
             ap.error(f"{path} is missing: run `oodgen run` on that folder once to write it")
         panels[name] = torch.load(path, map_location="cpu", weights_only=True)["images"]
-    _, _, xv, _, _, _, _ = load_setting(cfgs[0])
+    xv = load_setting(cfgs[0]).x_val
     rows: dict = {}
     for name, run, cfg in zip(names, runs, cfgs):
         rows[name] = {"variant": cfg.to_dict()["variant"], "rules": {}}

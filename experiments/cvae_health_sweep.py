@@ -99,7 +99,8 @@ def sweep_one(setting: str, profile: str, name: str, seed: int, out: Path, devic
     if epochs is not None:
         stage = replace(stage, epochs=epochs)
     glorot = opts.pop("glorot", False)
-    x, y, *_ = load_setting(cfg)
+    data = load_setting(cfg)
+    x, y = data.x, data.y
     torch.manual_seed(seed)
     cvae = CVAE(int(y.max()) + 1, cfg.latent, sample_z=opts.get("sample_z", True),
                 encoder_act=opts["encoder_act"]).to(device)

@@ -50,7 +50,8 @@ def main() -> None:
     a = ap.parse_args()
     cfg = RunConfig(id=a.id, seed=a.seed, profile=a.profile)
     stage = cfg.prof.cvae if a.epochs is None else replace(cfg.prof.cvae, epochs=a.epochs)
-    x, y, *_ = load_setting(cfg)
+    data = load_setting(cfg)
+    x, y = data.x, data.y
     torch.manual_seed(a.seed)                       # as oodgen run's first CVAE attempt
     cvae = CVAE(int(y.max()) + 1, cfg.latent, encoder_act=a.encoder_act)
     acts: dict[str, torch.Tensor] = {}

@@ -26,7 +26,7 @@ among all of them (``results/selection/decision.md``).  Higher = more OOD.
 The feature bank is a seeded random fraction :data:`FEATURE_BANK_FRACTION` of the training
 features searched with k = 50 scaled by that fraction (k = 10 for a fifth; Sun et al. subsample
 the bank the same way), chosen on validation images and generated outliers only
-(``scripts/choose_banks.py``, ``results/ablation/bank_choice.json``).  Detector files written with
+(``experiments/choose_banks.py``, ``results/ablation/bank_choice.json``).  Detector files written with
 the full bank keep it.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ FISHER_RULE = "reject+fisher"
 RULES = (FEATURE_RULE, KNN_RULE, REJECT_RULE, FISHER_RULE)
 REJECT_AT = 0.5                # p(n+1) above which the reject rules reject outright
 FEATURE_K = 50                 # neighbours in the full bank
-FEATURE_BANK_FRACTION = 0.2    # chosen by scripts/choose_banks.py (results/ablation/bank_choice.json)
+FEATURE_BANK_FRACTION = 0.2    # chosen by experiments/choose_banks.py (results/ablation/bank_choice.json)
 MIN_CALIBRATION = 20           # held-out in-distribution images the percentiles need at the least
 # rules that need the image statistics (oodgen.detectors.image_stats) of every image
 NEEDS_STATS = (FISHER_RULE,)

@@ -19,7 +19,7 @@ The third looks at the image itself:
 * ``pixel-knn``: the distance of the L2-normalised image to its k-th nearest L2-normalised
   training image (:class:`PixelBank`, a fixed random subset of :data:`PIXEL_BANK_SIZE` training
   images searched with k scaled from k = 50 in a bank of 30,000: k = 8 for 5,000).  The size
-  was chosen on validation images and generated outliers only (``scripts/choose_banks.py``,
+  was chosen on validation images and generated outliers only (``experiments/choose_banks.py``,
   ``results/ablation/bank_choice.json``); detector files written with the older 30,000-image bank
   keep it, and their stored calibration matches it.  The classifier's features discard what it does not need to tell the classes
   apart; this keeps it (e.g. Omniglot's thin strokes, which an MNIST classifier maps near digits).
@@ -42,7 +42,7 @@ from .knn import KNN
 STATS = ("nll", "nll-complexity", "pixel-knn")
 REFERENCE_BANK = 30000      # the first pixel bank: 30,000 images searched with k = PIXEL_K
 PIXEL_K = 50
-PIXEL_BANK_SIZE = 5000      # chosen by scripts/choose_banks.py (results/ablation/bank_choice.json)
+PIXEL_BANK_SIZE = 5000      # chosen by experiments/choose_banks.py (results/ablation/bank_choice.json)
 CVAE_BATCH = 256            # faster on 2 CPU cores than 1000 (cache-resident activations)
 
 
