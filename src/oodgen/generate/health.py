@@ -80,6 +80,7 @@ def _type2_spread(cvae, ellipsoids, xs: torch.Tensor, ys: torch.Tensor, n_spread
             "spread_ratio": round(float(np.mean(ratios)), 4) if ratios else math.nan}
 
 
+@torch.no_grad()
 def cvae_health(cvae, x: torch.Tensor, y: torch.Tensor, ellipsoids=None, *, n: int = N_HEALTH,
                 n_spread: int = N_SPREAD, seed: int = 0, batch_size: int = 1000) -> dict:
     """Health numbers of ``cvae`` on (up to ``n`` of) the images ``x`` with labels ``y``.
