@@ -212,3 +212,35 @@ def test_payload_would_run_if_unpickled(tmp_path):
     torch.save({"model": _Payload(marker)}, tmp_path / "x.pt")
     torch.load(tmp_path / "x.pt", weights_only=False)
     assert marker.exists()
+
+
+def test_regen_every_option(monkeypatch):
+    """--regen-every: the profile's every epoch by default, an integer, or the authors' interval per setting;
+    bad values fail when the configuration is read (before any data), and the pools really are rebuilt only
+    every K epochs (resumed runs rebuild the pool of the epoch it was last made at)."""
+    from dataclasses import replace
+    from oodgen import train as T
+    from oodgen.models import Fig6cCNN
+    assert RunConfig(id="mnist").prof.regen_every == 1
+    assert RunConfig(id="fmnist", regen_every="authors").prof.regen_every == 10
+    assert RunConfig(id="mnist0-4", regen_every="authors").prof.regen_every == 5
+    assert RunConfig(id="mnist", regen_every=3).prof.regen_every == 3
+    for bad in (0, -2, "x", "2.5", True):
+        with pytest.raises(ValueError, match="regen_every"):
+            RunConfig(id="mnist", regen_every=bad).prof
+    cfg = RunConfig(id="mnist", regen_every="authors")
+    assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    made = []
+
+    class Pools:
+        type1 = type2 = None
+
+        def regenerate(self, gen, progress=False):
+            made.append(gen.initial_seed())
+            self.type1 = self.type2 = torch.zeros(4, 1, 28, 28)
+
+    prof = replace(PROFILES["smoke"], regen_every=2, classifier=replace(PROFILES["smoke"].classifier, epochs=5))
+    model = Fig6cCNN(3)
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 2
+    T.train_nplus1(model, x, y, Pools(), prof, None, 0, progress=False, log=lambda *_: None)
+    assert len(made) == 3 and len(set(made)) == 3          # epochs 0, 2 and 4
