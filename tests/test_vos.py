@@ -117,3 +117,7 @@ def test_vos_resumes_to_the_same_result(tmp_path, digits, monkeypatch):
     np.testing.assert_array_equal(whole.score(x[:20]), resumed.score(x[:20]))
     assert whole.history_["uncertainty_loss"] == resumed.history_["uncertainty_loss"]
     assert whole.history_["virtual_outlier_auroc"] == resumed.history_["virtual_outlier_auroc"]
+    head = whole.history_["logistic_head"]
+    assert head == resumed.history_["logistic_head"]
+    # the recorded direction is the slope's: lower energy means in-distribution when it is negative
+    assert (head["slope"] < 0) == head["direction"].startswith("in-distribution = lower")

@@ -132,6 +132,16 @@ def weighted_energy(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
     return -(top.squeeze(1) + torch.log(total.clamp_min(torch.finfo(logits.dtype).tiny)))
 
 
+def logistic_direction(net: "VOSNetwork") -> dict:
+    """The learned logistic head ``sigma(a E + b)`` and the direction it taught: its slope's sign is free
+    (VOS's reference code learns it too), and with ``a > 0`` the uncertainty loss rewards *higher* energy on
+    in-distribution features than on the virtual outliers, the opposite of what the test score assumes."""
+    a, b = float(net.logistic.weight.reshape(-1)[0]), float(net.logistic.bias.reshape(-1)[0])
+    return {"slope": a, "intercept": b,
+            "direction": "in-distribution = lower energy (as scored)" if a < 0
+            else "in-distribution = higher energy: the energy score is taught the wrong way round"}
+
+
 class VOSNetwork(nn.Module):
     """A classifier (``features`` and ``head``) with what VOS trains beside it: the energy weights,
     the logistic head and the per-class feature queues (buffers, so a checkpoint holds them)."""
@@ -306,7 +316,8 @@ class VOS(Detector):
         self.history_ = {**history, "uncertainty_loss": [None if math.isnan(v) else v
                                                          for v in net.uncertainty_by_epoch.tolist()],
                          "regularised_from_epoch": self.start_epoch + 1,
-                         "virtual_outlier_auroc": self._virtual_outlier_auroc()}
+                         "virtual_outlier_auroc": self._virtual_outlier_auroc(),
+                         "logistic_head": logistic_direction(net)}
 
     @torch.no_grad()
     def _virtual_outlier_auroc(self) -> float | None:
