@@ -48,6 +48,21 @@ def main() -> None:
             out.append(f"| {r['name']} | {r['train_images_per_s']:.0f} | {r['train_speedup_vs_baseline']:.2f} | "
                        f"{r['type1_samples_per_s']:.0f} | {r['type1_speedup_vs_baseline']:.2f} |")
         out.append("")
+    c = _load("ceiling")
+    if c:
+        flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in c["cpu_flags"].items())
+        out += ["## Training against the CPU's ceiling (fp32 / bf16)", "", f"`{c['command']}` on {_machine(c)}", "",
+                f"CPU flags: {flags}.", "", "| kernel | GFLOP/s |", "|---|---|"]
+        out += [f"| {k} | {v:.2f} |" for k, v in c["ceiling_gflops"].items()]
+        out += ["", "| Fig. 6c training step (batch 256, Adam) | images/s | GFLOP/s | share of the fp32 conv ceiling |",
+                "|---|---|---|---|"]
+        out += [f"| {k} | {v:.0f} | {c['train_gflops'][k]:.1f} | {c['train_share_of_fp32_conv_ceiling'][k]:.0%} |"
+                for k, v in c["train_images_per_s"].items()]
+        out += ["", f"bf16 / fp32 throughput: matmul {c['bf16_over_fp32']['matmul']:.2f}x, conv forward + backward "
+                f"{c['bf16_over_fp32']['conv2 forward + backward']:.2f}x.", "",
+                "| operator (profiler, self CPU time) | ms per step | share |", "|---|---|---|"]
+        out += [f"| {r['op']} | {r['self_ms_per_step']:.1f} | {r['share']:.0%} |" for r in c["profile_top_ops"]]
+        out.append("")
     s = _load("scoring")
     if s:
         out += ["## Scoring throughput (batch 256, CPU)", "", f"`{s['command']}` on {_machine(s)}", "",
