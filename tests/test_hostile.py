@@ -144,6 +144,15 @@ def test_16bit_png_scores_as_its_8bit_twin(tiny, tmp_path, capsys):
     np.testing.assert_array_equal(a, b)
 
 
+def test_own_data_trains_no_plain_classifier(tiny):
+    """Nothing scores a plain classifier on your own data, so none is trained unless asked (--plain);
+    the built-in settings train it (oodgen bench's baselines score it)."""
+    assert not (tiny.out / "checkpoints" / "plain.pt").exists()
+    assert "accuracy_plain" not in tiny.metrics and "plain_training" not in tiny.metrics["timings_s"]
+    assert RunConfig(train="x.npz").trains_plain is False and RunConfig(train="x.npz", plain=True).trains_plain
+    assert RunConfig(id="mnist").trains_plain and not RunConfig(id="mnist", plain=False).trains_plain
+
+
 def test_smaller_profile_keeps_every_class(tiny):
     """The smoke profile's 600 of a class-sorted 3 x 400 set keep all three classes; the detector's
     class count is the class list's."""
@@ -326,9 +335,12 @@ def test_three_classes_of_thirty_pass_the_checks():
 
 def test_small_data_runs_and_says_what_it_reduced(tmp_path, capsys):
     """2 classes x 20, about the least that runs: a smaller latent and KNN k, said and recorded."""
-    rc, out, err = _cli(["run", "--train", _npz(tmp_path / "d.npz", 20, 2), "--out", tmp_path / "r", *RUN], capsys)
+    rc, out, err = _cli(["run", "--train", _npz(tmp_path / "d.npz", 20, 2), "--out", tmp_path / "r", "--plain", *RUN],
+                        capsys)
     assert rc == 0, err
-    reduced = json.loads((tmp_path / "r" / "metrics.json").read_text())["data"]["reduced"]
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert (tmp_path / "r" / "checkpoints" / "plain.pt").exists() and "accuracy_plain" in metrics     # --plain
+    reduced = metrics["data"]["reduced"]
     assert MIN_LATENT <= reduced["latent_dim"]["used"] < reduced["latent_dim"]["asked"] == 8
     assert reduced["pixel_knn_k"]["used"] < 50 and "small data: latent dimension reduced from 8" in out
     det = load_detector(tmp_path / "r", "reject+fisher")

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     r.add_argument("--w-ood", type=float, default=None,
                    help="weight of the OOD class per sample (default: the profile's, 0.1 as in the paper)")
+    r.add_argument("--plain", action=argparse.BooleanOptionalAction, default=None,
+                   help="train the plain n-class classifier the baselines score (default: for the built-in "
+                        "settings, which oodgen bench benchmarks; not for your own data)")
     r.add_argument("--regen-every", default=None, metavar="K|authors",
                    help="epochs between regenerations of the Type I / II outlier pools (default: every epoch); "
                         "'authors' = their code's interval (5; 10 for fmnist). Changes the numbers; recorded")
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             if a.train is None and (a.test or a.ood or a.size or a.channels):
                 raise ValueError("--test, --ood, --size and --channels go with --train (your own data)")
             cfg = RunConfig(id=a.id or "custom", seed=a.seed, profile=a.profile, device=a.device,
-                            variant=_variant(a), w_ood=a.w_ood, regen_every=_regen(a.regen_every),
+                            variant=_variant(a), w_ood=a.w_ood, regen_every=_regen(a.regen_every), plain=a.plain,
                             train=a.train, test=a.test,
                             ood=tuple(a.ood) if a.ood else None, size=tuple(a.size) if a.size else None,
                             channels=a.channels, latent_dim=a.latent)

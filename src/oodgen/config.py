@@ -145,6 +145,9 @@ class RunConfig:
     regen_every: int | str | None = None   # epochs between Type I/II pool regenerations: None = the profile's
                                        # (1, every epoch), an integer, or "authors": their code's 5 (10 for
                                        # fmnist; AUTHORS_REGEN_EVERY); changes the numbers, recorded in config
+    # the plain n-class classifier the post-hoc baselines score: None = trained for the built-in settings
+    # (oodgen bench and the paper's accuracy comparison need it), not for your own data (nothing uses it)
+    plain: bool | None = None
     # Your own data (id "custom"): paths of the training and test sets (oodgen.data.user), OOD sets
     # as "NAME=PATH", and an optional resize / channel conversion of every image.
     train: str | None = None
@@ -177,6 +180,11 @@ class RunConfig:
             base = replace(base, classifier=replace(base.classifier, lr=0.1),
                            plain=replace(base.plain, lr=0.1))
         return base
+
+    @property
+    def trains_plain(self) -> bool:
+        """Whether the run trains the plain n-class classifier (see :attr:`plain`)."""
+        return self.train is None if self.plain is None else bool(self.plain)
 
     def regen_interval(self) -> int:
         """Epochs between outlier-pool regenerations that :attr:`regen_every` names."""

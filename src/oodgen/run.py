@@ -202,12 +202,12 @@ def component_sample(n: int, seed: int, size: int | None = None) -> np.ndarray:
     return mask
 
 
-def _finished_run(out: Path, prof) -> dict | None:
+def _finished_run(out: Path, prof, plain: bool = True) -> dict | None:
     """The previous metrics.json when every training stage's checkpoint is complete, else None."""
     path = out / "metrics.json"
     if not path.exists():
         return None
-    for name, stage in (("cvae", prof.cvae), ("nplus1", prof.classifier), ("plain", prof.plain)):
+    for name, stage in (("cvae", prof.cvae), ("nplus1", prof.classifier)) + ((("plain", prof.plain),) if plain else ()):
         ck = out / "checkpoints" / f"{name}.pt"
         if not ck.exists():
             return None
@@ -243,8 +243,8 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
         precision: str = "fp32") -> dict:
     """Train (or resume) and evaluate one run; returns the metrics dict also written to disk.
 
-    Load the data and check every input -> fit :class:`~oodgen.detectors.oodgen.OODGen` (and the plain
-    classifier the baselines score) -> calibrate on the validation split and evaluate every rule -> save
+    Load the data and check every input -> fit :class:`~oodgen.detectors.oodgen.OODGen` (and, for the
+    built-in settings or with ``plain=True``, the plain classifier the baselines score) -> calibrate on the validation split and evaluate every rule -> save
     the detector (``detector.pt``) and the metrics.
 
     ``strict``: stop with :class:`~oodgen.generate.health.CollapsedCVAEError` when the trained
@@ -264,14 +264,16 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     log(f"oodgen run: id={cfg.id} profile={cfg.profile} seed={cfg.seed} out={out}"
         + (f" ({dist.world} processes, {dist.describe()['backend']})" if dist.active else ""))
     data, latent = prepare(cfg, out, data_dir, dist, log)
-    previous = _finished_run(out, cfg.prof)
+    previous = _finished_run(out, cfg.prof, cfg.trains_plain)
     detector = OODGen(latent_dim=latent, profile=cfg.prof, variant=cfg.variant, score=cfg.score_rule,
                       seed=cfg.seed, checkpoint_dir=str(out / "checkpoints"), progress=progress, verbose=dist.main,
                       device=str(device), strict=strict, precision=precision).fit(data.x, data.y)
     timings = dict(detector.timings_)
-    t0 = time.perf_counter()
-    plain = train_plain_classifier(cfg, data.x, data.y, out / "checkpoints" / "plain.pt", device, progress, log)
-    timings["plain_training"] = time.perf_counter() - t0
+    plain = None
+    if cfg.trains_plain:            # only the baselines (oodgen bench) score it
+        t0 = time.perf_counter()
+        plain = train_plain_classifier(cfg, data.x, data.y, out / "checkpoints" / "plain.pt", device, progress, log)
+        timings["plain_training"] = time.perf_counter() - t0
     dist.barrier()          # the last collective step: rank 0 evaluates alone from here
     if not dist.main:
         return None
@@ -332,9 +334,11 @@ def evaluate(detector: OODGen, plain, cfg: RunConfig, data: DataSetting, data_di
         for c in components:
             by_component[c][name] = ood_metrics(scores_in[c], scores_ood[c] if c == "feature-knn" else scores_ood[c][sample])
     accuracy = float((torch.from_numpy(detector.predict_class(data.x_test)) == data.y_test).double().mean() * 100)
-    logits_plain = predict_logits(inference_copy(plain), data.x_test, batch)
-    return {"by_score": by_score, "by_component": by_component, "sizes": sizes, "accuracy": accuracy,
-            "accuracy_plain": float((logits_plain.argmax(1) == data.y_test).double().mean() * 100)}
+    out = {"by_score": by_score, "by_component": by_component, "sizes": sizes, "accuracy": accuracy}
+    if plain is not None:
+        logits_plain = predict_logits(inference_copy(plain), data.x_test, batch)
+        out["accuracy_plain"] = float((logits_plain.argmax(1) == data.y_test).double().mean() * 100)
+    return out
 
 
 def panel_aurocs(detector: OODGen, data: DataSetting, cache: Path, seed: int, batch_size: int = 256) -> dict:
@@ -374,7 +378,7 @@ def run_metrics(cfg: RunConfig, detector: OODGen, data: DataSetting, results: di
         "score_option": cfg.variant.score,
         "score_paper": cfg.paper_rule,
         "accuracy": results["accuracy"],
-        "accuracy_plain": results["accuracy_plain"],
+        **({"accuracy_plain": results["accuracy_plain"]} if "accuracy_plain" in results else {}),
         "cvae_health": detector.cvae_health_,
         "generated_panel": results["generated_panel"],
         "ood": results["by_score"][primary],
