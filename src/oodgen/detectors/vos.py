@@ -20,7 +20,8 @@ minimises, per batch (x, y),
   largest ``||z||``; they are drawn directly from that distribution (their chi-squared order
   statistics and uniform directions: :func:`virtual_outliers`), not by drawing all candidates.
 * **Uncertainty loss.**  With the learned energy ``E_w(v) = -log sum_k relu(w_k) exp(h_k(v))``
-  (per-class weights ``w``, initialised U(0, 1)), a logistic head ``sigma(a E_w + b)`` is trained
+  (per-class weights ``w``, initialised U(0, 1)), a logistic head ``sigma(a E_w + b)`` (slope ``a``
+  initialised negative: lower energy = in-distribution, :class:`VOSNetwork`) is trained
   with binary cross-entropy to call the batch's in-distribution features in-distribution (label 1)
   and the virtual outliers out (label 0), averaged over both.  The virtual outliers pass through
   the classifier's head ``h``: for the Fig. 6c CNN that is dropout(0.5) and the last linear layer,
@@ -133,9 +134,9 @@ def weighted_energy(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
 
 
 def logistic_direction(net: "VOSNetwork") -> dict:
-    """The learned logistic head ``sigma(a E + b)`` and the direction it taught: its slope's sign is free
-    (VOS's reference code learns it too), and with ``a > 0`` the uncertainty loss rewards *higher* energy on
-    in-distribution features than on the virtual outliers, the opposite of what the test score assumes."""
+    """The learned logistic head ``sigma(a E + b)`` and the direction it taught: its slope is learned (it
+    starts negative) and with ``a > 0`` the uncertainty loss rewards *higher* energy on in-distribution
+    features than on the virtual outliers, the opposite of what the test score assumes."""
     a, b = float(net.logistic.weight.reshape(-1)[0]), float(net.logistic.bias.reshape(-1)[0])
     return {"slope": a, "intercept": b,
             "direction": "in-distribution = lower energy (as scored)" if a < 0
@@ -153,9 +154,14 @@ class VOSNetwork(nn.Module):
         # seeded here, not from the global generator: the same seed gives the same detector
         self.energy_weights = nn.Parameter(torch.rand(n_classes, generator=rng))
         self.logistic = nn.Linear(1, 1)
-        with torch.no_grad():                     # PyTorch's default for one input: U(-1, 1)
+        with torch.no_grad():                     # PyTorch's default for one input: U(-1, 1) ...
             for p in self.logistic.parameters():
                 p.copy_(torch.rand(p.shape, generator=rng) * 2 - 1)
+            # ... but the slope starts negative: lower energy = in-distribution, the direction of VOS's
+            # uncertainty loss (its phi keeps the energy's order) and of the energy score it is tested with.
+            # A random sign decides the direction the head teaches (it keeps its starting sign), and a
+            # positive start inverted the score (MNIST 0-4 / F-MNIST 0-4 seed 0: AUROC 41 / 19.5).
+            self.logistic.weight.copy_(-self.logistic.weight.abs())
         self.register_buffer("queue", torch.zeros(n_classes, queue_size, n_features))
         self.register_buffer("n_seen", torch.zeros(n_classes, dtype=torch.long))   # features enqueued per class
 
