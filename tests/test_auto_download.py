@@ -117,7 +117,8 @@ def test_a_dataset_without_a_download_url_is_not_fetched(monkeypatch, fake_notmn
         replace(spec, urls=()) for spec in SOURCES["notmnist"].splits["test"])}))
     with pytest.raises(D.DatasetNotFoundError, match="How to get it"):
         D.load("notmnist", "test")
-    assert downloader == [] and dl.first_url("omniglot") is None
+    assert downloader == [] and dl.first_url("notmnist") is None
+    assert dl.first_url("omniglot").endswith("/images_evaluation.zip")        # converted from its zips
 
 
 def test_processes_that_find_it_missing_at_once_download_it_once(monkeypatch, downloader):

@@ -145,7 +145,6 @@ def test_connection_refused_is_retried(tmp_path, fake_notmnist, server):
 @pytest.mark.parametrize("name, message", [
     ("gaussian", "synthetic set"), ("sphere", "synthetic set"),
     ("mnist0-4", "class subset of 'mnist'"), ("imagenet", "unknown dataset"),
-    ("omniglot", "no download URL"),
 ])
 def test_refused_names(name, message, tmp_path):
     with pytest.raises(DataError, match=message):

@@ -90,7 +90,7 @@ def resolve(name: str, split: str, data_dir: str | os.PathLike | None = None, *,
     or, when missing there, downloaded and verified into ``download_dir(data_dir)/<folder>``.
 
     It downloads only when :func:`downloads_allowed` (``download``, else ``$OODGEN_NO_DOWNLOAD``), the
-    dataset has a download URL (not Omniglot) and its publisher or ``$OODGEN_MIRROR`` answers;
+    dataset has a download URL (Omniglot: its publisher's zips, converted) and its publisher or ``$OODGEN_MIRROR`` answers;
     otherwise it raises :func:`locate`'s :class:`DatasetNotFoundError` (where it looked, which command
     fetches it), with the reason when the server could not be reached.  Processes that find the same
     dataset missing at once (torchrun ranks, Ray workers) download it once (:func:`fetch.exclusive`).

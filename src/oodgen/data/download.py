@@ -102,7 +102,7 @@ def download(name: str, dest: str | os.PathLike | None = None, *, mirror: str | 
 
     Parameters
     ----------
-    name : a real dataset of :data:`SOURCES` (``mnist``, ``fmnist``, ``notmnist``, ``kmnist``,
+    name : a real dataset of :data:`SOURCES` (``mnist``, ``fmnist``, ``notmnist``, ``kmnist``, ``omniglot``,
         ``emnist-letters``).
     dest : destination folder; default :func:`default_dest` (``~/.cache/oodgen/<folder>``),
         which is on the dataset search path.
@@ -137,6 +137,9 @@ def download(name: str, dest: str | os.PathLike | None = None, *, mirror: str | 
     if name == "emnist-letters":
         _download_emnist(source, todo, dest, mirror, retries, backoff, timeout, log)
         return dest
+    if name == "omniglot":
+        _download_omniglot(source, todo, dest, mirror, retries, backoff, timeout, log)
+        return dest
     for spec in todo:
         urls = _urls(source, spec.urls, mirror)
         if not urls:
@@ -148,7 +151,7 @@ def download(name: str, dest: str | os.PathLike | None = None, *, mirror: str | 
 
 def first_url(name: str, mirror: str | None = None) -> str | None:
     """The first URL :func:`download` would fetch for ``name`` (with the mirror applied), or None when
-    the dataset has no download URL (Omniglot: its MNIST-format files are converted, not published)."""
+    the dataset has no download URL."""
     source = _source(name)
     mirror = _mirror(mirror)
     if name == "emnist-letters":
@@ -322,6 +325,37 @@ def _download_emnist(source: Source, todo: list[FileSpec], dest: Path, mirror: s
     archive.unlink(missing_ok=True)
     for spec in todo:
         log(f"{dest / spec.name}: extracted, checksum ok")
+
+
+def _download_omniglot(source: Source, todo: list[FileSpec], dest: Path, mirror: str | None,
+                       retries: int, backoff: float, timeout: float, log: Callable[[str], None]) -> None:
+    """Omniglot's publisher ships PNG zips: each split's zip is fetched, converted to MNIST format
+    (:mod:`oodgen.data.omniglot`) and kept only when the converted contents match the known digests."""
+    from .omniglot import convert
+    for split, (images, labels) in source.splits.items():
+        if images not in todo and labels not in todo:
+            continue
+        archive_url = images.urls[0]
+        log(f"Omniglot ({split}) is published as PNG images in {archive_url}; converting them to MNIST format")
+        archive = fetch_verified(_urls(source, (archive_url,), mirror), dest / Path(urlsplit(archive_url).path).name,
+                                 None, retries=retries, backoff=backoff, timeout=timeout, log=log)
+        tmp = [dest / f".tmp-{spec.name}" for spec in (images, labels)]      # .gz: written compressed
+        try:
+            convert(archive, tmp[0], tmp[1])
+            bad = [spec.name for spec, t in zip((images, labels), tmp) if not file_verifies(t, spec)]
+            if bad:
+                raise DownloadError(f"{archive.name}: the converted {', '.join(bad)} do not match the known "
+                                    "digests (a changed archive?); nothing was written")
+            for spec, t in zip((images, labels), tmp):
+                os.replace(t, dest / spec.name)
+                log(f"{dest / spec.name}: converted, checksum of its contents ok")
+        except DataError:
+            archive.unlink(missing_ok=True)        # a bad archive must not be resumed next time
+            raise
+        finally:
+            for t in tmp:
+                t.unlink(missing_ok=True)
+        archive.unlink(missing_ok=True)
 
 
 def extract_verified(archive: Path, specs: list[FileSpec], dest: Path) -> None:

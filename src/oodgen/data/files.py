@@ -72,10 +72,25 @@ def md5_file(path: Path) -> str:
 
 
 def file_verifies(path: Path, spec: FileSpec) -> bool:
-    """True if the file's SHA-256 (or, for publisher copies, MD5) is a known digest."""
+    """True if the file's SHA-256 (or, for publisher copies, MD5) is a known digest, or, for a file converted
+    here (Omniglot), the SHA-256 of its decompressed contents is."""
     if sha256_file(path) in spec.sha256:
         return True
-    return bool(spec.md5) and md5_file(path) in spec.md5
+    if spec.md5 and md5_file(path) in spec.md5:
+        return True
+    return bool(spec.payload_sha256) and _payload_sha256(path) in spec.payload_sha256
+
+
+def _payload_sha256(path: Path) -> str | None:
+    import gzip
+    h = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except (OSError, EOFError):
+        return None
+    return h.hexdigest()
 
 
 _verified: dict[tuple[str, int, float], bool] = {}

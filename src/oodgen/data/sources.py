@@ -15,6 +15,9 @@ class FileSpec:
     sha256: tuple[str, ...]
     urls: tuple[str, ...] = ()
     md5: tuple[str, ...] = ()
+    # digests of the decompressed contents of a gzip'd file that is converted here, not downloaded as is
+    # (Omniglot): its compressed bytes depend on the compressor, its contents do not
+    payload_sha256: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ _FMNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 _KMNIST_URL = "http://codh.rois.ac.jp/kmnist/dataset/kmnist/"
 _NOTMNIST_URL = "https://raw.githubusercontent.com/davidflanagan/notMNIST-to-MNIST/17823f4d4a3acd8317c07866702d2eb2ac79c7a0/"
 _EMNIST_URL = "https://biometrics.nist.gov/cs_links/EMNIST/"
+_OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
 
 
 def _f(name: str, sha: str | tuple[str, ...], urls: tuple[str, ...] = (), md5: tuple[str, ...] = ()) -> FileSpec:
@@ -131,16 +135,29 @@ SOURCES: dict[str, Source] = {
         folders=("omniglot",),
         splits={
             "test": (
-                _f("t10k-images-idx3-ubyte.gz", "0b61d023ea8f3400da7a3a43438cb7835c1757818d047f8f73fa4a3c99fa686b"),
-                _f("t10k-labels-idx1-ubyte.gz", "ff4529398b876b8fb6acdc9bdb89c252264520461117288e8145d68cd6bede9b"),
+                FileSpec("t10k-images-idx3-ubyte.gz",
+                         ("0b61d023ea8f3400da7a3a43438cb7835c1757818d047f8f73fa4a3c99fa686b",),
+                         (_OMNIGLOT_URL + "images_evaluation.zip",),
+                         payload_sha256=("a104be89d2190f46b2b64b5ab4a8c8febf2b20bfdec6cf88aba13edac24b49ad",)),
+                FileSpec("t10k-labels-idx1-ubyte.gz",
+                         ("ff4529398b876b8fb6acdc9bdb89c252264520461117288e8145d68cd6bede9b",),
+                         (_OMNIGLOT_URL + "images_evaluation.zip",),
+                         payload_sha256=("39e867ceb8e601bb0f6b889adc172ec33d827cfe9b35062716b8d09c653f82d8",)),
             ),
             "train": (
-                _f("train-images-idx3-ubyte.gz", "eaae8ced00ea932b6baba4b10cf91301b7110309b38331371ae9925c08f144cf"),
-                _f("train-labels-idx1-ubyte.gz", "757b88a90ffe3770208b309d2ce87bed56f2578468eea660bcbe967775ed1a0b"),
+                FileSpec("train-images-idx3-ubyte.gz",
+                         ("eaae8ced00ea932b6baba4b10cf91301b7110309b38331371ae9925c08f144cf",),
+                         (_OMNIGLOT_URL + "images_background.zip",),
+                         payload_sha256=("692a0367dd9a273d97431629d59421b08397a075dff4cd7baf875dbdff501c10",)),
+                FileSpec("train-labels-idx1-ubyte.gz",
+                         ("757b88a90ffe3770208b309d2ce87bed56f2578468eea660bcbe967775ed1a0b",),
+                         (_OMNIGLOT_URL + "images_background.zip",),
+                         payload_sha256=("167fd40cfe8eaa62010712a29d04c2fe2c0348a1fc6ff950148cbc3d794c1a54",)),
             ),
         },
         description="Omniglot (Lake et al. 2015), 105x105 box-filtered to 28x28, evaluation set as 'test'",
-        how_to_get="copy the MNIST-format Omniglot files (see shared/datasets/README.md) into a folder `omniglot/`",
+        how_to_get="`oodgen data download omniglot` (the publisher's two zips, converted and checked: "
+                   "oodgen.data.omniglot), or copy the MNIST-format Omniglot files into a folder `omniglot/`",
     ),
     "emnist-letters": Source(
         name="emnist-letters",
