@@ -59,7 +59,8 @@ def main() -> None:
         out += [f"| {k} | {v:.0f} | {c['train_gflops'][k]:.1f} | {c['train_share_of_fp32_conv_ceiling'][k]:.0%} |"
                 for k, v in c["train_images_per_s"].items()]
         out += ["", f"bf16 / fp32 throughput: matmul {c['bf16_over_fp32']['matmul']:.3f}x, conv forward + backward "
-                f"{c['bf16_over_fp32']['conv2 forward + backward']:.3f}x (no native bf16 here: it is emulated).", "",
+                f"{c['bf16_over_fp32']['conv2 forward + backward']:.3f}x" + ("" if c["cpu_flags"].get("amx_bf16") or c["cpu_flags"].get("avx512_bf16")
+                       else " (no native bf16 on this CPU: it is emulated)") + ".", "",
                 "| operator (profiler, self CPU time) | ms per step | share |", "|---|---|---|"]
         out += [f"| {r['op']} | {r['self_ms_per_step']:.1f} | {r['share']:.0%} |" for r in c["profile_top_ops"]]
         out.append("")
