@@ -61,7 +61,7 @@ def ddp_part(profile: str, seeds: list[int], setting: str) -> dict:
 
 def ray_part() -> dict:
     from oodgen.bench import bench
-    from oodgen.executors import bench_ray
+    from oodgen.bench.executors import bench_ray
     quiet = lambda *_a, **_k: None  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

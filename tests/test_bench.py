@@ -13,7 +13,8 @@ from oodgen import bench
 from oodgen.data import SETTINGS
 from oodgen.metrics import METRIC_NAMES
 from oodgen.config import RECOMMENDED, resolve_score
-from oodgen.tables import DERIVED, OURS, paper_tables
+from oodgen.bench.methods import _Context
+from oodgen.bench.tables import DERIVED, OURS, paper_tables
 
 
 def test_paper_tables_transcription():
@@ -149,11 +150,11 @@ def test_context_loads_the_plain_classifier_only_when_needed(tmp_path):
     run(cfg, run_dir, progress=False, log=lambda *_: None)
     # The fair tuning outliers use the run's own variant; the default "clip" used to be passed
     # as a string that off_manifold_samples refused.
-    ctx = bench._Context(cfg, run_dir, None, 2, lambda *_: None)
+    ctx = _Context(cfg, run_dir, None, 2, lambda *_: None)
     x_in, x_out = ctx.fair_outliers()
     assert len(x_in) == len(x_out) and float(x_out.min()) >= 0.0 and float(x_out.max()) <= 1.0
     (run_dir / "checkpoints" / "plain.pt").unlink()
-    ctx = bench._Context(cfg, run_dir, None, 2, lambda *_: None)   # no error yet
+    ctx = _Context(cfg, run_dir, None, 2, lambda *_: None)   # no error yet
     with pytest.raises(bench.BenchError, match="plain.pt is missing"):
         ctx.outputs()
     bench.bench(["mnist"], ["confident"], [0], "smoke", tmp_path, log=lambda *_: None)
@@ -165,11 +166,11 @@ def test_context_loads_the_plain_classifier_only_when_needed(tmp_path):
 
 def test_bench_uses_its_own_device_not_the_stored_runs(tmp_path):
     """A run trained with --device cuda can be benchmarked on a CPU-only machine."""
-    from oodgen.bench import _run_dir_config
+    from oodgen.bench.jobs import run_dir_config
     from oodgen.config import RunConfig
     cfg = RunConfig(id="mnist", seed=1, profile="smoke", device="cuda")
     (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
-    got = _run_dir_config(tmp_path, "mnist", 1, "smoke", "auto")
+    got = run_dir_config(tmp_path, "mnist", 1, "smoke", "auto")
     assert got.device == "auto" and got.to_dict()["variant"] == cfg.to_dict()["variant"]
 
 

@@ -9,7 +9,7 @@ import shutil
 
 import ray  # noqa: F401  (in the test extras: a missing Ray is a failure here, not a skip)
 from oodgen.bench import bench, bench_one
-from oodgen.executors import bench_ray
+from oodgen.bench.executors import bench_ray
 
 SETTINGS, METHODS = ("mnist", "fmnist"), ("msp", "energy")
 

@@ -29,7 +29,7 @@ import numpy as np
 from .config import RECOMMENDED
 from .data import PAPER_SETTINGS
 from .summary import METRIC_LABELS, results_by_score
-from .tables import DISPLAY, paper_tables
+from .bench.tables import DISPLAY, paper_tables
 from .utils import atomic_write_bytes
 
 #: The fused rules beyond the paper, marked † wherever they are shown.

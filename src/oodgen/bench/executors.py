@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bench_jobs import ensure_plain, job_dir, job_done, needs_plain, run_dir_config
+from .jobs import ensure_plain, job_dir, job_done, needs_plain, run_dir_config
 
 
 class ExecutorError(RuntimeError):
@@ -49,8 +49,8 @@ def _train(setting: str, seed: int, profile: str, out: str, data_dir, device: st
     """Ray task body: train and evaluate our detector for one (setting, seed) unless it is done; with
     ``retrain_plain``, also the plain classifier of a finished run whose checkpoint is gone
     (:func:`oodgen.bench_jobs.ensure_plain`), once, before the baseline tasks that score it start."""
-    from ._runtime import tune_allocator
-    from .run import run
+    from .._runtime import tune_allocator
+    from ..run import run
     tune_allocator()
     run_dir = job_dir(out, setting, "oodgen", seed)
     cfg = run_dir_config(run_dir, setting, seed, profile, device)
@@ -65,7 +65,7 @@ def _method(_run_dir: str, job, setting: str, seed: int, method: str, profile: s
             mc_passes: int, confident_epochs) -> str:
     """Ray task body: one baseline on one trained run (``_run_dir`` is the train task's result) by ``job``
     (the serial bench's :func:`oodgen.bench.bench_one`, passed in so that this module imports no bench)."""
-    from ._runtime import tune_allocator
+    from .._runtime import tune_allocator
     tune_allocator()
     job(setting, seed, [method], profile, out, data_dir, device, mc_passes, confident_epochs,
         progress=False, log=lambda *_: None)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import RECOMMENDED, resolve_score
-from .data.datasets import PAPER_SETTINGS as SETTINGS
-from .detectors.base import BenchInfo
-from .detectors.registry import DETECTORS
-from .summary import METRIC_LABELS, results_by_score
-from .utils import atomic_write_bytes, atomic_write_json
+from ..config import RECOMMENDED, resolve_score
+from ..data.datasets import PAPER_SETTINGS as SETTINGS
+from ..detectors.base import BenchInfo
+from ..detectors.registry import DETECTORS
+from ..summary import METRIC_LABELS, results_by_score
+from ..utils import atomic_write_bytes, atomic_write_json
 
 # Our rows of Table 1: "Ours" is the recommended score (docs/protocol.md), then the paper's p(n+1) and every
 # other rule of the same trained runs (the derived rows: DERIVED below).

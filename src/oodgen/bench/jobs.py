@@ -9,10 +9,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .bench_methods import BenchError
-from .config import RunConfig
+from .methods import BenchError
+from ..config import RunConfig
 from .tables import _info
-from .utils import resolve_device
+from ..utils import resolve_device
 
 # marks a run folder whose plain.pt was trained by --retrain-plain (kept beside the checkpoint)
 PLAIN_RETRAINED = "plain.retrained"
@@ -50,7 +50,7 @@ def ensure_plain(cfg: RunConfig, run_dir: Path, data_dir=None, progress: bool = 
     ``plain.pt`` only when finished, so a half-trained network is never scored; the marker
     :data:`PLAIN_RETRAINED` records that it was retrained.  Called once per (setting, seed): by
     :func:`oodgen.bench.bench_one`, and by the Ray grid's training task before its baseline tasks start."""
-    from .run import load_setting, train_plain_classifier
+    from ..run import load_setting, train_plain_classifier
     ckpt = Path(run_dir) / "checkpoints"
     plain = ckpt / "plain.pt"
     if plain.exists():

@@ -32,19 +32,19 @@ import sys
 import time
 from pathlib import Path
 
-from . import data as D
-from .config import PROFILES
+from .. import data as D
+from ..config import PROFILES
 
 # The method lists, names and table rendering live in oodgen.tables (re-exported here).
 from .tables import (DEFAULT_METHODS, DERIVED, DISPLAY, METHODS, METRIC_LABELS, OURS,  # noqa: F401
                      SETTINGS, TABLE_METRICS, TABLE_TITLES, TABLES, _info, _infos, all_methods, bench_tables,
                      build_tables, default_methods, display, methods_by, paper_tables, score_used)
-from .utils import atomic_write_json, environment
+from ..utils import atomic_write_json, environment
 # One (setting, seed): the run's data, models and cached outputs, and each method's evaluation.
-from .bench_methods import (CONFIDENT_EPOCHS, N_TUNE, OUTPUTS_FORMAT, BenchError, _Context,  # noqa: F401
+from .methods import (CONFIDENT_EPOCHS, N_TUNE, OUTPUTS_FORMAT, BenchError, _Context,  # noqa: F401
                             _evaluate, _evaluate_tuned)
 # One job's folder, its done test, the run's configuration and plain classifier (shared with the Ray executor).
-from .bench_jobs import (PLAIN_RETRAINED, ensure_plain, job_dir, job_done, needs_plain,  # noqa: F401
+from .jobs import (PLAIN_RETRAINED, ensure_plain, job_dir, job_done, needs_plain,  # noqa: F401
                          run_dir_config)
 _run_dir_config, _needs_plain = run_dir_config, needs_plain       # the older private names
 
@@ -57,7 +57,7 @@ def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None
     ``retrain_plain``: when the run is finished but its ``checkpoints/plain.pt`` is gone (checkpoints
     are not kept in git), train that plain classifier alone - the same seed, recipe and training
     split as ``oodgen run`` (:func:`oodgen.run.train_plain_classifier`) - instead of stopping."""
-    from .run import run
+    from ..run import run
     out = Path(out)
     run_dir = job_dir(out, setting, "oodgen", seed)
     cfg = run_dir_config(run_dir, setting, seed, profile, device)
@@ -131,8 +131,8 @@ def tables_of_everything(out, settings, seeds) -> dict:
 
 
 def _main(a: argparse.Namespace) -> int:
-    from .detectors.base import InputError
-    from .run import RunError
+    from ..detectors.base import InputError
+    from ..run import RunError
     settings = SETTINGS if a.id == "all" else (a.id,)
     try:
         if a.tables_only:

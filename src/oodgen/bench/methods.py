@@ -14,17 +14,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data as D
-from .artifact import read_detector
-from .config import RunConfig
-from .detectors.mc_dropout import mc_dropout_moments
-from .detectors.posthoc import grid_points, model_outputs, select_point
-from .detectors.registry import DETECTORS, make_detector
-from .metrics import ood_metrics
-from .models import CVAE, Fig6cCNN, as_inference
+from .. import data as D
+from ..artifact import read_detector
+from ..config import RunConfig
+from ..detectors.mc_dropout import mc_dropout_moments
+from ..detectors.posthoc import grid_points, model_outputs, select_point
+from ..detectors.registry import DETECTORS, make_detector
+from ..metrics import ood_metrics
+from ..models import CVAE, Fig6cCNN, as_inference
 from .tables import _info, all_methods
-from .train import load_checkpoint
-from .utils import atomic_write_bytes, atomic_write_json, derive_seed, generator, resolve_device
+from ..train import load_checkpoint
+from ..utils import atomic_write_bytes, atomic_write_json, derive_seed, generator, resolve_device
 
 #: Epochs of the confident classifier per training profile (the reference code trains 100).
 CONFIDENT_EPOCHS = {"smoke": 1, "quick": 2, "full": 10, "paper": 100}
@@ -43,7 +43,7 @@ class _Context:
     """Everything the baselines of one (setting, seed) share, loaded lazily."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path, data_dir, mc_passes: int, log):
-        from .run import load_setting
+        from ..run import load_setting
         self.cfg, self.run_dir, self.data_dir, self.mc_passes, self.log = cfg, run_dir, data_dir, mc_passes, log
         prof = cfg.prof
         data = load_setting(cfg, data_dir)
@@ -131,7 +131,7 @@ class _Context:
         """(in-distribution validation images, outliers) for the ``fair`` tuning protocol:
         half uniform noise, half Type I perturbations of the validation images made with the
         run's own CVAE (what the paper's method sees; nothing of the test OOD sets)."""
-        from .generate import off_manifold_samples
+        from ..generate import off_manifold_samples
         xv, yv = self.images["val"][:N_TUNE], self.labels["val"][:N_TUNE]
         n_noise = len(xv) // 2
         noise = torch.from_numpy(D.synthetic("uniform", max(1, n_noise), derive_seed(self.cfg.seed, "fair-noise")))
