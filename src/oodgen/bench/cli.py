@@ -29,136 +29,57 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from .. import data as D
 from ..config import PROFILES
-
-# The method lists, names and table rendering live in oodgen.tables (re-exported here).
-from .tables import (DEFAULT_METHODS, DERIVED, DISPLAY, METHODS, METRIC_LABELS, OURS,  # noqa: F401
-                     SETTINGS, TABLE_METRICS, TABLE_TITLES, TABLES, _info, _infos, all_methods, bench_tables,
-                     build_tables, default_methods, display, methods_by, paper_tables, score_used)
-from ..utils import atomic_write_json, environment
-# One (setting, seed): the run's data, models and cached outputs, and each method's evaluation.
-from .methods import (CONFIDENT_EPOCHS, N_TUNE, OUTPUTS_FORMAT, BenchError, _Context,  # noqa: F401
-                            _evaluate, _evaluate_tuned)
-# One job's folder, its done test, the run's configuration and plain classifier (shared with the Ray executor).
-from .jobs import (PLAIN_RETRAINED, ensure_plain, job_dir, job_done, needs_plain,  # noqa: F401
-                         run_dir_config)
-_run_dir_config, _needs_plain = run_dir_config, needs_plain       # the older private names
+from ..detectors.base import InputError
+from ..run import RunError
+from .executors import EXECUTORS, ExecutorError, run_jobs
+from .jobs import BenchError, BenchOptions
+from .methods import CONFIDENT_EPOCHS
+from .tables import SETTINGS, all_methods, build_tables, default_methods, tables_of_everything
 
 
-def bench_one(setting: str, seed: int, methods, profile: str, out, data_dir=None, device: str = "auto",
-              mc_passes: int = 50, confident_epochs: int | None = None, progress: bool = False, log=print,
-              retrain_plain: bool = False) -> None:
-    """Run (or resume) every method of one setting and seed; writes the per-method metrics.json.
-
-    ``retrain_plain``: when the run is finished but its ``checkpoints/plain.pt`` is gone (checkpoints
-    are not kept in git), train that plain classifier alone - the same seed, recipe and training
-    split as ``oodgen run`` (:func:`oodgen.run.train_plain_classifier`) - instead of stopping."""
-    from ..run import run
-    out = Path(out)
-    run_dir = job_dir(out, setting, "oodgen", seed)
-    cfg = run_dir_config(run_dir, setting, seed, profile, device)
-    if not job_done(out, setting, "oodgen", seed):
-        run(cfg, run_dir, data_dir, progress=progress, log=log)
-    pending = [m for m in methods if m != "oodgen" and not job_done(out, setting, m, seed)]
-    if not pending:
-        return
-    if confident_epochs is None:
-        confident_epochs = CONFIDENT_EPOCHS.get(profile, 10)
-    plain_path = run_dir / "checkpoints" / "plain.pt"
-    if retrain_plain and any(needs_plain(m) for m in pending):
-        ensure_plain(cfg, run_dir, data_dir, progress, log)
-    retrained = (run_dir / "checkpoints" / PLAIN_RETRAINED).exists()
-    ctx = _Context(cfg, run_dir, data_dir, mc_passes, log)
-    for method in pending:
-        t0 = time.perf_counter()
-        log(f"[bench] {setting} seed {seed}: {method}")
-        res = _evaluate(ctx, method, confident_epochs, log)
-        metrics = {
-            "id": setting,
-            "method": method,
-            "seed": seed,
-            "profile": cfg.profile,
-            "score": score_used(method),
-            "accuracy": res["accuracy"],
-            "ood": res["ood"],
-            "n_test_in": len(ctx.images["test"]),
-            "n_ood": res["n_ood"],
-            "tuning": res["tuning"],
-            "hyper_parameters": res["hyper_parameters"],
-            "classifier": ("its own, trained by the method (hyper_parameters)" if _info(method).consumes == "trains"
-                           else "none (pixel space)" if _info(method).classifier_free
-                           else f"the plain n-class Fig. 6c CNN of {plain_path}"
-                           + (" (trained alone by oodgen bench --retrain-plain: the run's seed, recipe and "
-                              "training split)" if retrained else "")),
-            "timings_s": {"total": time.perf_counter() - t0},
-            "config": {**cfg.to_dict(), "bench": {"mc_passes": mc_passes, "confident_epochs": confident_epochs,
-                                                  "n_tune": N_TUNE}},
-            "environment": environment(),
-            "metrics_note": "percent; in-distribution positive; scores higher = more OOD",
-        }
-        atomic_write_json(job_dir(out, setting, method, seed) / "metrics.json", metrics)
+def bench(settings, methods, seeds, opts: BenchOptions) -> dict:
+    """Every (setting, seed, method) job by the executor ``opts.executor`` names, then the tables; returns the
+    tables' JSON documents.  Jobs that failed on Ray (whose other jobs run on) raise :class:`BenchError` once
+    the tables of those that finished are written."""
+    report = run_jobs(settings, methods, seeds, opts)
+    tables = tables_of_everything(opts.out, settings, seeds)
+    if report.failed:
+        raise BenchError(f"{len(report.failed)} job(s) failed: "
+                         + "; ".join(f"{key}: {err}" for key, err in report.failed.items()))
+    return tables
 
 
-# ---------------------------------------------------------------------------------------------
-# command line
-# ---------------------------------------------------------------------------------------------
-def bench(settings, methods, seeds, profile: str, out, data_dir=None, device: str = "auto", mc_passes: int = 50,
-          confident_epochs: int | None = None, progress: bool = False, log=print, retrain_plain: bool = False) -> dict:
-    """Every (setting, seed, method), then the tables; returns the tables' JSON documents."""
-    unknown = [m for m in methods if m not in all_methods()]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; use any of {', '.join(all_methods())}")
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; use one of {sorted(PROFILES)}")
-    for setting in settings:
-        for seed in seeds:
-            bench_one(setting, seed, methods, profile, out, data_dir, device, mc_passes, confident_epochs,
-                      progress, log, retrain_plain=retrain_plain)
-    return tables_of_everything(out, settings, seeds)
-
-
-def tables_of_everything(out, settings, seeds) -> dict:
-    """The tables of every setting and seed in ``out`` (and of ``settings`` / ``seeds``), so that a
-    bench of one setting or seed does not rewrite the tables without the others."""
-    root = Path(out)
-    settings_all = tuple(dict.fromkeys([*(s for s in SETTINGS if (root / s).is_dir()), *settings]))
-    seeds_all = sorted({*seeds, *(int(p.name[4:]) for p in root.glob("*/*/seed*") if p.name[4:].isdigit())})
-    return build_tables(out, settings_all, seeds_all)
+def options_from_args(a: argparse.Namespace) -> BenchOptions:
+    """The bench's options from ``oodgen bench``'s flags."""
+    return BenchOptions(profile=a.profile, out=a.out, data_dir=a.data_dir, device=a.device, mc_passes=a.mc_passes,
+                        confident_epochs=a.confident_epochs, progress=not a.no_progress,
+                        retrain_plain=a.retrain_plain, executor=a.executor, address=a.address,
+                        cpus_per_job=a.cpus_per_job, gpus_per_job=a.gpus_per_job)
 
 
 def _main(a: argparse.Namespace) -> int:
-    from ..detectors.base import InputError
-    from ..run import RunError
     settings = SETTINGS if a.id == "all" else (a.id,)
     try:
+        opts = options_from_args(a)
         if a.tables_only:
-            build_tables(a.out, settings, a.seeds)
-        elif a.executor == "ray":
-            from .executors import ExecutorError, bench_ray
-            try:
-                rep = bench_ray(settings, a.methods, a.seeds, a.profile, a.out, a.data_dir, a.device, a.mc_passes,
-                                a.confident_epochs, address=a.address, cpus_per_job=a.cpus_per_job,
-                                gpus_per_job=a.gpus_per_job, retrain_plain=a.retrain_plain, job=bench_one)
-            except ExecutorError as exc:
-                print(f"oodgen bench: error: {exc}", file=sys.stderr)
-                return 2
-            tables_of_everything(a.out, settings, a.seeds)
-            print(f"[ray] {len(rep.ran)} job(s) ran, {len(rep.skipped)} skipped (finished before), "
-                  f"{len(rep.failed)} failed, {rep.wall_s:.0f} s")
+            build_tables(opts.out, settings, a.seeds)
+        else:
+            rep = run_jobs(settings, a.methods, a.seeds, opts)
+            tables_of_everything(opts.out, settings, a.seeds)
+            if opts.executor == "ray":
+                print(f"[ray] {len(rep.ran)} job(s) ran, {len(rep.skipped)} skipped (finished before), "
+                      f"{len(rep.failed)} failed, {rep.wall_s:.0f} s")
             if rep.failed:
                 for key, err in rep.failed.items():
                     print(f"oodgen bench: job {key} failed: {err}", file=sys.stderr)
                 return 1
-        else:
-            bench(settings, a.methods, a.seeds, a.profile, a.out, a.data_dir, a.device, a.mc_passes,
-                  a.confident_epochs, progress=not a.no_progress, retrain_plain=a.retrain_plain)
-        print(f"tables written to {Path(a.out) / 'tables'}")
+        print(f"tables written to {Path(opts.out) / 'tables'}")
         return 0
-    except (D.DataError, InputError, RunError, BenchError, ValueError) as exc:
+    except (D.DataError, InputError, RunError, BenchError, ExecutorError, ValueError) as exc:
         print(f"oodgen bench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -183,7 +104,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="confident-classifier epochs (default per profile: "
                         + ", ".join(f"{k} {v}" for k, v in CONFIDENT_EPOCHS.items()) + ")")
     b.add_argument("--tables-only", action="store_true", help="only rebuild the tables from existing results")
-    b.add_argument("--executor", choices=["serial", "ray"], default="serial",
+    b.add_argument("--executor", choices=list(EXECUTORS), default="serial",
                    help="serial (default) or ray: every (setting, seed, method) job a Ray task (pip install 'oodgen[ray]')")
     b.add_argument("--address", default=None, help="with --executor ray: join this Ray cluster (default: start a local one)")
     b.add_argument("--cpus-per-job", type=float, default=1.0, help="with --executor ray: CPUs each job declares")

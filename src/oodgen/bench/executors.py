@@ -1,11 +1,14 @@
-"""Run the benchmark grid on Ray: ``oodgen bench ... --executor ray [--address ADDR]``.
+"""The bench's executors, two ways to run the same jobs (:func:`oodgen.bench.jobs.grid`), chosen by
+``oodgen bench --executor``: :func:`bench_serial` runs them one after the other in this process;
+:func:`bench_ray` runs them as Ray tasks (``--executor ray [--address ADDR]``).
 
-Each (setting, seed) run of our detector is one Ray task, and each (setting, seed, method) of the
+On Ray, each (setting, seed) run of our detector is one task, and each (setting, seed, method) of the
 baselines is another that takes the run's task as an argument, so Ray starts it when that run is
 trained (each run is trained once, however many methods share it).  Every task declares its
-resources (``--cpus-per-job``, ``--gpus-per-job``).  Results land where a serial ``oodgen bench``
-writes them (``OUT/<setting>/<method>/seed<k>/metrics.json``), finished jobs are skipped (resume
-is the serial bench's), and a job that fails is reported with its error while the others run on.
+resources (``--cpus-per-job``, ``--gpus-per-job``).  Results land where the serial executor writes
+them (``OUT/<setting>/<method>/seed<k>/metrics.json``), finished jobs are skipped (resume is the same
+done test, :func:`oodgen.bench.jobs.job_done`), and a job that fails is reported with its error while the
+others run on (the serial executor stops at the first; run it again to resume).
 
 The default starts a local Ray instance with this machine's cores; ``--address`` joins a running
 cluster (``ray start --head`` on one machine, ``ray start --address=...`` on the others; the
@@ -16,10 +19,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .jobs import ensure_plain, job_dir, job_done, needs_plain, run_dir_config
+from .core import bench_one, train_run
+from .jobs import BenchOptions, ensure_plain, grid, job_done, job_key
+from .methods import needs_plain
+from .tables import all_methods
 
 
 class ExecutorError(RuntimeError):
@@ -44,82 +50,93 @@ def _import_ray():
     return ray
 
 
-def _train(setting: str, seed: int, profile: str, out: str, data_dir, device: str,
-           retrain_plain: bool = False) -> str:
+def _silent(*_args, **_kwargs) -> None:
+    """The log of a job on a Ray worker (its messages would interleave with every other job's)."""
+
+
+def _plan(report: GridReport, out, setting: str, seed: int, methods) -> list[str]:
+    """Records the jobs of one (setting, seed) in ``report`` (finished ones as skipped); returns the methods
+    whose jobs are still to run (our run's job is always run: it is reused when done)."""
+    done = job_done(out, setting, "oodgen", seed)
+    (report.skipped if done else report.ran).append(job_key(setting, "oodgen", seed))
+    pending = []
+    for method in methods:
+        done = job_done(out, setting, method, seed)
+        (report.skipped if done else report.ran).append(job_key(setting, method, seed))
+        if not done:
+            pending.append(method)
+    return pending
+
+
+def bench_serial(settings, methods, seeds, opts: BenchOptions) -> GridReport:
+    """Every job in this process, one (setting, seed) after the other; the first job that fails stops the
+    grid with its error (run again to resume)."""
+    report = GridReport()
+    t0 = time.perf_counter()
+    for setting, seed, others in grid(settings, seeds, methods):
+        bench_one(setting, seed, _plan(report, opts.out, setting, seed, others), opts)
+    report.wall_s = time.perf_counter() - t0
+    return report
+
+
+def _train(setting: str, seed: int, opts: BenchOptions) -> str:
     """Ray task body: train and evaluate our detector for one (setting, seed) unless it is done; with
-    ``retrain_plain``, also the plain classifier of a finished run whose checkpoint is gone
-    (:func:`oodgen.bench_jobs.ensure_plain`), once, before the baseline tasks that score it start."""
+    ``opts.retrain_plain``, also the plain classifier of a finished run whose checkpoint is gone
+    (:func:`oodgen.bench.jobs.ensure_plain`), once, before the baseline tasks that score it start."""
     from .._runtime import tune_allocator
-    from ..run import run
     tune_allocator()
-    run_dir = job_dir(out, setting, "oodgen", seed)
-    cfg = run_dir_config(run_dir, setting, seed, profile, device)
-    if not job_done(out, setting, "oodgen", seed):
-        run(cfg, run_dir, data_dir, progress=False, log=lambda *_: None)
-    if retrain_plain:
-        ensure_plain(cfg, run_dir, data_dir, progress=False, log=lambda *_: None)
+    cfg, run_dir = train_run(setting, seed, opts)
+    if opts.retrain_plain:
+        ensure_plain(cfg, run_dir, opts.data_dir, opts.progress, opts.log)
     return str(run_dir)
 
 
-def _method(_run_dir: str, job, setting: str, seed: int, method: str, profile: str, out: str, data_dir, device: str,
-            mc_passes: int, confident_epochs) -> str:
-    """Ray task body: one baseline on one trained run (``_run_dir`` is the train task's result) by ``job``
-    (the serial bench's :func:`oodgen.bench.bench_one`, passed in so that this module imports no bench)."""
+def _method(_run_dir: str, setting: str, seed: int, method: str, opts: BenchOptions) -> str:
+    """Ray task body: one baseline on one trained run (``_run_dir`` is the train task's result)."""
     from .._runtime import tune_allocator
     tune_allocator()
-    job(setting, seed, [method], profile, out, data_dir, device, mc_passes, confident_epochs,
-        progress=False, log=lambda *_: None)
-    return f"{setting}/{method}/seed{seed}"
+    bench_one(setting, seed, [method], opts)
+    return job_key(setting, method, seed)
 
 
-def bench_ray(settings, methods, seeds, profile: str, out, data_dir=None, device: str = "auto",
-              mc_passes: int = 50, confident_epochs: int | None = None, *, address: str | None = None,
-              cpus_per_job: float = 1.0, gpus_per_job: float = 0.0, num_cpus: int | None = None,
-              retrain_plain: bool = False, job=None, log=print) -> GridReport:
-    """Run the (setting x seed x method) grid as Ray tasks; see the module docstring.  ``job`` runs one
-    baseline job (default :func:`oodgen.bench.bench_one`; the bench passes it)."""
-    if job is None:
-        raise ExecutorError("bench_ray needs job=oodgen.bench.bench_one (oodgen bench passes it)")
+def _start_ray(ray, opts: BenchOptions) -> bool:
+    """Joins ``opts.address`` or starts a local instance, unless Ray is running; returns whether it started it."""
+    if ray.is_initialized():
+        return False
+    try:
+        if opts.address:
+            ray.init(address=opts.address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=opts.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    except Exception as exc:        # Ray raises several types for an unreachable cluster
+        raise ExecutorError(f"cannot start or join Ray ({type(exc).__name__}: {exc})") from None
+    return True
+
+
+def bench_ray(settings, methods, seeds, opts: BenchOptions) -> GridReport:
+    """Run the (setting x seed x method) grid as Ray tasks; see the module docstring."""
     ray = _import_ray()
+    # Every task writes under absolute paths (a worker's working directory is its own), quietly.
+    task = replace(opts, out=str(Path(opts.out).resolve()), progress=False, log=_silent,
+                   data_dir=None if opts.data_dir is None else str(Path(opts.data_dir).resolve()))
     # --retrain-plain: the training task rebuilds a lost plain classifier once, if a baseline scores it
-    retrain = retrain_plain and any(needs_plain(m) for m in methods if m != "oodgen")
-    out = str(Path(out).resolve())
-    data_dir = None if data_dir is None else str(Path(data_dir).resolve())
-    started = False
-    if not ray.is_initialized():
-        try:
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
-        except Exception as exc:        # Ray raises several types for an unreachable cluster
-            raise ExecutorError(f"cannot start or join Ray ({type(exc).__name__}: {exc})") from None
-        started = True
-    opts = {"num_cpus": cpus_per_job, "num_gpus": gpus_per_job}
-    train_task = ray.remote(_train).options(**opts)
-    method_task = ray.remote(_method).options(**opts)
+    retrain = opts.retrain_plain and any(needs_plain(m) for m in methods if m != "oodgen")
+    train_opts = replace(task, retrain_plain=retrain)
+    method_opts = replace(task, retrain_plain=False)
+    started = _start_ray(ray, opts)
+    resources = {"num_cpus": opts.cpus_per_job, "num_gpus": opts.gpus_per_job}
+    train_task = ray.remote(_train).options(**resources)
+    method_task = ray.remote(_method).options(**resources)
     report = GridReport()
     t0 = time.perf_counter()
     jobs: dict[str, object] = {}
     try:
-        for setting in settings:
-            for seed in seeds:
-                key = f"{setting}/oodgen/seed{seed}"
-                done = job_done(out, setting, "oodgen", seed)
-                train_ref = train_task.remote(setting, seed, profile, out, data_dir, device, retrain)
-                (report.skipped if done else report.ran).append(key)
-                jobs[key] = train_ref
-                for method in methods:
-                    if method == "oodgen":
-                        continue
-                    mkey = f"{setting}/{method}/seed{seed}"
-                    if job_done(out, setting, method, seed):
-                        report.skipped.append(mkey)
-                        continue
-                    jobs[mkey] = method_task.remote(train_ref, job, setting, seed, method, profile, out, data_dir,
-                                                    device, mc_passes, confident_epochs)
-                    report.ran.append(mkey)
-        log(f"[ray] {len(report.ran)} job(s) submitted, {len(report.skipped)} already finished")
+        for setting, seed, others in grid(settings, seeds, methods):
+            pending = _plan(report, task.out, setting, seed, others)
+            jobs[job_key(setting, "oodgen", seed)] = train_ref = train_task.remote(setting, seed, train_opts)
+            for method in pending:
+                jobs[job_key(setting, method, seed)] = method_task.remote(train_ref, setting, seed, method, method_opts)
+        opts.log(f"[ray] {len(report.ran)} job(s) submitted, {len(report.skipped)} already finished")
         for key, ref in jobs.items():
             try:
                 ray.get(ref)
@@ -127,10 +144,24 @@ def bench_ray(settings, methods, seeds, profile: str, out, data_dir=None, device
                 cause = getattr(exc, "cause", None) or exc
                 first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
                 report.failed[key] = f"{type(cause).__name__}: {first}"
-                log(f"[ray] FAILED {key}: {report.failed[key]}")
+                opts.log(f"[ray] FAILED {key}: {report.failed[key]}")
     finally:
         if started:
             ray.shutdown()
     report.ran = [k for k in report.ran if k not in report.failed]
     report.wall_s = time.perf_counter() - t0
     return report
+
+
+#: ``oodgen bench --executor NAME``
+EXECUTORS = {"serial": bench_serial, "ray": bench_ray}
+
+
+def run_jobs(settings, methods, seeds, opts: BenchOptions) -> GridReport:
+    """Every (setting, seed, method) job of the grid, by the executor ``opts.executor`` names."""
+    unknown = [m for m in methods if m not in all_methods()]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; use any of {', '.join(all_methods())}")
+    if opts.executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {opts.executor!r}; use one of {', '.join(EXECUTORS)}")
+    return EXECUTORS[opts.executor](settings, methods, seeds, opts)

@@ -1,8 +1,9 @@
 """The bench's tables: which methods it knows and how they are named (read from the registry), and the
-rendering of the per-method ``metrics.json`` files into ``DIR/tables/{table1,table2,extra,summary,deviations}.*``.
+rendering of the per-method ``metrics.json`` files into
+``DIR/tables/{table1,table2,extra,summary,deviations,recommended}.*``.
 
-:func:`build_tables` is what ``oodgen bench`` (:mod:`oodgen.bench`) calls last, and what
-``oodgen bench --tables-only`` calls alone.  One run's own summary (what ``oodgen run`` prints) is
+:func:`build_tables` is what ``oodgen bench --tables-only`` calls, and :func:`tables_of_everything` (the
+tables of every job in the bench's folder) what ``oodgen bench`` calls last.  One run's own summary (what ``oodgen run`` prints) is
 :mod:`oodgen.summary`.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..detectors.base import BenchInfo
 from ..detectors.registry import DETECTORS
 from ..summary import METRIC_LABELS, results_by_score
 from ..utils import atomic_write_bytes, atomic_write_json
+from .jobs import job_dir, job_key, seeds_in
 
 # Our rows of Table 1: "Ours" is the recommended score (docs/protocol.md), then the paper's p(n+1) and every
 # other rule of the same trained runs (the derived rows: DERIVED below).
@@ -35,19 +37,21 @@ TABLE_TITLES = {"table1": "Table 1: Ours / Confident classifier / ODIN / Mahalan
 
 # Everything below is read from the registry (each detector class's BenchInfo) when it is
 # called, so a newly registered detector is benchmarked and tabled with no edit here.
-def _infos() -> dict[str, BenchInfo]:
+def method_infos() -> dict[str, BenchInfo]:
+    """{method: its detector class's BenchInfo} of every registered detector the bench runs."""
     return {name: cls.bench_info for name, cls in DETECTORS.items() if getattr(cls, "bench_info", None)}
 
 
-def _info(method: str) -> BenchInfo:
-    return _infos()[method.removesuffix("-fair")]
+def method_info(method: str) -> BenchInfo:
+    """The BenchInfo of ``method`` (a -fair variant: its tuned method's)."""
+    return method_infos()[method.removesuffix("-fair")]
 
 
 def methods_by(consumes: str) -> tuple[str, ...]:
     """Bench methods whose detector consumes ``consumes`` (with the -fair variants of tuned ones)."""
-    out = [n for n, i in _infos().items() if i.consumes == consumes]
+    out = [n for n, i in method_infos().items() if i.consumes == consumes]
     if consumes == "tuned":
-        out += [f"{n}-fair" for n, i in _infos().items() if i.consumes == "tuned" and i.fair_variant]
+        out += [f"{n}-fair" for n, i in method_infos().items() if i.consumes == "tuned" and i.fair_variant]
     return tuple(out)
 
 
@@ -55,8 +59,8 @@ def all_methods() -> tuple[str, ...]:
     """Every method ``oodgen bench`` knows, in table order: ours, then each table's baselines."""
     out = ["oodgen"]
     for table in TABLE_TITLES:
-        names = [n for n, i in _infos().items() if i.table == table]
-        out += names + [f"{n}-fair" for n in names if _infos()[n].fair_variant]
+        names = [n for n, i in method_infos().items() if i.table == table]
+        out += names + [f"{n}-fair" for n in names if method_infos()[n].fair_variant]
     return tuple(out)
 
 
@@ -67,7 +71,7 @@ def default_methods() -> tuple[str, ...]:
 def bench_tables() -> dict[str, tuple[str, tuple[str, ...]]]:
     out = {}
     for table, title in TABLE_TITLES.items():
-        rows = [m for m in all_methods() if m != "oodgen" and _info(m).table == table]
+        rows = [m for m in all_methods() if m != "oodgen" and method_info(m).table == table]
         out[table] = (title, (tuple(OURS) if table == "table1" else ()) + tuple(rows))
     return out
 
@@ -75,13 +79,13 @@ def bench_tables() -> dict[str, tuple[str, tuple[str, ...]]]:
 def display(method: str) -> str:
     if method in OURS:
         return OURS[method]
-    if method.removesuffix("-fair") not in _infos():
+    if method.removesuffix("-fair") not in method_infos():
         return method           # e.g. "plain" (the plain classifier's accuracy)
-    return _info(method).display + (" (fair)" if method.endswith("-fair") else "")
+    return method_info(method).display + (" (fair)" if method.endswith("-fair") else "")
 
 
 def score_used(method: str) -> str:
-    return _info(method).score
+    return method_info(method).score
 
 
 # Import-time snapshots for readers of the module (the bench itself calls the functions above).
@@ -112,7 +116,7 @@ PAPER_KEY = {"oodgen-paper": "oodgen"}
 
 def _load_metrics(out: Path, setting: str, method: str, seeds) -> list[dict]:
     source, rule = DERIVED.get(method, (method, None))
-    paths = [out / setting / source / f"seed{s}" / "metrics.json" for s in seeds]
+    paths = [job_dir(out, setting, source, s) / "metrics.json" for s in seeds]
     runs = [json.loads(p.read_text()) for p in paths if p.exists()]
     if rule is None:
         return runs
@@ -206,6 +210,14 @@ def build_tables(out, settings=SETTINGS, seeds=(0, 1, 2)) -> dict:
     return tables
 
 
+
+def tables_of_everything(out, settings, seeds) -> dict:
+    """The tables of every setting and seed in ``out`` (and of ``settings`` / ``seeds``), so that a
+    bench of one setting or seed does not rewrite the tables without the others."""
+    root = Path(out)
+    settings_all = tuple(dict.fromkeys([*(s for s in SETTINGS if (root / s).is_dir()), *settings]))
+    return build_tables(out, settings_all, sorted({*seeds, *seeds_in(root)}))
+
 #: The bars the recommended score is held to on the committed test sets (mean over seeds): at least the best
 #: baseline on every set; on MNIST and F-MNIST an AUROC of at least FLOOR_AUROC and an FPR95 of at most
 #: CEILING_FPR95; on the held-out classes of the 0-4 splits at least the paper's own number.
@@ -295,8 +307,8 @@ def _fmt(cell: dict | None) -> str:
 
 def _report_links(folder: Path, setting: str, seeds) -> list[str]:
     """Links from a table to the per-run reports (`oodgen report DIR`) that exist for a setting."""
-    links = [f"[seed {s}](../{setting}/oodgen/seed{s}/report.md)" for s in seeds
-             if (folder.parent / setting / "oodgen" / f"seed{s}" / "report.md").exists()]
+    links = [f"[seed {s}](../{job_key(setting, 'oodgen', s)}/report.md)" for s in seeds
+             if (job_dir(folder.parent, setting, "oodgen", s) / "report.md").exists()]
     return [f"Reports of our runs (ROC curves, score histograms, samples): {', '.join(links)}", ""] if links else []
 
 
