@@ -60,15 +60,15 @@ def ddp_part(profile: str, seeds: list[int], setting: str) -> dict:
 
 
 def ray_part() -> dict:
-    from oodgen.bench import bench
-    from oodgen.executors import bench_ray
+    from oodgen.bench import BenchOptions, bench, bench_ray
     quiet = lambda *_a, **_k: None  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        bench(SETTINGS, METHODS, [0], "smoke", Path(tmp) / "serial", log=quiet)
+        bench(SETTINGS, METHODS, [0], BenchOptions(profile="smoke", out=Path(tmp) / "serial", log=quiet))
         serial = time.perf_counter() - t0
         t0 = time.perf_counter()
-        rep = bench_ray(SETTINGS, METHODS, [0], "smoke", Path(tmp) / "ray", num_cpus=2, log=quiet)
+        ray_opts = BenchOptions(profile="smoke", out=Path(tmp) / "ray", num_cpus=2, log=quiet)
+        rep = bench_ray(SETTINGS, METHODS, [0], ray_opts)
         ray_s = time.perf_counter() - t0
     print(f"ray: serial {serial:.0f} s, Ray (2 CPUs, incl. starting Ray) {ray_s:.0f} s", flush=True)
     return {"grid": {"settings": SETTINGS, "methods": METHODS, "seeds": [0], "profile": "smoke"},

@@ -79,8 +79,28 @@ def test_the_cycle_finder_finds_cycles():
 
 def test_no_import_cycle_in_src():
     graph = import_graph()
-    assert "oodgen.bench_jobs" in graph["oodgen.executors"]          # the graph sees real imports
+    assert "oodgen.bench.jobs" in graph["oodgen.bench.executors"]          # the graph sees real imports
     assert cycles(graph) == []
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for w in graph[todo.pop()] - seen:
+            seen.add(w)
+            todo.append(w)
+    return seen
+
+
+def test_run_sits_below_the_bench():
+    """`oodgen run` reaches no bench module (its printed summary is oodgen.summary), and within the bench
+    the jobs, the tables and the method evaluation reach no executor."""
+    graph = import_graph()
+    assert "oodgen.summary" in graph["oodgen.run"]
+    assert {m for m in reachable(graph, "oodgen.run") if m.startswith("oodgen.bench")} == set()
+    for low in ("oodgen.bench.jobs", "oodgen.bench.tables", "oodgen.bench.methods", "oodgen.bench.core"):
+        assert not reachable(graph, low) & {"oodgen.bench.executors", "oodgen.bench.cli", "oodgen.bench"}, low
 
 
 def function_lengths() -> dict[str, int]:

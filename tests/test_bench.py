@@ -13,7 +13,13 @@ from oodgen import bench
 from oodgen.data import SETTINGS
 from oodgen.metrics import METRIC_NAMES
 from oodgen.config import RECOMMENDED, resolve_score
-from oodgen.tables import DERIVED, OURS, paper_tables
+from oodgen.bench import BenchOptions
+from oodgen.bench.methods import Context
+from oodgen.bench.tables import DERIVED, OURS, paper_tables
+
+
+def _options(out, **kwargs) -> BenchOptions:
+    return BenchOptions(profile="smoke", out=out, log=lambda *_: None, **kwargs)
 
 
 def test_paper_tables_transcription():
@@ -44,6 +50,13 @@ def test_parser_defaults():
     a = ap.parse_args(["bench", "--id", "all", "--out", "x"])
     assert a.seeds == [0, 1, 2] and "oodgen" in a.methods and "odin-fair" not in a.methods
     assert callable(a.func)
+    # the flags become one BenchOptions, built once and passed to every job
+    assert bench.options_from_args(a) == BenchOptions(profile="quick", out="x", progress=True)
+    ray = bench.options_from_args(ap.parse_args(["bench", "--id", "mnist", "--out", "x", "--executor", "ray",
+                                                 "--cpus-per-job", "2", "--no-progress", "--retrain-plain"]))
+    assert (ray.executor, ray.cpus_per_job, ray.progress, ray.retrain_plain) == ("ray", 2.0, False, True)
+    with pytest.raises(ValueError, match="unknown profile"):
+        BenchOptions(profile="huge", out="x")
     with pytest.raises(SystemExit):
         ap.parse_args(["bench", "--id", "cifar", "--out", "x"])
 
@@ -60,7 +73,7 @@ class _Throwaway(MaxLogit):
 def test_bench_smoke_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setitem(DETECTORS, "throwaway", _Throwaway)
     methods = ["oodgen", "msp", "energy", "mahalanobis", "throwaway"]
-    tables = bench.bench(["mnist"], methods, [0], "smoke", tmp_path, log=lambda *_: None)
+    tables = bench.bench(["mnist"], methods, [0], _options(tmp_path))
     thr = json.loads((tmp_path / "mnist" / "throwaway" / "seed0" / "metrics.json").read_text())
     assert thr["score"] == "-2 x max logit" and thr["accuracy"] is not None
     assert "Throwaway" in (tmp_path / "tables" / "extra.md").read_text()
@@ -119,14 +132,16 @@ def test_bench_smoke_end_to_end(tmp_path, monkeypatch):
 
     # Resume: finished runs are skipped, nothing is rewritten.
     stamp = (tmp_path / "mnist" / "msp" / "seed0" / "metrics.json").stat().st_mtime_ns
-    bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, log=lambda *_: None)
+    bench.bench(["mnist"], ["msp"], [0], _options(tmp_path))
     assert (tmp_path / "mnist" / "msp" / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
+    report = bench.bench_serial(["mnist"], ["msp", "energy"], [0], _options(tmp_path))
+    assert report.ran == [] and report.skipped == ["mnist/oodgen/seed0", "mnist/msp/seed0", "mnist/energy/seed0"]
     # The tables cover every seed in OUT, not only the seeds of this call
     other = json.loads((tmp_path / "mnist" / "msp" / "seed0" / "metrics.json").read_text())
     other["seed"] = 5
     (tmp_path / "mnist" / "msp" / "seed5").mkdir()
     (tmp_path / "mnist" / "msp" / "seed5" / "metrics.json").write_text(json.dumps(other))
-    again = bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, log=lambda *_: None)
+    again = bench.bench(["mnist"], ["msp"], [0], _options(tmp_path))
     assert again["table2"]["settings"]["mnist"]["rows"]["fmnist"]["auroc"]["msp"]["n"] == 2
 
 
@@ -136,7 +151,7 @@ def test_bench_refuses_a_run_of_another_profile(tmp_path):
     from oodgen.config import RunConfig
     (run_dir / "config.json").write_text(json.dumps(RunConfig(id="mnist", profile="quick").to_dict()))
     with pytest.raises(bench.BenchError, match="profile=quick"):
-        bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, log=lambda *_: None)
+        bench.bench(["mnist"], ["msp"], [0], _options(tmp_path))
 
 
 def test_context_loads_the_plain_classifier_only_when_needed(tmp_path):
@@ -149,27 +164,27 @@ def test_context_loads_the_plain_classifier_only_when_needed(tmp_path):
     run(cfg, run_dir, progress=False, log=lambda *_: None)
     # The fair tuning outliers use the run's own variant; the default "clip" used to be passed
     # as a string that off_manifold_samples refused.
-    ctx = bench._Context(cfg, run_dir, None, 2, lambda *_: None)
+    ctx = Context(cfg, run_dir, None, 2, lambda *_: None)
     x_in, x_out = ctx.fair_outliers()
     assert len(x_in) == len(x_out) and float(x_out.min()) >= 0.0 and float(x_out.max()) <= 1.0
     (run_dir / "checkpoints" / "plain.pt").unlink()
-    ctx = bench._Context(cfg, run_dir, None, 2, lambda *_: None)   # no error yet
+    ctx = Context(cfg, run_dir, None, 2, lambda *_: None)   # no error yet
     with pytest.raises(bench.BenchError, match="plain.pt is missing"):
         ctx.outputs()
-    bench.bench(["mnist"], ["confident"], [0], "smoke", tmp_path, log=lambda *_: None)
+    bench.bench(["mnist"], ["confident"], [0], _options(tmp_path))
     metrics = json.loads((tmp_path / "mnist" / "confident" / "seed0" / "metrics.json").read_text())
     assert metrics["method"] == "confident" and set(metrics["ood"]) >= {"fmnist", "uniform"}
     with pytest.raises(bench.BenchError, match="plain.pt is missing"):
-        bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, log=lambda *_: None)
+        bench.bench(["mnist"], ["msp"], [0], _options(tmp_path))
 
 
 def test_bench_uses_its_own_device_not_the_stored_runs(tmp_path):
     """A run trained with --device cuda can be benchmarked on a CPU-only machine."""
-    from oodgen.bench import _run_dir_config
+    from oodgen.bench.jobs import run_dir_config
     from oodgen.config import RunConfig
     cfg = RunConfig(id="mnist", seed=1, profile="smoke", device="cuda")
     (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
-    got = _run_dir_config(tmp_path, "mnist", 1, "smoke", "auto")
+    got = run_dir_config(tmp_path, "mnist", 1, "smoke", "auto")
     assert got.device == "auto" and got.to_dict()["variant"] == cfg.to_dict()["variant"]
 
 
@@ -180,8 +195,7 @@ def test_retrain_plain_rebuilds_a_lost_plain_classifier(tmp_path):
     import torch
     from oodgen.train import load_checkpoint
 
-    quiet = {"log": lambda *_: None}
-    bench.bench(["mnist"], ["oodgen", "msp"], [0], "smoke", tmp_path, **quiet)
+    bench.bench(["mnist"], ["oodgen", "msp"], [0], _options(tmp_path))
     ckpt = tmp_path / "mnist" / "oodgen" / "seed0" / "checkpoints"
     before = load_checkpoint(ckpt / "plain.pt")["model"]
     msp_path = tmp_path / "mnist" / "msp" / "seed0" / "metrics.json"
@@ -190,8 +204,8 @@ def test_retrain_plain_rebuilds_a_lost_plain_classifier(tmp_path):
     (ckpt.parent / "plain_outputs.npz").unlink()
     msp_path.unlink()
     with pytest.raises(bench.BenchError, match="--retrain-plain"):
-        bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, **quiet)
-    bench.bench(["mnist"], ["msp"], [0], "smoke", tmp_path, retrain_plain=True, **quiet)
+        bench.bench(["mnist"], ["msp"], [0], _options(tmp_path))
+    bench.bench(["mnist"], ["msp"], [0], _options(tmp_path, retrain_plain=True))
     assert not (ckpt / "plain.retraining.pt").exists()      # trained aside, then moved into place
     after = load_checkpoint(ckpt / "plain.pt")["model"]
     assert before.keys() == after.keys()

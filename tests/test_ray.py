@@ -8,8 +8,7 @@ import shutil
 
 
 import ray  # noqa: F401  (in the test extras: a missing Ray is a failure here, not a skip)
-from oodgen.bench import bench, bench_one
-from oodgen.executors import bench_ray
+from oodgen.bench import BenchOptions, bench, bench_ray
 
 SETTINGS, METHODS = ("mnist", "fmnist"), ("msp", "energy")
 
@@ -25,7 +24,8 @@ def test_ray_grid_matches_serial_and_reports_failures(tmp_path):
     bad = grid / "mnist0-4" / "oodgen" / "seed0"
     bad.mkdir(parents=True)
     (bad / "config.json").write_text(json.dumps({"id": "mnist0-4", "seed": 7, "profile": "smoke"}))
-    rep = bench_ray((*SETTINGS, "mnist0-4"), METHODS, [0], "smoke", grid, num_cpus=2, job=bench_one, log=lambda *_: None)
+    opts = BenchOptions(profile="smoke", out=grid, num_cpus=2, log=lambda *_: None)
+    rep = bench_ray((*SETTINGS, "mnist0-4"), METHODS, [0], opts)
     assert sorted(rep.failed) == ["mnist0-4/energy/seed0", "mnist0-4/msp/seed0", "mnist0-4/oodgen/seed0"]
     assert all("seed=7" in v for v in rep.failed.values())
     assert sorted(rep.ran) == sorted([f"{s}/{m}/seed0" for s in SETTINGS for m in METHODS]
@@ -33,12 +33,12 @@ def test_ray_grid_matches_serial_and_reports_failures(tmp_path):
     serial = tmp_path / "serial"
     for s in SETTINGS:        # the same trained runs (Ray trained them): the serial bench scores them
         shutil.copytree(grid / s / "oodgen", serial / s / "oodgen")
-    bench(SETTINGS, METHODS, [0], "smoke", serial, log=lambda *_: None)
+    bench(SETTINGS, METHODS, [0], BenchOptions(profile="smoke", out=serial, log=lambda *_: None))
     for s in SETTINGS:
         for m in METHODS:
             a, b = _aurocs(serial, s, m), _aurocs(grid, s, m)
             assert a.keys() == b.keys()
             assert all(abs(a[k] - b[k]) < 1e-6 for k in a), (s, m)
     # resume: everything finished is skipped, nothing runs again
-    again = bench_ray(SETTINGS, METHODS, [0], "smoke", grid, num_cpus=2, job=bench_one, log=lambda *_: None)
+    again = bench_ray(SETTINGS, METHODS, [0], opts)
     assert not again.failed and not again.ran

@@ -167,7 +167,7 @@ def test_the_default_is_the_committed_decision():
 
 
 def test_old_runs_read_feature_knn_from_their_components():
-    from oodgen.tables import results_by_score
+    from oodgen.summary import results_by_score
     comp = {"mnist": {"auroc": 97.0}}
     m = {"ood_by_score": {"ood-class": {"mnist": {"auroc": 60.0}}}, "fisher_components": {"feature-knn": comp, "nll": {}}}
     assert results_by_score(m) == {"ood-class": {"mnist": {"auroc": 60.0}}, "feature-knn": comp}
@@ -191,7 +191,7 @@ def test_compare_shows_recommended_and_paper(tmp_path):
 
 @pytest.mark.parametrize("primary", ["reject+fisher", "ood-class"])
 def test_run_summary_prints_the_paper_score_beside_the_primary(primary):
-    from oodgen.tables import markdown_table
+    from oodgen.summary import markdown_table
     by_score = {r: {"fmnist": {k: 90.0 + i for k in ("fpr95", "detection_error", "auroc", "aupr_in", "aupr_out")}}
                 for i, r in enumerate(SCORES)}
     metrics = {"method": "oodgen", "id": "mnist", "profile": "smoke", "seed": 0, "score": primary,

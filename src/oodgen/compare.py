@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config import RECOMMENDED, resolve_score
 from .generate.health import health_line
-from .tables import RULE_LABELS, auroc_cell, results_by_score
+from .summary import RULE_LABELS, auroc_cell, results_by_score
 from .utils import read_json_object
 
 

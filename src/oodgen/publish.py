@@ -28,7 +28,8 @@ import numpy as np
 
 from .config import RECOMMENDED
 from .data import PAPER_SETTINGS
-from .tables import DISPLAY, METRIC_LABELS, paper_tables, results_by_score
+from .summary import METRIC_LABELS, results_by_score
+from .bench.tables import DISPLAY, paper_tables
 from .utils import atomic_write_bytes
 
 #: The fused rules beyond the paper, marked † wherever they are shown.

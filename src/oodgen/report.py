@@ -35,7 +35,7 @@ from .models import CVAE
 from .plots import roc_curves, sample_grid, score_histograms
 from .artifact import read_detector
 from .score import load_detector
-from .tables import METRIC_LABELS
+from .summary import METRIC_LABELS
 from .train import fit_ellipsoids
 from .utils import atomic_write_bytes, generator, read_json_object
 

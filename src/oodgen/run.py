@@ -35,7 +35,7 @@ from .distributed import current as current_dist
 from .data.user import stratified_head
 from .errors import first_line
 from .preflight import check_user_run, load_user_ood
-from .tables import markdown_table
+from .summary import markdown_table
 from .utils import atomic_write_bytes, atomic_write_json, environment, read_json_object, resolve_device
 
 VAL_FRACTION = 1 / 12          # 5,000 of MNIST's 60,000 training images: threshold + tuning split

@@ -1,9 +1,10 @@
 """The bench's tables: which methods it knows and how they are named (read from the registry), and the
-rendering of the per-method ``metrics.json`` files into ``DIR/tables/{table1,table2,extra,summary,deviations}.*``.
+rendering of the per-method ``metrics.json`` files into
+``DIR/tables/{table1,table2,extra,summary,deviations,recommended}.*``.
 
-:func:`build_tables` is what ``oodgen bench`` (:mod:`oodgen.bench`) calls last, and what
-``oodgen bench --tables-only`` calls alone.  Also one run's summary (:func:`markdown_table`: what
-``oodgen run`` prints and stores as ``results.md``; the score-rule labels ``oodgen compare`` uses).
+:func:`build_tables` is what ``oodgen bench --tables-only`` calls, and :func:`tables_of_everything` (the
+tables of every job in the bench's folder) what ``oodgen bench`` calls last.  One run's own summary (what ``oodgen run`` prints) is
+:mod:`oodgen.summary`.
 """
 from __future__ import annotations
 
@@ -15,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import RECOMMENDED, resolve_score
-from .data.datasets import PAPER_SETTINGS as SETTINGS
-from .detectors.base import BenchInfo
-from .detectors.fusion import FEATURE_RULE
-from .detectors.registry import DETECTORS
-from .generate.health import health_line
-from .metrics import METRIC_NAMES
-from .utils import atomic_write_bytes, atomic_write_json
+from ..config import RECOMMENDED, resolve_score
+from ..data.datasets import PAPER_SETTINGS as SETTINGS
+from ..detectors.base import BenchInfo
+from ..detectors.registry import DETECTORS
+from ..summary import METRIC_LABELS, results_by_score
+from ..utils import atomic_write_bytes, atomic_write_json
+from .jobs import job_dir, job_key, seeds_in
 
 # Our rows of Table 1: "Ours" is the recommended score (docs/protocol.md), then the paper's p(n+1) and every
 # other rule of the same trained runs (the derived rows: DERIVED below).
@@ -37,19 +37,21 @@ TABLE_TITLES = {"table1": "Table 1: Ours / Confident classifier / ODIN / Mahalan
 
 # Everything below is read from the registry (each detector class's BenchInfo) when it is
 # called, so a newly registered detector is benchmarked and tabled with no edit here.
-def _infos() -> dict[str, BenchInfo]:
+def method_infos() -> dict[str, BenchInfo]:
+    """{method: its detector class's BenchInfo} of every registered detector the bench runs."""
     return {name: cls.bench_info for name, cls in DETECTORS.items() if getattr(cls, "bench_info", None)}
 
 
-def _info(method: str) -> BenchInfo:
-    return _infos()[method.removesuffix("-fair")]
+def method_info(method: str) -> BenchInfo:
+    """The BenchInfo of ``method`` (a -fair variant: its tuned method's)."""
+    return method_infos()[method.removesuffix("-fair")]
 
 
 def methods_by(consumes: str) -> tuple[str, ...]:
     """Bench methods whose detector consumes ``consumes`` (with the -fair variants of tuned ones)."""
-    out = [n for n, i in _infos().items() if i.consumes == consumes]
+    out = [n for n, i in method_infos().items() if i.consumes == consumes]
     if consumes == "tuned":
-        out += [f"{n}-fair" for n, i in _infos().items() if i.consumes == "tuned" and i.fair_variant]
+        out += [f"{n}-fair" for n, i in method_infos().items() if i.consumes == "tuned" and i.fair_variant]
     return tuple(out)
 
 
@@ -57,8 +59,8 @@ def all_methods() -> tuple[str, ...]:
     """Every method ``oodgen bench`` knows, in table order: ours, then each table's baselines."""
     out = ["oodgen"]
     for table in TABLE_TITLES:
-        names = [n for n, i in _infos().items() if i.table == table]
-        out += names + [f"{n}-fair" for n in names if _infos()[n].fair_variant]
+        names = [n for n, i in method_infos().items() if i.table == table]
+        out += names + [f"{n}-fair" for n in names if method_infos()[n].fair_variant]
     return tuple(out)
 
 
@@ -69,7 +71,7 @@ def default_methods() -> tuple[str, ...]:
 def bench_tables() -> dict[str, tuple[str, tuple[str, ...]]]:
     out = {}
     for table, title in TABLE_TITLES.items():
-        rows = [m for m in all_methods() if m != "oodgen" and _info(m).table == table]
+        rows = [m for m in all_methods() if m != "oodgen" and method_info(m).table == table]
         out[table] = (title, (tuple(OURS) if table == "table1" else ()) + tuple(rows))
     return out
 
@@ -77,13 +79,13 @@ def bench_tables() -> dict[str, tuple[str, tuple[str, ...]]]:
 def display(method: str) -> str:
     if method in OURS:
         return OURS[method]
-    if method.removesuffix("-fair") not in _infos():
+    if method.removesuffix("-fair") not in method_infos():
         return method           # e.g. "plain" (the plain classifier's accuracy)
-    return _info(method).display + (" (fair)" if method.endswith("-fair") else "")
+    return method_info(method).display + (" (fair)" if method.endswith("-fair") else "")
 
 
 def score_used(method: str) -> str:
-    return _info(method).score
+    return method_info(method).score
 
 
 # Import-time snapshots for readers of the module (the bench itself calls the functions above).
@@ -92,8 +94,6 @@ DEFAULT_METHODS = default_methods()
 TABLES = bench_tables()
 DISPLAY = {m: display(m) for m in (*OURS, *METHODS[1:])}
 TABLE_METRICS = ("fpr95", "detection_error", "auroc", "aupr_out", "aupr_in")   # the paper's column order
-METRIC_LABELS = {"fpr95": "FPR95 ↓", "detection_error": "Det. err ↓", "auroc": "AUROC ↑",
-                 "aupr_out": "AUPR-out ↑", "aupr_in": "AUPR-in ↑"}
 
 
 def paper_tables() -> dict:
@@ -114,22 +114,9 @@ DERIVED = {"oodgen": ("oodgen", "recommended"), "oodgen-paper": ("oodgen", "pape
 PAPER_KEY = {"oodgen-paper": "oodgen"}
 
 
-def results_by_score(metrics: dict) -> dict[str, dict]:
-    """``{rule: {OOD set: metrics}}`` of one ``oodgen run``: its ``ood_by_score`` and, for a run written before
-    ``feature-knn`` became a shipped rule, that statistic's entry of ``fisher_components`` - the same KNN distance
-    of the same classifier, which those runs recorded for every image of every set (the sampled image statistics
-    beside it are not rules)."""
-    by_score = metrics.get("ood_by_score") if isinstance(metrics.get("ood_by_score"), dict) else {}
-    comp = (metrics.get("fisher_components") or {}).get(FEATURE_RULE) if isinstance(
-        metrics.get("fisher_components"), dict) else None
-    if FEATURE_RULE not in by_score and isinstance(comp, dict):
-        by_score = {**by_score, FEATURE_RULE: comp}
-    return by_score
-
-
 def _load_metrics(out: Path, setting: str, method: str, seeds) -> list[dict]:
     source, rule = DERIVED.get(method, (method, None))
-    paths = [out / setting / source / f"seed{s}" / "metrics.json" for s in seeds]
+    paths = [job_dir(out, setting, source, s) / "metrics.json" for s in seeds]
     runs = [json.loads(p.read_text()) for p in paths if p.exists()]
     if rule is None:
         return runs
@@ -223,6 +210,14 @@ def build_tables(out, settings=SETTINGS, seeds=(0, 1, 2)) -> dict:
     return tables
 
 
+
+def tables_of_everything(out, settings, seeds) -> dict:
+    """The tables of every setting and seed in ``out`` (and of ``settings`` / ``seeds``), so that a
+    bench of one setting or seed does not rewrite the tables without the others."""
+    root = Path(out)
+    settings_all = tuple(dict.fromkeys([*(s for s in SETTINGS if (root / s).is_dir()), *settings]))
+    return build_tables(out, settings_all, sorted({*seeds, *seeds_in(root)}))
+
 #: The bars the recommended score is held to on the committed test sets (mean over seeds): at least the best
 #: baseline on every set; on MNIST and F-MNIST an AUROC of at least FLOOR_AUROC and an FPR95 of at most
 #: CEILING_FPR95; on the held-out classes of the 0-4 splits at least the paper's own number.
@@ -312,8 +307,8 @@ def _fmt(cell: dict | None) -> str:
 
 def _report_links(folder: Path, setting: str, seeds) -> list[str]:
     """Links from a table to the per-run reports (`oodgen report DIR`) that exist for a setting."""
-    links = [f"[seed {s}](../{setting}/oodgen/seed{s}/report.md)" for s in seeds
-             if (folder.parent / setting / "oodgen" / f"seed{s}" / "report.md").exists()]
+    links = [f"[seed {s}](../{job_key(setting, 'oodgen', s)}/report.md)" for s in seeds
+             if (job_dir(folder.parent, setting, "oodgen", s) / "report.md").exists()]
     return [f"Reports of our runs (ROC curves, score histograms, samples): {', '.join(links)}", ""] if links else []
 
 
@@ -352,84 +347,3 @@ def _write_table(folder: Path, table: str, doc: dict, paper: dict) -> None:
         w.writerow(["" if v is None else (f"{v:.4f}" if isinstance(v, float) else v) for v in r])
     atomic_write_bytes(folder / f"{table}.csv", buf.getvalue().encode())
     atomic_write_json(folder / f"{table}.json", doc)
-
-
-# ---------------------------------------------------------------------------------------------
-# one run's summary (printed by `oodgen run`, stored as results.md; `oodgen compare`)
-# ---------------------------------------------------------------------------------------------
-RULE_LABELS = {
-    "feature-knn": "feature-knn (recommended)",
-    "ood-class": "p(n+1) (paper)",
-    "max-in": "1 - max p_in (paper, alt.)",
-    "ood-class+knn": "ood-class+knn †",
-    "reject+knn": "reject+knn †",
-    "reject+fisher": "reject+fisher †",
-}
-BEYOND_NOTE = ("feature-knn (the default) was chosen among every rule by docs/protocol.md on validation folds only, "
-               "never on a test OOD set; † beyond the paper: fused rules designed after looking at seed-0 test OOD "
-               "sets, so their numbers are less independent evidence.")
-
-
-def known_failure(ood_set: str, variant: dict) -> str:
-    """One line on why a score is below chance on ``ood_set`` under ``variant``."""
-    clipped_small = (variant.get("beta") == "paper" and variant.get("clip_type1") in ("clip", True))
-    if ood_set == "sphere" and clipped_small:
-        return ("Sphere-OOD points have the largest training norm and about half their pixels negative; Type I "
-                "steps of beta <= 1 clipped to [0, 1] never leave the pixel box, so training shows nothing like "
-                "them (the authors' code uses beta up to 28; try --beta wide --clip-type1 half)")
-    if ood_set == "gaussian" and clipped_small:
-        return ("clipped N(0.5, 1) noise has about two thirds of its pixels saturated at 0 or 1 all over the image; a "
-                "Type I step of beta <= 1 moves a digit by ~0.04 per pixel, so training shows nothing like it "
-                "(try --beta wide --clip-type1 half)")
-    return "below chance: this set is scored as more in-distribution than the in-distribution test images"
-
-
-def auroc_cell(auroc: float, ood_set: str, variant: dict, label: str, notes: list[str]) -> str:
-    """An AUROC table cell; a cell below chance gets a numbered note (appended to ``notes``) with its reason."""
-    if auroc >= 50.0:
-        return f"{auroc:.1f}"
-    notes.append(f"{ood_set} ({label}): {known_failure(ood_set, variant)}")
-    return f"{auroc:.1f} ({len(notes)})"
-
-
-def variant_summary(variant: dict) -> str:
-    return (f"encoder {variant.get('encoder_act', 'relu')}, KL warm-up {variant.get('kl_warmup', 0.0):g}, "
-            f"z {'sampled' if variant.get('sample_z', True) else 'mean'}, "
-            f"Type I beta {variant.get('beta')} / clip {variant.get('clip_type1')} / {variant.get('nullspace')}, "
-            f"Type II {variant.get('type2_radius')}")
-
-
-def markdown_table(metrics: dict) -> str:
-    """The run's printed and stored summary: the CVAE's health, the primary score's metrics, and
-    the AUROC of every score rule side by side (with a reason beside any cell below chance)."""
-    by_score = results_by_score(metrics)
-    paper = metrics.get("score_paper", "ood-class")
-    beside = paper if paper != metrics["score"] and paper in by_score else None
-    extra = f" AUROC {RULE_LABELS.get(beside, beside)} |" if beside else ""
-    head = ("| OOD set | FPR95 ↓ | Det. err ↓ | AUROC ↑ | AUPR-in ↑ | AUPR-out ↑ |" + extra + "\n"
-            "|---|---|---|---|---|---|" + ("---|" if beside else "") + "\n")
-    rows = "".join(f"| {name} | " + " | ".join(f"{m[k]:.1f}" for k in METRIC_NAMES)
-                   + (f" | {by_score[beside][name]['auroc']:.1f}" if beside else "") + " |\n"
-                   for name, m in metrics["ood"].items())
-    variant = metrics.get("variant", {})
-    title = (f"**{metrics['method']}** on {metrics['id']} (profile {metrics['profile']}, seed {metrics['seed']}, "
-             f"primary score {RULE_LABELS.get(metrics['score'], metrics['score'])}); "
-             f"variant: {variant_summary(variant)}; accuracy n+1 {metrics['accuracy']:.2f} %, "
-             f"plain {metrics.get('accuracy_plain', float('nan')):.2f} %\n\n")
-    health = metrics.get("cvae_health")
-    if health:
-        title += health_line(health) + "\n\n"
-    out = title + head + rows
-    if by_score:
-        rules = sorted((r for r in RULE_LABELS if r in by_score), key=lambda r: r != metrics["score"])
-        out += ("\nAUROC by score rule (same classifier):\n\n| OOD set | " + " | ".join(RULE_LABELS[r] for r in rules)
-                + " |\n|---|" + "---|" * len(rules) + "\n")
-        notes = []
-        for name in metrics["ood"]:
-            # the fused rules carry their own caveat (†); the paper's scores get a reason
-            cells = [auroc_cell(by_score[r][name]["auroc"], name, variant, RULE_LABELS[r], notes)
-                     if r in ("ood-class", "max-in") else f"{by_score[r][name]['auroc']:.1f}" for r in rules]
-            out += f"| {name} | " + " | ".join(cells) + " |\n"
-        out += "\n" + BEYOND_NOTE + "\n"
-        out += "".join(f"({i}) {n}\n" for i, n in enumerate(notes, 1))
-    return out

@@ -1,8 +1,8 @@
-"""One (setting, seed) of ``oodgen bench``: the trained run's data, models and cached plain-classifier
-outputs (:class:`_Context`), and how each method is evaluated on them (:func:`_evaluate`; ODIN and
-Mahalanobis through their two tuning protocols, :func:`_evaluate_tuned`).  The orchestration over
-settings, seeds and methods and the command line are :mod:`oodgen.bench`; the tables
-:mod:`oodgen.tables`.
+"""How the bench evaluates a method on one (setting, seed): the trained run's data, models and cached
+plain-classifier outputs (:class:`Context`), and each method's evaluation on them (:func:`evaluate`; ODIN and
+Mahalanobis through their two tuning protocols, :func:`_evaluate_tuned`).  Which methods there are and
+how they are named is :mod:`oodgen.bench.tables` (read from the registry); one (setting, seed) run job by
+job is :func:`oodgen.bench.core.bench_one`.
 """
 from __future__ import annotations
 
@@ -14,17 +14,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data as D
-from .artifact import read_detector
-from .config import RunConfig
-from .detectors.mc_dropout import mc_dropout_moments
-from .detectors.posthoc import grid_points, model_outputs, select_point
-from .detectors.registry import DETECTORS, make_detector
-from .metrics import ood_metrics
-from .models import CVAE, Fig6cCNN, as_inference
-from .tables import _info, all_methods
-from .train import load_checkpoint
-from .utils import atomic_write_bytes, atomic_write_json, derive_seed, generator, resolve_device
+from .. import data as D
+from ..artifact import read_detector
+from ..config import RunConfig
+from ..detectors.mc_dropout import mc_dropout_moments
+from ..detectors.posthoc import grid_points, model_outputs, select_point
+from ..detectors.registry import DETECTORS, make_detector
+from ..metrics import ood_metrics
+from ..models import CVAE, Fig6cCNN, as_inference
+from ..train import load_checkpoint
+from ..utils import atomic_write_bytes, atomic_write_json, derive_seed, generator, resolve_device
+from .jobs import BenchError
+from .tables import all_methods, method_info
 
 #: Epochs of the confident classifier per training profile (the reference code trains 100).
 CONFIDENT_EPOCHS = {"smoke": 1, "quick": 2, "full": 10, "paper": 100}
@@ -32,18 +33,21 @@ N_TUNE = 1000                 # held-out images per tuning set (the ODIN protoco
 OUTPUTS_FORMAT = "oodgen-plain-outputs/1"
 
 
-class BenchError(RuntimeError):
-    """A benchmark cannot run (a run directory holds another configuration, ...)."""
+def needs_plain(method: str) -> bool:
+    """Whether ``method`` scores the run's plain classifier (not a baseline that trains its own
+    classifier, nor a pixel-space method)."""
+    info = method_info(method)
+    return not (info.consumes == "trains" or info.classifier_free)
 
 
 # ---------------------------------------------------------------------------------------------
 # one setting and seed
 # ---------------------------------------------------------------------------------------------
-class _Context:
+class Context:
     """Everything the baselines of one (setting, seed) share, loaded lazily."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path, data_dir, mc_passes: int, log):
-        from .run import load_setting
+        from ..run import load_setting
         self.cfg, self.run_dir, self.data_dir, self.mc_passes, self.log = cfg, run_dir, data_dir, mc_passes, log
         prof = cfg.prof
         data = load_setting(cfg, data_dir)
@@ -131,7 +135,7 @@ class _Context:
         """(in-distribution validation images, outliers) for the ``fair`` tuning protocol:
         half uniform noise, half Type I perturbations of the validation images made with the
         run's own CVAE (what the paper's method sees; nothing of the test OOD sets)."""
-        from .generate import off_manifold_samples
+        from ..generate import off_manifold_samples
         xv, yv = self.images["val"][:N_TUNE], self.labels["val"][:N_TUNE]
         n_noise = len(xv) // 2
         noise = torch.from_numpy(D.synthetic("uniform", max(1, n_noise), derive_seed(self.cfg.seed, "fair-noise")))
@@ -169,14 +173,15 @@ def _split_tuning(n: int) -> int:
     return max(1, min(N_TUNE, n // 2))
 
 
-def _evaluate(ctx: _Context, method: str, confident_epochs: int, log) -> dict:
-    """Scores of one method: returns ood metrics, sizes, accuracy, tuning record, params."""
+def evaluate(ctx: Context, method: str, folder: Path, confident_epochs: int, log) -> dict:
+    """Scores of one method: returns ood metrics, sizes, accuracy, tuning record, params.  ``folder``: the
+    method's job folder (a method that trains its own classifier keeps its checkpoints there)."""
     names = ctx.ood_names
     ood, sizes, tuning, params = {}, {}, None, {}
     accuracy = None
     if method not in all_methods():
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(all_methods())}")
-    kind = _info(method).consumes
+    kind = method_info(method).consumes
     if kind == "outputs":
         outs = ctx.outputs()
         det = make_detector(method, ctx.plain).fit_outputs(**outs["train"], y=ctx.labels["train"].numpy())
@@ -202,12 +207,11 @@ def _evaluate(ctx: _Context, method: str, confident_epochs: int, log) -> dict:
         det = DETECTORS[method].for_bench(ctx.cfg.seed).fit(ctx.images["train"])
         ood, sizes = _score_images(ctx, det)
         params = _params(det)
-    elif kind == "trains":      # trains its own classifier, in DIR/<id>/<method>/seed<k>/checkpoints
-        out_dir = ctx.run_dir.parent.parent / method / f"seed{ctx.cfg.seed}"
+    elif kind == "trains":      # trains its own classifier, in its job folder's checkpoints/
         det = DETECTORS[method].for_bench_training(ctx.cfg.seed, confident_epochs, str(ctx.device),
-                                                   str(out_dir / "checkpoints" / f"{method}.pt"),
+                                                   str(folder / "checkpoints" / f"{method}.pt"),
                                                    plain=ctx.cfg.prof.plain)
-        atomic_write_json(out_dir / "config.json", {"run_config": ctx.cfg.to_dict(), "params": _params(det)})
+        atomic_write_json(folder / "config.json", {"run_config": ctx.cfg.to_dict(), "params": _params(det)})
         det.fit(ctx.images["train"], ctx.labels["train"])
         ood, sizes = _score_images(ctx, det)
         accuracy = float((det.predict_class(ctx.images["test"]) == ctx.labels["test"].numpy()).mean() * 100)
@@ -215,12 +219,12 @@ def _evaluate(ctx: _Context, method: str, confident_epochs: int, log) -> dict:
         params["history"] = getattr(det, "history_", None)
     else:
         raise ValueError(f"bench: no protocol for {method!r} (consumes {kind!r})")
-    if accuracy is None and not _info(method).classifier_free:
+    if accuracy is None and not method_info(method).classifier_free:
         accuracy = ctx.accuracy_plain()
     return {"ood": ood, "n_ood": sizes, "tuning": tuning, "hyper_parameters": params, "accuracy": accuracy}
 
 
-def _score_images(ctx: _Context, det) -> tuple[dict, dict]:
+def _score_images(ctx: Context, det) -> tuple[dict, dict]:
     """OOD metrics and set sizes of a fitted detector that scores images (test vs every OOD set)."""
     s_in = det.score(ctx.images["test"])
     ood = {name: ood_metrics(s_in, det.score(ctx.images[name])) for name in ctx.ood_names}
@@ -236,7 +240,7 @@ def _params(det) -> dict:
     return out
 
 
-def _evaluate_tuned(ctx: _Context, method: str, log):
+def _evaluate_tuned(ctx: Context, method: str, log):
     base, fair = method.removesuffix("-fair"), method.endswith("-fair")
     names = ctx.ood_names
     # One generic search for every tunable detector (its class declares param_grid and scores the
