@@ -93,7 +93,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--id", required=True, choices=list(SETTINGS) + ["all"], help="in-distribution setting(s)")
     b.add_argument("--methods", nargs="+", default=list(default_methods()), choices=list(all_methods()), metavar="METHOD",
-                   help=f"methods to run (default: all but the -fair variants); any of {', '.join(all_methods())}")
+                   help=f"methods to run (default: all but the -fair variants and vos-alpha0, the energy column's twin); any of {', '.join(all_methods())}")
     b.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     b.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     b.add_argument("--out", required=True, help="benchmark folder (resumed: finished runs are skipped)")

@@ -64,8 +64,13 @@ def all_methods() -> tuple[str, ...]:
     return tuple(out)
 
 
+#: Run only when named: VOS's alpha = 0 control trains the plain classifier weight for weight (tests/test_vos.py),
+#: so on the machine that trained a run's plain classifier its scores are the ``energy`` column's.
+ON_REQUEST = ("vos-alpha0",)
+
+
 def default_methods() -> tuple[str, ...]:
-    return tuple(m for m in all_methods() if not m.endswith("-fair"))
+    return tuple(m for m in all_methods() if not m.endswith("-fair") and m not in ON_REQUEST)
 
 
 def bench_tables() -> dict[str, tuple[str, tuple[str, ...]]]:
