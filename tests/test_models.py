@@ -126,3 +126,33 @@ def test_inference_precision():
     cvae = inference_copy(CVAE(10, 8), "bf16")
     assert cvae.onehot(torch.tensor([1, 2])).dtype == torch.float32      # dense layers stay float32
     assert next(cvae.parameters()).dtype == torch.bfloat16                # convolutions in bf16
+
+
+def test_oodgen_eval_set_monitor_records_each_epoch_and_changes_no_training_step(mnist_small):
+    """A profile with ``monitor`` records, after every n+1 epoch, the validation accuracy and p(n+1)'s
+    AUROC on the eval_set against the generated panel; the classifier it trains is the one trained
+    without the record, weight for weight; a bad eval_set fails before training."""
+    from dataclasses import replace
+
+    from oodgen.config import PROFILES
+    from oodgen.detectors import InputError
+    tr, te = mnist_small
+    prof = replace(PROFILES["smoke"], monitor=True, classifier=replace(PROFILES["smoke"].classifier, epochs=2))
+    x, y, xv, yv = tr.images[:300], tr.labels[:300], te.images[:120], te.labels[:120]
+    det = OODGen(latent_dim=4, profile=prof, seed=0).fit(x, y, eval_set=(xv, yv))
+    mon = det.classifier_history_["monitor"]
+    assert [m["epoch"] for m in mon] == [1, 2]
+    for m in mon:
+        assert 0.0 <= m["val_accuracy"] <= 100.0
+        assert len(m["panel_auroc"]) == 5 and all(0.0 <= v <= 100.0 for v in m["panel_auroc"].values())
+        assert m["panel_mean_auroc"] == pytest.approx(np.mean(list(m["panel_auroc"].values())))
+    acc = float((torch.as_tensor(det.predict_class(xv)) == yv).double().mean() * 100)
+    assert mon[-1]["val_accuracy"] == pytest.approx(acc)
+    plain = OODGen(latent_dim=4, profile=prof, seed=0).fit(x, y)     # no eval_set: nothing recorded
+    assert "monitor" not in plain.classifier_history_
+    for a, b in zip(det.classifier_.state_dict().values(), plain.classifier_.state_dict().values()):
+        assert torch.equal(a, b)
+    off = OODGen(latent_dim=4, profile="smoke", seed=0).fit(x, y, eval_set=(xv, yv))
+    assert "monitor" not in off.classifier_history_          # the profile's monitor is off
+    with pytest.raises(InputError, match="eval_set labels"):
+        OODGen(latent_dim=4, profile=prof, seed=0).fit(x, y, eval_set=(xv, yv[:5]))

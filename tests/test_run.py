@@ -244,3 +244,31 @@ def test_regen_every_option(monkeypatch):
     x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 2
     T.train_nplus1(model, x, y, Pools(), prof, None, 0, progress=False, log=lambda *_: None)
     assert len(made) == 3 and len(set(made)) == 3          # epochs 0, 2 and 4
+
+
+def test_hparams_option_paper_and_authors():
+    """--hparams: the paper profile's n+1 learning rate and OOD weight per setting, the text's or the
+    authors' from-scratch runs' (with their regeneration interval); --w-ood / --regen-every still win;
+    only with the paper profile and a paper setting; a run directory written before it resumes."""
+    from oodgen.run import _comparable
+    assert RunConfig(id="mnist", profile="paper").prof.classifier.lr == 0.01
+    assert RunConfig(id="fmnist", profile="paper").prof.classifier.lr == 0.1
+    a = RunConfig(id="mnist", profile="paper", hparams="authors").prof
+    assert (a.classifier.lr, a.w_ood, a.regen_every, a.plain.lr) == (0.05, 0.1, 5, 0.01)
+    a = RunConfig(id="fmnist", profile="paper", hparams="authors").prof
+    assert (a.classifier.lr, a.w_ood, a.regen_every) == (0.1, 0.1, 10)
+    assert RunConfig(id="mnist0-4", profile="paper", hparams="authors").prof.classifier.lr == 0.02
+    a = RunConfig(id="fmnist0-4", profile="paper", hparams="authors", w_ood=0.3, regen_every=2).prof
+    assert (a.w_ood, a.regen_every) == (0.3, 2)
+    assert PROFILES["paper"].monitor and not PROFILES["full"].monitor
+    for kw in ({"profile": "full"}, {"profile": "paper", "train": "x.npz"}):
+        with pytest.raises(ValueError, match="hparams 'authors' needs"):
+            RunConfig(id="mnist", hparams="authors", **kw)
+    with pytest.raises(ValueError, match="hparams must be"):
+        RunConfig(id="mnist", profile="paper", hparams="keras")
+    cfg = RunConfig(id="fmnist", profile="paper", hparams="authors")
+    assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    old = RunConfig(id="mnist").to_dict()
+    del old["hparams"]
+    assert _comparable(old) == _comparable(RunConfig(id="mnist").to_dict())
+    assert _comparable(cfg.to_dict()) != _comparable(RunConfig(id="fmnist", profile="paper").to_dict())

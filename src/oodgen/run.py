@@ -154,7 +154,7 @@ def load_setting(cfg: RunConfig, data_dir=None) -> DataSetting:
 
 # Profile settings that change how a run is evaluated, not what it trains: a run directory written
 # with another value of them resumes (its checkpoints stay valid).
-EVALUATION_ONLY = ("eval_batch",)
+EVALUATION_ONLY = ("eval_batch", "monitor")
 
 
 def _comparable(d: dict) -> dict:
@@ -163,7 +163,8 @@ def _comparable(d: dict) -> dict:
     option added later takes its default (the behaviour before it existed), and evaluation-only
     profile settings do not count."""
     d = {k: v for k, v in json.loads(json.dumps(d)).items()
-         if v is not None and k not in ("device", "score_used", "score_paper")}
+         if v is not None and k not in ("device", "score_used", "score_paper")
+         and not (k == "hparams" and v == "paper")}      # written before the option: the paper's
     if isinstance(d.get("variant"), dict):
         # the primary score decides only what is reported first: every rule is always evaluated
         d["variant"] = {k: v for k, v in asdict(Variant.from_dict(d["variant"])).items() if k != "score"}
@@ -267,7 +268,8 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
     previous = _finished_run(out, cfg.prof, cfg.trains_plain)
     detector = OODGen(latent_dim=latent, profile=cfg.prof, variant=cfg.variant, score=cfg.score_rule,
                       seed=cfg.seed, checkpoint_dir=str(out / "checkpoints"), progress=progress, verbose=dist.main,
-                      device=str(device), strict=strict, precision=precision).fit(data.x, data.y)
+                      device=str(device), strict=strict, precision=precision).fit(data.x, data.y,
+                                                                                 eval_set=(data.x_val, data.y_val))
     timings = dict(detector.timings_)
     plain = None
     if cfg.trains_plain:            # only the baselines (oodgen bench) score it
@@ -381,6 +383,9 @@ def run_metrics(cfg: RunConfig, detector: OODGen, data: DataSetting, results: di
         **({"accuracy_plain": results["accuracy_plain"]} if "accuracy_plain" in results else {}),
         "cvae_health": detector.cvae_health_,
         "generated_panel": results["generated_panel"],
+        # per epoch: loss and seconds; the n+1 classifier's "monitor" (profiles with monitor on): validation
+        # accuracy and p(n+1)'s AUROC against the generated panel, no test data
+        "training_history": {"cvae": detector.cvae_history_, "nplus1": detector.classifier_history_},
         "ood": results["by_score"][primary],
         "ood_by_score": results["by_score"],
         "fisher_components": results["by_component"],

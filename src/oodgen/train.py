@@ -21,6 +21,7 @@ from .config import Profile, Stage, Variant
 from .distributed import current as current_dist
 from .generate import ClassEllipsoids, encode_means, off_manifold_samples, on_manifold_samples
 from .errors import first_line
+from .metrics import ood_metrics
 from .utils import TorchFileError, atomic_torch_save, derive_seed, generator, safe_torch_load
 
 try:
@@ -66,9 +67,13 @@ def _tqdm_disable(progress: bool) -> bool | None:
 def fit_epochs(stage_name: str, model: nn.Module, stage: Stage, steps_per_epoch: int,
                epoch_fn: Callable[[int, torch.Generator, torch.optim.Optimizer, object], float],
                ckpt_path: str | os.PathLike | None, seed: int, log: Callable[[str], None] = print,
-               lr_warmup: int = 0, rng_stage: str | None = None) -> dict:
+               lr_warmup: int = 0, rng_stage: str | None = None,
+               after_epoch: Callable[[nn.Module], dict] | None = None) -> dict:
     """Run ``stage.epochs`` epochs of ``epoch_fn``, checkpointing after each; resume if a
-    checkpoint exists.  Returns the history (per-epoch loss and seconds).  ``lr_warmup``: steps of
+    checkpoint exists.  Returns the history (per-epoch loss and seconds; with ``after_epoch``, also
+    ``history["monitor"]``: what it returns for the model after each epoch, saved in the checkpoint
+    so that a resumed run keeps the earlier epochs' entries; it runs after the epoch's training and
+    draws no training randomness).  ``lr_warmup``: steps of
     linear learning-rate warm-up (:func:`make_schedule`).  ``rng_stage``: the stage whose per-epoch
     randomness (shuffling, dropout) this one draws (default ``stage_name``): a baseline trained on the
     plain classifier's data order and dropout masks differs from it only by what it adds.
@@ -100,7 +105,11 @@ def fit_epochs(stage_name: str, model: nn.Module, stage: Stage, steps_per_epoch:
         loss = epoch_fn(epoch, generator(seed, rng_stage, epoch), optimizer, schedule)
         history["loss"].append(float(loss))
         history["seconds"].append(time.perf_counter() - t0)
-        log(f"[{stage_name}] epoch {epoch + 1}/{stage.epochs} loss {loss:.4f} ({history['seconds'][-1]:.0f} s)")
+        note = ""
+        if after_epoch is not None and dist.main:
+            history.setdefault("monitor", []).append({"epoch": epoch + 1, **after_epoch(model)})
+            note = "".join(f", {k} {v:.4g}" for k, v in history["monitor"][-1].items() if isinstance(v, float))
+        log(f"[{stage_name}] epoch {epoch + 1}/{stage.epochs} loss {loss:.4f} ({history['seconds'][-1]:.0f} s{note})")
         if ckpt_path is not None and dist.main:
             atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                "schedule": schedule.state_dict(), "history": history, "epoch": epoch + 1},
@@ -229,11 +238,31 @@ def fit_ellipsoids(cvae, x, y) -> ClassEllipsoids:
     return ClassEllipsoids(coverage=0.95).fit(encode_means(cvae, x, y), y)
 
 
+def nplus1_monitor(x_val: torch.Tensor, y_val: torch.Tensor, panel: dict[str, torch.Tensor],
+                   batch_size: int = 256) -> Callable[[nn.Module], dict]:
+    """The n+1 classifier's per-epoch record, from data that is neither test nor OOD test data:
+    ``val_accuracy`` (%, argmax over the n in-distribution outputs on the validation split) and the
+    AUROC of p(n+1) between the validation images and each component of the generated panel
+    (:mod:`oodgen.generate.panel`; ``panel_auroc`` per component, ``panel_mean_auroc`` their mean)."""
+    def monitor(model: nn.Module) -> dict:
+        logits = predict_logits(model, x_val, batch_size)
+        acc = float((logits[:, :-1].argmax(1) == y_val.cpu()).double().mean() * 100)
+        p_ood = torch.softmax(logits, 1)[:, -1].numpy()
+        auroc = {name: float(ood_metrics(p_ood, torch.softmax(predict_logits(model, imgs, batch_size), 1)[:, -1].numpy())
+                             ["auroc"]) for name, imgs in panel.items()}
+        return {"val_accuracy": acc, "panel_mean_auroc": sum(auroc.values()) / max(len(auroc), 1),
+                "panel_auroc": auroc}
+
+    return monitor
+
+
 def train_nplus1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pools: OutlierPools, prof: Profile,
-                 ckpt_path, seed: int, progress: bool = True, log=print) -> dict:
+                 ckpt_path, seed: int, progress: bool = True, log=print,
+                 monitor: Callable[[nn.Module], dict] | None = None) -> dict:
     """The n+1 classifier: batches of in-distribution + Type I + Type II samples, the OOD class
     (label n) weighted ``w_ood`` per sample, loss = plain mean of the weighted per-sample losses
-    (Keras' class_weight semantics, not CrossEntropyLoss(weight=), which divides by sum of weights)."""
+    (Keras' class_weight semantics, not CrossEntropyLoss(weight=), which divides by sum of weights).
+    ``monitor``: called after every epoch (:func:`nplus1_monitor`), its record kept in the history."""
     stage = prof.classifier
     n = len(x)
     n_classes = int(model.n_outputs) - 1
@@ -270,7 +299,7 @@ def train_nplus1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pools: Outl
             total += loss.item() * m
         return dist.sum(total) / n
 
-    return fit_epochs("nplus1", model, stage, steps, epoch_fn, ckpt_path, seed, log)
+    return fit_epochs("nplus1", model, stage, steps, epoch_fn, ckpt_path, seed, log, after_epoch=monitor)
 
 
 @torch.no_grad()

@@ -53,9 +53,9 @@ from ..models import CVAE, Fig6cCNN
 from ..generate import NotFittedError
 from ..generate.health import check_health, cvae_health, health_line
 from ..generate.panel import cached_panel
-from ..train import OutlierPools, fit_ellipsoids, predict_logits, train_cvae, train_nplus1
+from ..train import OutlierPools, fit_ellipsoids, nplus1_monitor, predict_logits, train_cvae, train_nplus1
 from ..utils import environment
-from .base import THRESHOLD_TPR, Detector, check_images
+from .base import THRESHOLD_TPR, Detector, check_images, check_labels
 from .fusion import FEATURE_RULE, MIN_CALIBRATION, NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion, rejected
 from .image_stats import PixelBank, image_stats
 from ..models.inference import inference_copy, resolve_precision
@@ -159,6 +159,26 @@ class OODGen(Detector):
     def input_shape(self):
         return getattr(self, "image_shape_", None) or (1, 28, 28)
 
+    def fit(self, x, y=None, eval_set=None) -> "OODGen":
+        """Train the CVAE and the n+1 classifier on images ``x`` with labels ``y``.  ``eval_set``:
+        optional held-out in-distribution ``(x_val, y_val)``; with a profile whose ``monitor`` is on
+        (``paper``), the n+1 classifier's validation accuracy and p(n+1)'s AUROC against the generated
+        panel made from them are recorded after every epoch (``classifier_history_["monitor"]``).  It
+        changes no training step; nothing in it is test data."""
+        self._eval_set = None
+        if eval_set is not None:
+            x_val = check_images(eval_set[0], "eval_set images")
+            self._eval_set = (x_val, check_labels(eval_set[1], len(x_val), "eval_set labels"))
+        return super().fit(x, y)
+
+    def _epoch_monitor(self, prof: Profile):
+        """The per-epoch record of :meth:`fit`'s ``eval_set`` (None: not recorded)."""
+        if not prof.monitor or getattr(self, "_eval_set", None) is None:
+            return None
+        x_val, y_val = self._eval_set
+        panel = self.generated_panel(x_val, y_val, cache=self._ckpt("panel.pt"))
+        return nplus1_monitor(x_val, y_val, panel, prof.eval_batch)
+
     def _fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if y is None:
             raise ValueError("OODGen needs class labels: fit(x, y)")
@@ -207,7 +227,7 @@ class OODGen(Detector):
         self.classifier_ = Fig6cCNN(n_classes + 1, self.image_shape_[0], self.image_shape_[1:]).to(device)
         t0 = time.perf_counter()
         self.classifier_history_ = train_nplus1(self.classifier_, x, y, pools, prof, self._ckpt("nplus1.pt"),
-                                                self.seed, self.progress, self._log)
+                                                self.seed, self.progress, self._log, self._epoch_monitor(prof))
         total = time.perf_counter() - t0
         timings["type1_generation"] = pools.seconds["type1"]
         timings["type2_generation"] = pools.seconds["type2"]
