@@ -137,7 +137,7 @@ def logistic_direction(net: "VOSNetwork") -> dict:
     """The learned logistic head ``sigma(a E + b)`` and the direction it taught: its slope is learned (it
     starts negative) and with ``a > 0`` the uncertainty loss rewards *higher* energy on in-distribution
     features than on the virtual outliers, the opposite of what the test score assumes."""
-    a, b = float(net.logistic.weight.reshape(-1)[0]), float(net.logistic.bias.reshape(-1)[0])
+    a, b = float(net.logistic.weight.detach().reshape(-1)[0]), float(net.logistic.bias.detach().reshape(-1)[0])
     return {"slope": a, "intercept": b,
             "direction": "in-distribution = lower energy (as scored)" if a < 0
             else "in-distribution = higher energy: the energy score is taught the wrong way round"}
