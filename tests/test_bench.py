@@ -2,6 +2,7 @@
 import argparse
 import csv
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -213,3 +214,42 @@ def test_retrain_plain_rebuilds_a_lost_plain_classifier(tmp_path):
     msp_after = json.loads(msp_path.read_text())
     assert "--retrain-plain" in msp_after["classifier"]
     assert msp_after["ood"] == msp_before["ood"] and msp_after["accuracy"] == msp_before["accuracy"]
+
+
+def test_budget_table_groups_runs_by_recipe_budget_and_score(tmp_path):
+    """tables/budget.*: each oodgen run of MNIST / F-MNIST placed by its recipe (read from the variant),
+    profile and seed; both scores per OOD set, mean and std over seeds; the bench's own folder wins over
+    a copy of the same run elsewhere; the paper's cell and the authors' logged range beside them."""
+    from oodgen.bench.budget import RECIPES, budget_markdown, recipe_of, write_budget_table
+    from oodgen.bench.tables import paper_tables
+    from oodgen.config import Variant
+
+    def write(path, seed, profile, variant, auroc_rec, auroc_paper, hparams="paper", setting="fmnist"):
+        ood = {"mnist": {"auroc": auroc_rec}}
+        m = {"method": "oodgen", "id": setting, "seed": seed, "profile": profile, "variant": variant,
+             "accuracy": 90.0 + seed, "ood": ood, "config": {"hparams": hparams},
+             "ood_by_score": {"feature-knn": ood, "ood-class": {"mnist": {"auroc": auroc_paper}}},
+             "cvae_health": {"active_dims": 9, "latent_dim": 10, "recon_ratio": 0.7, "collapsed": False}}
+        (tmp_path / path).mkdir(parents=True)
+        (tmp_path / path / "metrics.json").write_text(json.dumps(m))
+
+    ours = {**asdict(Variant()), **RECIPES["ours"]}
+    authors = {**asdict(Variant()), **RECIPES["authors"]}
+    assert recipe_of(ours) == "ours" and recipe_of(authors) == "authors" and recipe_of({"beta": "x"}) is None
+    write("fmnist/oodgen/seed0", 0, "full", ours, 98.0, 60.0)
+    write("fmnist/oodgen/seed1", 1, "full", ours, 96.0, 70.0)
+    write("ablation/copy-seed0", 0, "full", ours, 10.0, 10.0)           # the same run elsewhere: not counted twice
+    write("paper/fmnist-authors-seed0", 0, "paper", authors, 97.0, 90.0, hparams="authors")
+    write("mnist/msp/seed0", 0, "full", ours, 50.0, 50.0)                  # not an oodgen run: ignored
+    doc = write_budget_table(tmp_path, tmp_path / "tables", paper_tables()["table1"])
+    rows = {(r["recipe"], r["budget"]): r for r in doc["settings"]["fmnist"]["rows"]}
+    assert set(rows) == {("ours", "full"), ("authors", "paper")} and "mnist" not in doc["settings"]
+    full = rows[("ours", "full")]
+    assert full["seeds"] == [0, 1] and full["auroc"]["recommended"]["mnist"]["mean"] == pytest.approx(97.0)
+    assert full["auroc"]["paper"]["mnist"]["mean"] == pytest.approx(65.0)
+    assert full["auroc"]["paper"]["mnist"]["std"] == pytest.approx(np.std([60.0, 70.0], ddof=1))
+    assert rows[("authors", "paper")]["hparams"] == ["authors"]
+    assert doc["settings"]["fmnist"]["paper"]["mnist"] == paper_tables()["table1"]["results"]["fmnist"]["mnist"]["auroc"]["oodgen"]
+    md = (tmp_path / "tables" / "budget.md").read_text()
+    assert md == budget_markdown(doc) and "| authors | paper | 0 |" in md and "76.4-98.8" in md
+    assert "97.00 ± 1.41 / 65.00 ± 7.07" in md

@@ -10,7 +10,8 @@ It writes, under a repository checkout ``ROOT`` (default: the current directory)
 * the block between ``<!-- RESULTS-GLANCE -->`` and ``<!-- /RESULTS-GLANCE -->`` of ``README.md``
   and the ``RESULTS-TABLE`` block of ``docs/results.md``, from that summary;
 * the ``BENCH-SUMMARY`` block of ``docs/benchmark.md``, from ``results/tables/summary.json``
-  (written by ``oodgen bench --id all --out results --tables-only``), when that file exists.
+  (written by ``oodgen bench --id all --out results --tables-only``), when that file exists, and its
+  ``BUDGET`` block from ``results/tables/budget.json`` (:mod:`oodgen.bench.budget`).
 
 Running it twice changes nothing the second time; ``--check`` writes nothing and fails when a file
 is not what the committed results give::
@@ -29,6 +30,7 @@ import numpy as np
 from .config import RECOMMENDED
 from .data import PAPER_SETTINGS
 from .summary import METRIC_LABELS, results_by_score
+from .bench.budget import budget_rows_markdown
 from .bench.tables import DISPLAY, paper_tables
 from .utils import atomic_write_bytes
 
@@ -236,6 +238,9 @@ def published_files(root: str | Path = ".") -> dict[Path, str]:
     bench = results / "tables" / "summary.json"
     if bench.exists():
         blocks[root / "docs" / "benchmark.md"] = {"BENCH-SUMMARY": bench_block(json.loads(bench.read_text()))}
+    budget = results / "tables" / "budget.json"
+    if budget.exists():
+        blocks.setdefault(root / "docs" / "benchmark.md", {})["BUDGET"] = budget_rows_markdown(json.loads(budget.read_text()))
     for path, tags in blocks.items():
         if not path.is_file():
             raise PublishError(f"{path} is missing: run `oodgen publish` in the repository checkout or pass --root")

@@ -22,6 +22,7 @@ from ..detectors.base import BenchInfo
 from ..detectors.registry import DETECTORS
 from ..summary import METRIC_LABELS, results_by_score
 from ..utils import atomic_write_bytes, atomic_write_json
+from .budget import write_budget_table
 from .jobs import job_dir, job_key, seeds_in
 
 # Our rows of Table 1: "Ours" is the recommended score (docs/protocol.md), then the paper's p(n+1) and every
@@ -212,6 +213,7 @@ def build_tables(out, settings=SETTINGS, seeds=(0, 1, 2)) -> dict:
     tables["summary"] = _write_summary(out, settings, seeds)
     tables["deviations"] = _write_deviations(out / "tables", tables)
     tables["recommended"] = _write_recommended_checks(out / "tables", tables)
+    tables["budget"] = write_budget_table(out, out / "tables", paper["table1"])
     return tables
 
 
