@@ -42,3 +42,30 @@ def test_ray_grid_matches_serial_and_reports_failures(tmp_path):
     # resume: everything finished is skipped, nothing runs again
     again = bench_ray(SETTINGS, METHODS, [0], opts)
     assert not again.failed and not again.ran
+
+
+def test_an_unreachable_cluster_address_fails_at_once(tmp_path):
+    """--address of a head that accepts no connection: a clear error within seconds (ray.init itself
+    retries for minutes), before any job; other address forms are left to Ray."""
+    import socket
+    import time
+
+    import pytest
+    from oodgen.bench.executors import ExecutorError, check_reachable
+
+    with socket.socket() as s:          # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(ExecutorError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+        bench_ray(["mnist"], ["msp"], [0], BenchOptions(profile="smoke", out=str(tmp_path),
+                                                         address=f"127.0.0.1:{port}"))
+    assert time.perf_counter() - t0 < 30
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ExecutorError, match="ray://127.0.0.1"):
+        check_reachable(f"ray://127.0.0.1:{port}")
+    check_reachable("auto")             # not host:port: Ray resolves it
+    with socket.socket() as srv:        # a listening port passes
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        check_reachable(f"127.0.0.1:{srv.getsockname()[1]}")

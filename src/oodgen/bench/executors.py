@@ -18,6 +18,7 @@ output folder must then be on storage every node sees).  Ray is an optional extr
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -99,10 +100,26 @@ def _method(_run_dir: str, setting: str, seed: int, method: str, opts: BenchOpti
     return job_key(setting, method, seed)
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once when a ``host:port`` (or ``ray://host:port``) Ray address accepts no TCP connection:
+    ``ray.init`` itself retries an unreachable head for minutes.  ``auto`` and other forms pass."""
+    target = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ExecutorError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it with "
+                            "`ray start --head` there, or leave --address out to run a local instance") from None
+
+
 def _start_ray(ray, opts: BenchOptions) -> bool:
     """Joins ``opts.address`` or starts a local instance, unless Ray is running; returns whether it started it."""
     if ray.is_initialized():
         return False
+    if opts.address:
+        check_reachable(opts.address)
     try:
         if opts.address:
             ray.init(address=opts.address, log_to_driver=False)
