@@ -74,21 +74,36 @@ def ceiling() -> dict:
     return out
 
 
-def training_step(channels_last: bool) -> float:
+def training_step(channels_last: bool, compiled: bool = False) -> float:
     torch.manual_seed(0)
     m = Fig6cCNN(11)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     m = m.to(memory_format=fmt)
     opt = torch.optim.Adam(m.parameters(), 1e-3)
+    net = torch.compile(m) if compiled else m
     x = torch.rand(BATCH, 1, 28, 28).to(memory_format=fmt)
     y = torch.randint(0, 11, (BATCH,))
 
     def step():
-        loss = F.cross_entropy(m(x), y)
+        loss = F.cross_entropy(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     return _rate(step, BATCH, min_s=3.0) * 1e9        # images/s (one "flop" per image)
+
+
+def compiled_step() -> dict:
+    """torch.compile (inductor, CPU) of the same step: images/s and the compilation's seconds, or why it
+    could not compile here."""
+    t0 = time.perf_counter()
+    try:
+        torch.manual_seed(0)
+        probe = torch.compile(Fig6cCNN(11))
+        F.cross_entropy(probe(torch.rand(BATCH, 1, 28, 28)), torch.randint(0, 11, (BATCH,))).backward()
+        compile_s = time.perf_counter() - t0
+        return {"images_per_s": training_step(False, compiled=True), "compile_s": compile_s}
+    except Exception as exc:          # no C++ toolchain, an unsupported op, ...
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
 
 
 def profile_step(n_steps: int = 10) -> list[dict]:
@@ -117,6 +132,9 @@ def main() -> None:
     tune_allocator()                  # what `oodgen run` does first (oodgen._runtime)
     ceil = ceiling()
     ips = {"contiguous": training_step(False), "channels_last": training_step(True)}
+    compiled = compiled_step()
+    if "images_per_s" in compiled:
+        ips["torch.compile"] = compiled["images_per_s"]
     per_image = step_flops()
     best_conv = ceil["conv2 forward + backward [fp32]"]
     res = {"command": "python benchmarks/bench_ceiling.py", "cpu_flags": _flags(), "batch": BATCH,
@@ -126,7 +144,7 @@ def main() -> None:
            "train_share_of_fp32_conv_ceiling": {k: v * per_image / 1e9 / best_conv for k, v in ips.items()},
            "bf16_over_fp32": {"matmul": ceil["matmul 1024^3 [bf16]"] / ceil["matmul 1024^3 [fp32]"],
                               "conv2 forward + backward": ceil["conv2 forward + backward [bf16]"] / best_conv},
-           "profile_top_ops": profile_step(), "environment": environment()}
+           "torch_compile": compiled, "profile_top_ops": profile_step(), "environment": environment()}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps({k: v for k, v in res.items() if k != "environment"}, indent=1))

@@ -58,6 +58,11 @@ def main() -> None:
                 "|---|---|---|---|"]
         out += [f"| {k} | {v:.0f} | {c['train_gflops'][k]:.1f} | {c['train_share_of_fp32_conv_ceiling'][k]:.0%} |"
                 for k, v in c["train_images_per_s"].items()]
+        tc = c.get("torch_compile")
+        if tc:
+            out += ["", (f"torch.compile (inductor): {tc['images_per_s'] / c['train_images_per_s']['contiguous']:.2f}x the "
+                         f"eager contiguous step, after {tc['compile_s']:.0f} s of compilation" if "images_per_s" in tc
+                         else f"torch.compile (inductor) could not compile the step here: {tc['error']}") + "."]
         out += ["", f"bf16 / fp32 throughput: matmul {c['bf16_over_fp32']['matmul']:.3f}x, conv forward + backward "
                 f"{c['bf16_over_fp32']['conv2 forward + backward']:.3f}x" + ("" if c["cpu_flags"].get("amx_bf16") or c["cpu_flags"].get("avx512_bf16")
                        else " (no native bf16 on this CPU: it is emulated)") + ".", "",

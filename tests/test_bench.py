@@ -224,10 +224,10 @@ def test_budget_table_groups_runs_by_recipe_budget_and_score(tmp_path):
     from oodgen.bench.tables import paper_tables
     from oodgen.config import Variant
 
-    def write(path, seed, profile, variant, auroc_rec, auroc_paper, hparams="paper", setting="fmnist"):
+    def write(path, seed, profile, variant, auroc_rec, auroc_paper, hparams="paper", setting="fmnist", regen=1):
         ood = {"mnist": {"auroc": auroc_rec}}
         m = {"method": "oodgen", "id": setting, "seed": seed, "profile": profile, "variant": variant,
-             "accuracy": 90.0 + seed, "ood": ood, "config": {"hparams": hparams},
+             "accuracy": 90.0 + seed, "ood": ood, "config": {"hparams": hparams, "profile_settings": {"regen_every": regen}},
              "ood_by_score": {"feature-knn": ood, "ood-class": {"mnist": {"auroc": auroc_paper}}},
              "cvae_health": {"active_dims": 9, "latent_dim": 10, "recon_ratio": 0.7, "collapsed": False}}
         (tmp_path / path).mkdir(parents=True)
@@ -241,8 +241,12 @@ def test_budget_table_groups_runs_by_recipe_budget_and_score(tmp_path):
     write("ablation/copy-seed0", 0, "full", ours, 10.0, 10.0)           # the same run elsewhere: not counted twice
     write("paper/fmnist-authors-seed0", 0, "paper", authors, 97.0, 90.0, hparams="authors")
     write("mnist/msp/seed0", 0, "full", ours, 50.0, 50.0)                  # not an oodgen run: ignored
+    write("ablation/regen4/fmnist-seed0", 0, "full", ours, 99.0, 61.0, regen=4)   # another pool interval: its own row
     doc = write_budget_table(tmp_path, tmp_path / "tables", paper_tables()["table1"])
     rows = {(r["recipe"], r["budget"]): r for r in doc["settings"]["fmnist"]["rows"]}
+    rows = {(r["recipe"], r["budget"], r["regen_every"]): r for r in doc["settings"]["fmnist"]["rows"]}
+    assert rows[("ours", "full", 4)]["seeds"] == [0] and rows[("ours", "full", 4)]["accuracy"]["mean"] == 90.0
+    rows = {(r["recipe"], r["budget"]): r for r in doc["settings"]["fmnist"]["rows"] if r["regen_every"] == 1}
     assert set(rows) == {("ours", "full"), ("authors", "paper")} and "mnist" not in doc["settings"]
     full = rows[("ours", "full")]
     assert full["seeds"] == [0, 1] and full["auroc"]["recommended"]["mnist"]["mean"] == pytest.approx(97.0)
@@ -251,5 +255,5 @@ def test_budget_table_groups_runs_by_recipe_budget_and_score(tmp_path):
     assert rows[("authors", "paper")]["hparams"] == ["authors"]
     assert doc["settings"]["fmnist"]["paper"]["mnist"] == paper_tables()["table1"]["results"]["fmnist"]["mnist"]["auroc"]["oodgen"]
     md = (tmp_path / "tables" / "budget.md").read_text()
-    assert md == budget_markdown(doc) and "| authors | paper | 0 |" in md and "76.4-98.8" in md
+    assert md == budget_markdown(doc) and "| authors | paper | 1 | 0 |" in md and "76.4-98.8" in md
     assert "97.00 ± 1.41 / 65.00 ± 7.07" in md

@@ -56,3 +56,22 @@ def test_health_table_matches_the_committed_one():
     from experiments.summarize_health import health_readme
     committed = (REPO / "results" / "cvae_health" / "README.md").read_text()
     assert health_readme(REPO / "results") == committed
+
+
+def test_regen_check_applies_the_declared_criterion():
+    """experiments.regen_check: a cell passes within the old seeds' range (or the floor), fails beyond it;
+    accuracy beyond 0.3 points fails."""
+    from experiments.regen_check import check
+
+    def m(acc, auroc):
+        ood = {"mnist": {"auroc": auroc}}
+        return {"accuracy": acc, "ood": ood, "ood_by_score": {"ood-class": ood}, "score": "ood-class",
+                "timings_s": {"total": 1.0}, "environment": {"cpu": "x"}}
+
+    old = [m(91.0, 60.0), m(91.2, 70.0), m(91.1, 65.0)]            # range 10
+    assert check([m(91.1, 72.0)] * 3, old)["passed"]               # +7 <= 10
+    res = check([m(91.1, 76.0)] * 3, old)
+    assert not res["passed"] and res["failed"] == ["ood-class / mnist: +11.00 (allowed 10.00)"]
+    flat = [m(91.0, 99.9)] * 3                                      # range 0: the floor applies
+    assert check([m(91.0, 99.85)] * 3, flat)["passed"] and not check([m(91.0, 99.7)] * 3, flat)["passed"]
+    assert not check([m(91.5, 65.0)] * 3, old)["passed"]           # accuracy +0.4

@@ -50,8 +50,13 @@ def recipe_of(variant: dict) -> str | None:
     return None
 
 
+def _regen(m: dict) -> int:
+    """Epochs between the run's outlier-pool regenerations (1 in runs written before the option)."""
+    return int(((m.get("config") or {}).get("profile_settings") or {}).get("regen_every", 1))
+
+
 def _runs(root: Path) -> dict[tuple, dict]:
-    """(setting, recipe, budget, seed) -> metrics, one run per key: the bench's own folders
+    """(setting, recipe, budget, pool interval, seed) -> metrics, one run per key: the bench's own folders
     (``<setting>/oodgen/seed<k>``) first, then any other folder in path order."""
     paths = sorted(root.glob("**/metrics.json"), key=lambda p: (p.parent.parent.name != "oodgen", str(p)))
     found: dict[tuple, dict] = {}
@@ -65,8 +70,8 @@ def _runs(root: Path) -> dict[tuple, dict]:
         recipe = recipe_of(m.get("variant") or {})
         if recipe is None or m.get("profile") not in BUDGETS:
             continue
-        key = (m["id"], recipe, m["profile"], int(m["seed"]))
-        found.setdefault(key, {**m, "path": str(path.parent.relative_to(root))})
+        key = (m["id"], recipe, m["profile"], _regen(m), int(m["seed"]))
+        found.setdefault(key, {**m, "recipe": recipe, "path": str(path.parent.relative_to(root))})
     return found
 
 
@@ -85,6 +90,20 @@ def _stat(values: list[float]) -> dict | None:
     return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": len(arr)}
 
 
+def _row(group: list[dict], setting: str, sets: list[str], scores) -> dict:
+    """One (recipe, budget, pool interval) row: both scores' AUROC per OOD set over the group's seeds."""
+    cells = {}
+    for score in scores:
+        rule = resolve_score(score, setting)
+        cells[score] = {n: _stat([results_by_score(m)[rule][n]["auroc"] for m in group
+                                  if n in results_by_score(m).get(rule, {})]) for n in sets}
+    return {"recipe": group[0]["recipe"], "budget": group[0]["profile"], "regen_every": _regen(group[0]),
+            "seeds": [m["seed"] for m in group], "runs": [m["path"] for m in group],
+            "hparams": sorted({(m.get("config") or {}).get("hparams", "paper") for m in group}),
+            "accuracy": _stat([m["accuracy"] for m in group]),
+            "cvae_health": [_health(m.get("cvae_health") or {}) for m in group], "auroc": cells}
+
+
 def budget_table(root, paper_table1: dict) -> dict:
     """The table as a dict: per setting, its OOD sets and one row per (recipe, budget)."""
     root = Path(root)
@@ -100,22 +119,9 @@ def budget_table(root, paper_table1: dict) -> dict:
             continue
         ptab = paper_table1["results"].get(setting, {})
         sets = list(ptab) + sorted({n for k in keys for n in runs[k]["ood"]} - set(ptab))
-        rows = []
-        for recipe in RECIPES:
-            for budget in BUDGETS:
-                group = [runs[k] for k in sorted(keys) if k[1] == recipe and k[2] == budget]
-                if not group:
-                    continue
-                cells = {}
-                for score in doc["scores"]:
-                    rule = resolve_score(score, setting)
-                    cells[score] = {n: _stat([results_by_score(m)[rule][n]["auroc"] for m in group
-                                              if n in results_by_score(m).get(rule, {})]) for n in sets}
-                rows.append({"recipe": recipe, "budget": budget, "seeds": [m["seed"] for m in group],
-                             "runs": [m["path"] for m in group],
-                             "hparams": sorted({(m.get("config") or {}).get("hparams", "paper") for m in group}),
-                             "accuracy": _stat([m["accuracy"] for m in group]),
-                             "cvae_health": [_health(m.get("cvae_health") or {}) for m in group], "auroc": cells})
+        rows = [_row([runs[k] for k in sorted(keys) if k[1:4] == (recipe, budget, regen)], setting, sets, doc["scores"])
+                for recipe in RECIPES for budget in BUDGETS
+                for regen in sorted({k[3] for k in keys if k[1:3] == (recipe, budget)})]
         doc["settings"][setting] = {
             "ood_sets": sets, "rows": rows,
             "paper": {n: ptab.get(n, {}).get("auroc", {}).get("oodgen") for n in sets},
@@ -135,20 +141,20 @@ def budget_rows_markdown(doc: dict) -> str:
     for setting, s in doc["settings"].items():
         sets = s["ood_sets"]
         lines += [f"**{setting}** (the recommended rule / p(n+1))", "",
-                  "| recipe | budget | seeds | accuracy | CVAE (active, recon.) | " + " | ".join(sets) + " |",
-                  "|---" * (5 + len(sets)) + "|"]
+                  "| recipe | budget | pools every | seeds | accuracy | CVAE (active, recon.) | " + " | ".join(sets) + " |",
+                  "|---" * (6 + len(sets)) + "|"]
         for r in s["rows"]:
             cells = [f"{_cell(r['auroc']['recommended'][n])} / {_cell(r['auroc']['paper'][n])}"
                      if r["auroc"]["paper"][n] else "" for n in sets]
-            lines.append(f"| {r['recipe']} | {r['budget']} | {', '.join(map(str, r['seeds']))} | "
+            lines.append(f"| {r['recipe']} | {r['budget']} | {r['regen_every']} | {', '.join(map(str, r['seeds']))} | "
                          f"{_cell(r['accuracy'])} | {'; '.join(r['cvae_health'])} | " + " | ".join(cells) + " |")
         paper = [f"{s['paper'][n]:.1f}" if s["paper"][n] is not None else "" for n in sets]
-        lines.append("| paper, Table 1 (p(n+1)) | - | - | - | - | " + " | ".join(paper) + " |")
+        lines.append("| paper, Table 1 (p(n+1)) | - | - | - | - | - | " + " | ".join(paper) + " |")
         logged = []
         for n in sets:
             a = s["authors_logged"][n]
             logged.append("" if a is None else (f"{a['low']:g}" if a["low"] == a["high"] else f"{a['low']:g}-{a['high']:g}"))
-        lines += ["| authors' logs (p(n+1)) | - | - | - | - | " + " | ".join(logged) + " |", ""]
+        lines += ["| authors' logs (p(n+1)) | - | - | - | - | - | " + " | ".join(logged) + " |", ""]
     return "\n".join(lines)
 
 
