@@ -156,3 +156,8 @@ def test_oodgen_eval_set_monitor_records_each_epoch_and_changes_no_training_step
     assert "monitor" not in off.classifier_history_          # the profile's monitor is off
     with pytest.raises(InputError, match="eval_set labels"):
         OODGen(latent_dim=4, profile=prof, seed=0).fit(x, y, eval_set=(xv, yv[:5]))
+    with pytest.raises(InputError, match="eval_set images"):         # not the training images' shape
+        OODGen(latent_dim=4, profile=prof, seed=0).fit(x, y, eval_set=(xv[:, :, :20, :20], yv))
+    small = OODGen(latent_dim=4, profile="smoke", seed=0)              # any shape, as fit itself
+    small.fit(x[:, :, :12, :12], y, eval_set=(xv[:, :, :12, :12], yv))
+    assert small.image_shape_ == (1, 12, 12)

@@ -167,7 +167,8 @@ class OODGen(Detector):
         changes no training step; nothing in it is test data."""
         self._eval_set = None
         if eval_set is not None:
-            x_val = check_images(eval_set[0], "eval_set images")
+            shape = tuple(check_images(x, "fit input", shape=None).shape[1:])
+            x_val = check_images(eval_set[0], "eval_set images", shape=shape)
             self._eval_set = (x_val, check_labels(eval_set[1], len(x_val), "eval_set labels"))
         return super().fit(x, y)
 
