@@ -15,7 +15,7 @@ import json
 import re
 import resource
 import time
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -158,13 +158,13 @@ EVALUATION_ONLY = ("eval_batch", "monitor")
 
 
 def _comparable(d: dict) -> dict:
-    """A stored or current config reduced to what must match for a run directory to resume: options
-    left at their default (None) may be absent from configs written by older versions, a variant
-    option added later takes its default (the behaviour before it existed), and evaluation-only
-    profile settings do not count."""
-    d = {k: v for k, v in json.loads(json.dumps(d)).items()
-         if v is not None and k not in ("device", "score_used", "score_paper")
-         and not (k == "hparams" and v == "paper")}      # written before the option: the paper's
+    """A stored or current config reduced to what must match for a run directory to resume: an option
+    added later (of the run or of its variant) takes its default (the behaviour before it existed),
+    options left at None count as absent, and evaluation-only profile settings do not count."""
+    # a field added later takes its default (the behaviour before it existed) in configs written without it
+    defaults = {f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}
+    d = {k: v for k, v in {**defaults, **json.loads(json.dumps(d))}.items()
+         if v is not None and k not in ("device", "score_used", "score_paper")}
     if isinstance(d.get("variant"), dict):
         # the primary score decides only what is reported first: every rule is always evaluated
         d["variant"] = {k: v for k, v in asdict(Variant.from_dict(d["variant"])).items() if k != "score"}

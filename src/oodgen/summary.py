@@ -5,6 +5,8 @@ results by score rule (:func:`results_by_score`, which the bench's tables and ``
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .detectors.fusion import FEATURE_RULE
 from .generate.health import health_line
 from .metrics import METRIC_NAMES
@@ -102,3 +104,9 @@ def markdown_table(metrics: dict) -> str:
         out += "\n" + BEYOND_NOTE + "\n"
         out += "".join(f"({i}) {n}\n" for i, n in enumerate(notes, 1))
     return out
+
+
+def mean_std(values) -> dict:
+    """``{"mean", "std" (sample std; None for one value), "n"}`` of a cell's values over seeds."""
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": len(arr)}

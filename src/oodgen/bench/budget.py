@@ -15,19 +15,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from ..config import resolve_score
-from ..summary import results_by_score
+from ..selection import RECIPES as SELECTION_RECIPES
+from ..summary import mean_std, results_by_score
 from ..utils import atomic_write_bytes, atomic_write_json
 
 SETTINGS = ("mnist", "fmnist")
 BUDGETS = ("quick", "full", "paper")
-#: A recipe is the set of variant options a run must have (its other options are free).
+#: A recipe is the set of variant options a run must have (its other options are free): the selection
+#: protocol's two (oodgen.selection.RECIPES) and the paper's text.
 RECIPES = {
-    "ours": {"beta": "wide", "clip_type1": "half"},
-    "authors": {"sample_z": False, "beta": "authors", "nullspace": "rref", "type2_radius": "shell",
-                "clip_type1": "clip", "sphere_radius": "authors"},
+    **SELECTION_RECIPES,
     "paper options": {"sample_z": True, "beta": "paper", "nullspace": "uniform", "type2_radius": "surface",
                       "clip_type1": "clip"},
 }
@@ -84,10 +82,7 @@ def _health(h: dict) -> str:
 
 
 def _stat(values: list[float]) -> dict | None:
-    if not values:
-        return None
-    arr = np.asarray(values, dtype=np.float64)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": len(arr)}
+    return mean_std(values) if values else None
 
 
 def _row(group: list[dict], setting: str, sets: list[str], scores) -> dict:
@@ -161,7 +156,7 @@ def budget_rows_markdown(doc: dict) -> str:
 def budget_markdown(doc: dict) -> str:
     head = [f"# {doc['title']}", "",
             "Each cell: the recommended rule / p(n+1). Recipes: `ours` = `--beta wide --clip-type1 half`; "
-            "`authors` = the authors' code's options (`--z mean --beta authors --nullspace rref --type2-radius shell "
+            "`authors` = the authors' code's options (`--encoder-act relu --kl-warmup 0 --z mean --beta authors --nullspace rref --type2-radius shell "
             "--clip-type1 clip --sphere-radius authors`, with `--hparams authors` in the paper budget); `paper options` "
             "= the paper's text. Budgets: the profiles `quick`, `full`, `paper` (docs/options.md).",
             "", f"Note: {doc['selection_note']}.", "", ""]

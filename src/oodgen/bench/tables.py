@@ -20,7 +20,7 @@ from ..config import RECOMMENDED, resolve_score
 from ..data.datasets import PAPER_SETTINGS as SETTINGS
 from ..detectors.base import BenchInfo
 from ..detectors.registry import DETECTORS
-from ..summary import METRIC_LABELS, results_by_score
+from ..summary import METRIC_LABELS, mean_std, results_by_score
 from ..utils import atomic_write_bytes, atomic_write_json
 from .budget import write_budget_table
 from .jobs import job_dir, job_key, seeds_in
@@ -107,11 +107,6 @@ def paper_tables() -> dict:
     return json.loads(resources.files("oodgen").joinpath("paper_tables.json").read_text())
 
 
-def _stats(values: list[float]) -> dict:
-    arr = np.asarray(values, dtype=np.float64)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": len(arr)}
-
-
 #: Table columns computed from another method's runs: (source method, its score rule).  "Ours" itself is
 #: the recommended rule of our runs, whatever primary score a run was written with.
 DERIVED = {"oodgen": ("oodgen", "recommended"), "oodgen-paper": ("oodgen", "paper"),
@@ -194,15 +189,15 @@ def build_tables(out, settings=SETTINGS, seeds=(0, 1, 2)) -> dict:
                         vals = [r["ood"][name][metric] for r in runs.get(m, []) if name in r["ood"]]
                         p = ptab.get(name, {}).get(metric, {}).get(PAPER_KEY.get(m, m))
                         if vals or p is not None:
-                            cells[m] = {**(_stats(vals) if vals else {"mean": None, "std": None, "n": 0}),
+                            cells[m] = {**(mean_std(vals) if vals else {"mean": None, "std": None, "n": 0}),
                                         "seeds": [r["seed"] for r in runs.get(m, []) if name in r["ood"]],
                                         "paper": p}
                     rows[name][metric] = cells
-            acc = {m: _stats([r["accuracy"] for r in rs]) for m, rs in runs.items()
+            acc = {m: mean_std([r["accuracy"] for r in rs]) for m, rs in runs.items()
                    if rs and all(r.get("accuracy") is not None for r in rs)}   # not CLASSIFIER_FREE ones
             plain = [r["accuracy_plain"] for r in runs.get("oodgen", []) if "accuracy_plain" in r]
             if plain:
-                acc["plain"] = _stats(plain)
+                acc["plain"] = mean_std(plain)
             doc["settings"][setting] = {
                 "accuracy": acc,
                 "paper_accuracy": paper["table1"]["accuracy"].get(setting) if table == "table1" else None,

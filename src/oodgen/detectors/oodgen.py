@@ -165,12 +165,11 @@ class OODGen(Detector):
         (``paper``), the n+1 classifier's validation accuracy and p(n+1)'s AUROC against the generated
         panel made from them are recorded after every epoch (``classifier_history_["monitor"]``).  It
         changes no training step; nothing in it is test data."""
-        self._eval_set = None
-        if eval_set is not None:
-            shape = tuple(check_images(x, "fit input", shape=None).shape[1:])
-            x_val = check_images(eval_set[0], "eval_set images", shape=shape)
-            self._eval_set = (x_val, check_labels(eval_set[1], len(x_val), "eval_set labels"))
-        return super().fit(x, y)
+        self._eval_set = eval_set          # checked against the training images at the start of _fit
+        try:
+            return super().fit(x, y)
+        finally:
+            self._eval_set = None          # the validation images are not kept in the detector
 
     def _epoch_monitor(self, prof: Profile):
         """The per-epoch record of :meth:`fit`'s ``eval_set`` (None: not recorded)."""
@@ -183,6 +182,10 @@ class OODGen(Detector):
     def _fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if y is None:
             raise ValueError("OODGen needs class labels: fit(x, y)")
+        eval_set = getattr(self, "_eval_set", None)
+        if eval_set is not None:             # before any training: a bad eval_set costs nothing
+            x_val = check_images(eval_set[0], "eval_set images", shape=tuple(x.shape[1:]))
+            self._eval_set = (x_val, check_labels(eval_set[1], len(x_val), "eval_set labels"))
         self.resolved_score()           # an unknown score fails before training
         prof = PROFILES[self.profile] if isinstance(self.profile, str) else self.profile
         variant = self.variant or Variant()
