@@ -23,7 +23,8 @@ import torch
 
 from . import data as D
 from .config import LATENT_DIMS, PROFILES, Variant
-from .detectors.fusion import FISHER_LITE_STATS, fisher_score
+from .data.strokes import strokes
+from .detectors.fusion import FISHER_LITE_STATS, fisher_score, pixel_guard_score
 from .detectors.image_stats import STATS
 from .detectors.oodgen import SCORES, OODGen
 from .generate.health import health_line
@@ -47,6 +48,13 @@ N_HELD_OUT = 2000
 TIE_POINTS = 0.2
 PROFILE = "quick"
 SEED = 0
+# Round 2 (docs/protocol.md, "Round 2"): the same folds and checkpoints, one more signal (procedural pen
+# strokes), two more candidates (feature-knn with a pixel-KNN guard) and a leximin criterion.
+ROUNDS = (1, 2)
+STROKES = "strokes"
+ROUND_SIGNALS = {1: SIGNALS, 2: SIGNALS + (STROKES,)}
+GUARD_RULES = {"feature-knn+pixel-guard@99.5": 0.995, "feature-knn+pixel-guard@max": 1.0}
+ROUND_SCORES = {1: CANDIDATE_SCORES, 2: CANDIDATE_SCORES + tuple(GUARD_RULES)}
 # The stages each candidate needs, for the speed of one that benchmarks/bench_rules.py does not time.
 LITE_STAGES = ("classifier pass (features + logits)", "feature KNN search", "pixel KNN search", "fusion arithmetic")
 
@@ -65,14 +73,25 @@ def shifted(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
     raise ValueError(f"unknown shift {kind!r}; use invert or pixel-shuffle")
 
 
-def fold_path(out: Path, setting: str, recipe: str, c: int, profile: str = PROFILE, seed: int = SEED) -> Path:
-    return Path(out) / f"{setting}-{profile}-{recipe}-class{c}-seed{seed}.json"
+def fold_path(out: Path, setting: str, recipe: str, c: int, profile: str = PROFILE, seed: int = SEED,
+              round_: int = 1) -> Path:
+    """Round 1's fold records lie in ``out``, round 2's in ``out/round2`` (same names)."""
+    folder = Path(out) if round_ == 1 else Path(out) / f"round{round_}"
+    return folder / f"{setting}-{profile}-{recipe}-class{c}-seed{seed}.json"
 
 
-def candidate_scores(det: OODGen, x: torch.Tensor) -> dict[str, np.ndarray]:
-    """Every candidate score of images ``x`` under a fitted and calibrated detector."""
+def strokes_seed(setting: str, c: int, seed: int) -> int:
+    """The seed of a fold's stroke images (a different set in each fold)."""
+    return int(np.random.default_rng([seed, FOLD_SETTINGS.index(setting), c, 7]).integers(2 ** 31))
+
+
+def candidate_scores(det: OODGen, x: torch.Tensor, round_: int = 1) -> dict[str, np.ndarray]:
+    """Every candidate score of a round for images ``x`` under a fitted and calibrated detector."""
     s = det.score_all(x, SCORES, components=True)
     s[LITE_RULE] = fisher_score(det.fusion_, s["feature-knn"], s["ood-class"], s, FISHER_LITE_STATS)
+    if round_ >= 2:
+        for name, level in GUARD_RULES.items():
+            s[name] = pixel_guard_score(det.fusion_, s["feature-knn"], s["pixel-knn"], level)
     return s
 
 
@@ -101,37 +120,43 @@ def fold_data(setting: str, c: int, profile: str, seed: int, data_dir=None):
 
 
 def run_fold(setting: str, recipe: str, c: int, out, *, profile: str = PROFILE, seed: int = SEED,
-             ckpt_dir=None, data_dir=None, log=print) -> dict:
+             ckpt_dir=None, data_dir=None, round_: int = 1, log=print) -> dict:
     """Train one recipe without class ``c`` of ``setting`` and write every candidate's metrics on every
-    signal to :func:`fold_path` (a finished fold is read back, not run again)."""
-    path = fold_path(out, setting, recipe, c, profile, seed)
+    signal of round ``round_`` to :func:`fold_path` (a finished fold is read back, not run again).  The
+    training checkpoints are round 1's (``ckpt_dir``): round 2 rescores the same detectors."""
+    path = fold_path(out, setting, recipe, c, profile, seed, round_)
     if path.exists():
         return json.loads(path.read_text())
     from .report import class_picks, type2_grid
     xtr, ytr, x_calib, x_in, y_in, x_out = fold_data(setting, c, profile, seed, data_dir)
     variant = Variant(**RECIPES[recipe])
     fold_ckpt = Path(ckpt_dir) / path.stem if ckpt_dir is not None else None
+    trained_before = fold_ckpt is not None and (fold_ckpt / "nplus1.pt").is_file()
     resumed = fold_ckpt is not None and fold_ckpt.is_dir() and any(fold_ckpt.iterdir())
     t0 = time.perf_counter()
     det = OODGen(latent_dim=LATENT_DIMS[setting], profile=profile, variant=variant, score="ood-class", seed=seed,
                  checkpoint_dir=None if fold_ckpt is None else str(fold_ckpt)).fit(xtr, ytr)
     seconds = time.perf_counter() - t0
     picks = class_picks(ytr)
-    type2_grid(det.cvae_, det.ellipsoids_, xtr[picks], ytr[picks], path.with_name(path.stem + "-type2.png"),
-               radius=variant.type2_radius, generator=generator(seed, "selection", c),
-               title=f"{setting} without class {c}, {recipe}: Type II ({variant.type2_radius})")
+    if round_ == 1:         # later rounds rescore round 1's detectors: its pictures hold
+        type2_grid(det.cvae_, det.ellipsoids_, xtr[picks], ytr[picks], path.with_name(path.stem + "-type2.png"),
+                   radius=variant.type2_radius, generator=generator(seed, "selection", c),
+                   title=f"{setting} without class {c}, {recipe}: Type II ({variant.type2_radius})")
     det.calibrate(x_calib, x_train=xtr)
     t1 = time.perf_counter()
-    s_in = candidate_scores(det, x_in)
+    s_in = candidate_scores(det, x_in, round_)
     signals = {"held-out": x_out, "invert": shifted(x_in, "invert", seed),
                "pixel-shuffle": shifted(x_in, "pixel-shuffle", seed)}
-    metrics: dict[str, dict] = {name: {} for name in CANDIDATE_SCORES}
+    if STROKES in ROUND_SIGNALS[round_]:
+        signals[STROKES] = strokes(N_HELD_OUT, size=x_in.shape[-1], seed=strokes_seed(setting, c, seed)).expand(
+            -1, x_in.shape[1], -1, -1).contiguous()
+    metrics: dict[str, dict] = {name: {} for name in ROUND_SCORES[round_]}
     for sig, images in signals.items():
-        s_out = candidate_scores(det, images)
-        for name in CANDIDATE_SCORES:
+        s_out = candidate_scores(det, images, round_)
+        for name in ROUND_SCORES[round_]:
             metrics[name][sig] = ood_metrics(s_in[name], s_out[name])
     accuracy = float((det.predict_class(x_in) == y_in.numpy()).mean() * 100)
-    rec = {"id": setting, "profile": profile, "recipe": recipe, "variant": RECIPES[recipe],
+    rec = {"id": setting, "profile": profile, "round": round_, "recipe": recipe, "variant": RECIPES[recipe],
            "variant_full": asdict(variant), "held_out_class": c, "seed": seed,
            "n_train": len(xtr), "n_calibration": len(x_calib), "n_in": len(x_in), "n_held_out": len(x_out),
            "accuracy_in": accuracy, "metrics": metrics,
@@ -139,9 +164,11 @@ def run_fold(setting: str, recipe: str, c: int, out, *, profile: str = PROFILE, 
                                                               "spread_ratio", "collapsed")},
            "health_line": health_line(det.cvae_health_), "training_s": round(seconds, 1),
            "scoring_s": round(time.perf_counter() - t1, 1), "resumed": resumed,
+           "rescored_checkpoint": trained_before,
            "command": " ".join(sys.argv), "environment": environment(),
            "note": "docs/protocol.md: training split only (the held-out class's training images and the other "
-                   "classes' validation images, inverted and pixel-shuffled); no test split, no test OOD set"}
+                   "classes' validation images, inverted and pixel-shuffled" + ("; procedural pen strokes"
+                   if round_ >= 2 else "") + "); no test split, no test OOD set"}
     atomic_write_json(path, rec)
     log(f"{setting} {recipe:>8} class {c}: {rec['health_line']}; accuracy {accuracy:.2f} %; AUROC held-out "
         f"p(n+1) {metrics['ood-class']['held-out']['auroc']:.1f}, reject+fisher "
@@ -162,32 +189,72 @@ def score_speeds(rules_json) -> dict[str, float]:
             out[key.split()[1]] = float(v)
     stages = r["stages_ms_per_1000"]["fp32"]
     out[LITE_RULE] = 1000.0 * 1000.0 / sum(float(stages[s]) for s in LITE_STAGES)
-    missing = [s for s in CANDIDATE_SCORES if s not in out]
+    for name in GUARD_RULES:        # the same stages as the lite rule: classifier pass and both KNN searches
+        out[name] = out[LITE_RULE]
+    missing = [s for s in ROUND_SCORES[2] if s not in out]
     if missing:
         raise ValueError(f"{rules_json}: no speed for {missing}")
     return out
 
 
-def decide(records: list[dict], speeds: dict[str, float]) -> dict:
-    """The protocol's decision from every fold's record: worst AUROC over the signals per candidate, the
-    best worst case, the candidates within :data:`TIE_POINTS` of it, and the fastest of those (then the
-    higher mean, then the recipe ``ours``)."""
+def candidate_table(records: list[dict], speeds: dict[str, float], round_: int = 1) -> dict[str, dict]:
+    """Per candidate of round ``round_``: its AUROC on every signal of every fold, worst case and mean."""
     table: dict[str, dict] = {}
     for recipe in RECIPES:
         mine = [r for r in records if r["recipe"] == recipe]
-        for name in CANDIDATE_SCORES:
+        for name in ROUND_SCORES[round_]:
             values = {f"{r['id']}/class{r['held_out_class']}/{sig}": r["metrics"][name][sig]["auroc"]
-                      for r in mine for sig in SIGNALS}
+                      for r in mine for sig in ROUND_SIGNALS[round_]}
             worst_signal = min(values, key=values.get)
             table[f"{recipe}/{name}"] = {"recipe": recipe, "score": name, "worst": values[worst_signal],
                                          "worst_signal": worst_signal, "mean": float(np.mean(list(values.values()))),
                                          "n_signals": len(values), "images_per_s": speeds[name], "auroc": values}
+    return table
+
+
+def _fastest(table: dict, keys) -> str:
+    return max(keys, key=lambda k: (table[k]["images_per_s"], table[k]["mean"], table[k]["recipe"] == "ours"))
+
+
+def decide(records: list[dict], speeds: dict[str, float], round_: int = 1) -> dict:
+    """Round 1's decision from every fold's record: worst AUROC over the signals per candidate, the
+    best worst case, the candidates within :data:`TIE_POINTS` of it, and the fastest of those (then the
+    higher mean, then the recipe ``ours``)."""
+    table = candidate_table(records, speeds, round_)
     best = max(v["worst"] for v in table.values())
     tied = [k for k, v in table.items() if v["worst"] >= best - TIE_POINTS]
-    winner = max(tied, key=lambda k: (table[k]["images_per_s"], table[k]["mean"], table[k]["recipe"] == "ours"))
-    return {"winner": winner, "recipe": table[winner]["recipe"], "score": table[winner]["score"],
+    winner = _fastest(table, tied)
+    return {"criterion": "worst case, then the fastest within the tie", "winner": winner,
+            "recipe": table[winner]["recipe"], "score": table[winner]["score"],
             "best_worst": best, "within_tie": sorted(tied, key=lambda k: -table[k]["worst"]),
             "tie_points": TIE_POINTS, "candidates": table}
+
+
+def decide_leximin(records: list[dict], speeds: dict[str, float], round_: int = 2) -> dict:
+    """Round 2's decision: leximin with a tolerance.  Each candidate's AUROCs over every signal of every fold
+    are sorted from the worst up; at rank 1 (the worst case, round 1's criterion) the candidates within
+    :data:`TIE_POINTS` of the best stay, and while more than one stays, rank 2 (the second worst) sifts
+    them the same way, then rank 3, and so on.  Those left after the last rank: the fastest (then the
+    higher mean, then the recipe ``ours``).  ``steps`` records who stayed at each rank that removed anyone."""
+    table = candidate_table(records, speeds, round_)
+    ranked = {k: sorted(v["auroc"].values()) for k, v in table.items()}
+    alive = list(table)
+    steps = []
+    for i in range(min(len(v) for v in ranked.values())):
+        if len(alive) == 1:
+            break
+        best = max(ranked[k][i] for k in alive)
+        keep = [k for k in alive if ranked[k][i] >= best - TIE_POINTS]
+        if len(keep) < len(alive):
+            steps.append({"rank": i + 1, "best": best, "kept": keep,
+                          "removed": {k: ranked[k][i] for k in alive if k not in keep}})
+        alive = keep
+    winner = _fastest(table, alive)
+    best_worst = max(v["worst"] for v in table.values())
+    return {"criterion": "leximin within 0.2 points, then the fastest", "winner": winner,
+            "recipe": table[winner]["recipe"], "score": table[winner]["score"], "best_worst": best_worst,
+            "within_tie": sorted(alive, key=lambda k: -table[k]["worst"]), "tie_points": TIE_POINTS,
+            "steps": steps, "round1_criterion": decide(records, speeds, round_)["winner"], "candidates": table}
 
 
 def decision_markdown(decision: dict) -> str:
@@ -197,31 +264,46 @@ def decision_markdown(decision: dict) -> str:
     for k, v in rows:
         mark = "**winner**" if k == decision["winner"] else ("yes" if k in decision["within_tie"] else "")
         lines.append(f"| {k} | {v['worst']:.2f} | {v['worst_signal']} | {v['mean']:.2f} | {v['images_per_s']:.0f} | {mark} |")
-    return (f"# Selection (docs/protocol.md): winner `{decision['winner']}`\n\n"
-            f"Best worst case {decision['best_worst']:.2f}; {len(decision['within_tie'])} candidate(s) within "
-            f"{decision['tie_points']} points; the fastest of them wins.\n\n" + "\n".join(lines) + "\n")
+    if "steps" not in decision:
+        return (f"# Selection (docs/protocol.md): winner `{decision['winner']}`\n\n"
+                f"Best worst case {decision['best_worst']:.2f}; {len(decision['within_tie'])} candidate(s) within "
+                f"{decision['tie_points']} points; the fastest of them wins.\n\n" + "\n".join(lines) + "\n")
+    steps = [f"* rank {s['rank']} (best {s['best']:.2f}): removed "
+             + ", ".join(f"{k} ({v:.2f})" for k, v in sorted(s["removed"].items(), key=lambda kv: -kv[1]))
+             for s in decision["steps"]]
+    lines[0] = lines[0].replace("within 0.2", "left after leximin")
+    return (f"# Selection round 2 (docs/protocol.md): winner `{decision['winner']}`\n\n"
+            f"Criterion: {decision['criterion']} (round 1's criterion on the same numbers would pick "
+            f"`{decision['round1_criterion']}`). Best worst case {decision['best_worst']:.2f}.\n\n"
+            "Leximin, rank by rank (rank 1 = each candidate's worst AUROC, rank 2 its second worst, ...):\n\n"
+            + "\n".join(steps or ["* no rank removed anyone"]) + "\n\n" + "\n".join(lines) + "\n")
 
 
 def select(out, *, settings=FOLD_SETTINGS, classes=FOLD_CLASSES, recipes=tuple(RECIPES), profile: str = PROFILE,
            seed: int = SEED, ckpt_dir=None, data_dir=None, rules_json="benchmarks/results/rules.json",
-           log=print) -> dict | None:
-    """Run every fold (resumable), then write ``decision.json`` / ``decision.md`` when all are there."""
+           round_: int = 1, log=print) -> dict | None:
+    """Run every fold of round ``round_`` (resumable), then write its ``decision.json`` / ``decision.md``
+    (round 1 in ``out``, round 2 in ``out/round2``)."""
+    if round_ not in ROUNDS:
+        raise ValueError(f"selection round must be one of {ROUNDS}, got {round_!r}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = fold_path(out, "mnist", "ours", 0, profile, seed, round_).parent
+    folder.mkdir(parents=True, exist_ok=True)
     records = []
     for setting in settings:
         for c in classes:
             for recipe in recipes:
                 records.append(run_fold(setting, recipe, c, out, profile=profile, seed=seed, ckpt_dir=ckpt_dir,
-                                        data_dir=data_dir, log=log))
+                                        data_dir=data_dir, round_=round_, log=log))
     full = (tuple(settings), tuple(classes), tuple(recipes), profile, seed) == (
         FOLD_SETTINGS, FOLD_CLASSES, tuple(RECIPES), PROFILE, SEED)
-    decision = decide(records, score_speeds(rules_json))
-    decision.update(protocol="docs/protocol.md", complete=full, speeds_from=str(rules_json),
-                    folds=[fold_path(out, r["id"], r["recipe"], r["held_out_class"], profile, seed).name for r in records],
+    decision = (decide if round_ == 1 else decide_leximin)(records, score_speeds(rules_json), round_)
+    decision.update(protocol="docs/protocol.md", round=round_, complete=full, speeds_from=str(rules_json),
+                    folds=[fold_path(out, r["id"], r["recipe"], r["held_out_class"], profile, seed, round_).name
+                           for r in records],
                     environment=environment())
-    atomic_write_json(out / "decision.json", decision)
-    atomic_write_bytes(out / "decision.md", decision_markdown(decision).encode())
+    atomic_write_json(folder / "decision.json", decision)
+    atomic_write_bytes(folder / "decision.md", decision_markdown(decision).encode())
     log(decision_markdown(decision))
     return decision
 
@@ -235,6 +317,9 @@ def add_parser(sub) -> None:
     p.add_argument("--profile", default=PROFILE, choices=sorted(PROFILES),
                    help=f"training budget of every fold (the protocol's: {PROFILE})")
     p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--round", type=int, default=1, choices=list(ROUNDS),
+                   help="1: the first protocol; 2: its second round (strokes signal, pixel-guard candidates, "
+                        "leximin), rescoring round 1's fold checkpoints (--ckpt-dir) into OUT/round2")
     p.add_argument("--ckpt-dir", default=None, help="per-fold training checkpoints, so a cut-off fold resumes")
     p.add_argument("--data-dir", default=None, help="folder searched first for datasets")
     p.add_argument("--rules-json", default="benchmarks/results/rules.json",
@@ -247,5 +332,5 @@ def _main(a) -> int:
         if not 0 <= c <= 9:
             raise ValueError(f"--classes: class indices are 0-9, got {c}")
     select(a.out, settings=a.settings, classes=a.classes, recipes=a.recipes, profile=a.profile, seed=a.seed,
-           ckpt_dir=a.ckpt_dir, data_dir=a.data_dir, rules_json=a.rules_json)
+           ckpt_dir=a.ckpt_dir, data_dir=a.data_dir, rules_json=a.rules_json, round_=a.round)
     return 0

@@ -87,6 +87,29 @@ def fisher_score(fusion: "FeatureKNNFusion", dist: np.ndarray, ood_prob: np.ndar
         return np.where(rejected(ood_prob), 2.0 + ood_prob, f / (1.0 + f))
 
 
+def guard_threshold(calib_sorted: np.ndarray, level: float) -> float:
+    """The pixel-KNN distance above which the guard ranks an image first: the empirical ``level``
+    quantile of the calibration images' distances (the ``ceil(level * n)``-th smallest; ``level = 1``
+    is the largest, so an in-distribution image exceeds it with probability at most 1 / (n + 1))."""
+    if not 0.0 < float(level) <= 1.0:
+        raise ValueError(f"guard level must lie in (0, 1], got {level!r}")
+    n = len(calib_sorted)
+    return float(calib_sorted[min(n, max(1, int(np.ceil(float(level) * n)))) - 1])
+
+
+def pixel_guard_score(fusion: "FeatureKNNFusion", dist: np.ndarray, pixel: np.ndarray, level: float) -> np.ndarray:
+    """``feature-knn`` guarded by the pixel-space KNN distance: images farther in pixel space than the
+    ``level`` quantile of the calibration images (:func:`guard_threshold`) rank first, ordered by that
+    distance (scores in [1, 2)); the others keep the feature-KNN order (d / (1 + d) in [0, 1))."""
+    dist = np.asarray(dist, dtype=np.float64).reshape(-1)
+    pixel = np.asarray(pixel, dtype=np.float64).reshape(-1)
+    if fusion.calib_stats_ is None:
+        raise NotFittedError("the pixel guard needs the calibration images' pixel-KNN distances: fit the fusion "
+                             "with calib_stats")
+    t = guard_threshold(fusion.calib_stats_["pixel-knn"], level)
+    return np.where(pixel > t, 1.0 + pixel / (1.0 + pixel), dist / (1.0 + dist))
+
+
 def _check_stats(stats, n: int, what: str, skip: np.ndarray | None = None) -> dict[str, np.ndarray]:
     if stats is None:
         raise InputError(f"fusion: rule {FISHER_RULE!r} needs the image statistics {STAT_NAMES} of the "
