@@ -222,13 +222,14 @@ def test_budget_table_groups_runs_by_recipe_budget_and_score(tmp_path):
     a copy of the same run elsewhere; the paper's cell and the authors' logged range beside them."""
     from oodgen.bench.budget import RECIPES, budget_markdown, recipe_of, write_budget_table
     from oodgen.bench.tables import paper_tables
-    from oodgen.config import Variant
+    from oodgen.config import RECOMMENDED, Variant
 
     def write(path, seed, profile, variant, auroc_rec, auroc_paper, hparams="paper", setting="fmnist", regen=1):
         ood = {"mnist": {"auroc": auroc_rec}}
         m = {"method": "oodgen", "id": setting, "seed": seed, "profile": profile, "variant": variant,
              "accuracy": 90.0 + seed, "ood": ood, "config": {"hparams": hparams, "profile_settings": {"regen_every": regen}},
-             "ood_by_score": {"feature-knn": ood, "ood-class": {"mnist": {"auroc": auroc_paper}}},
+             "ood_by_score": {**({RECOMMENDED: ood} if auroc_rec is not None else {}),
+                              "ood-class": {"mnist": {"auroc": auroc_paper}}},
              "cvae_health": {"active_dims": 9, "latent_dim": 10, "recon_ratio": 0.7, "collapsed": False}}
         (tmp_path / path).mkdir(parents=True)
         (tmp_path / path / "metrics.json").write_text(json.dumps(m))
@@ -257,3 +258,33 @@ def test_budget_table_groups_runs_by_recipe_budget_and_score(tmp_path):
     md = (tmp_path / "tables" / "budget.md").read_text()
     assert md == budget_markdown(doc) and "| authors | paper | 1 | 0 |" in md and "76.4-98.8" in md
     assert "97.00 ± 1.41 / 65.00 ± 7.07" in md
+    # a run written before the recommended rule existed: "–", and "(n = k)" where only some seeds record it
+    write("fmnist/oodgen/seed2", 2, "full", ours, None, 80.0)
+    write("paper/fmnist-ours-seed0", 0, "paper", ours, None, 50.0)
+    md = (tmp_path / "tables" / "budget.md").read_text() if write_budget_table(
+        tmp_path, tmp_path / "tables", paper_tables()["table1"]) else ""
+    assert "97.00 ± 1.41 (n = 2) / 70.00 ± 10.00" in md and "| ours | paper | 1 | 0 |" in md and "– / 50.00" in md
+
+
+def test_recommended_checks_mark_each_bar_and_never_pass_without_rows(tmp_path):
+    from oodgen.bench.tables import _write_recommended_checks
+
+    def cell(mean, n=3):
+        return {"mean": mean, "std": 0.1, "n": n, "paper": None}
+
+    def tables(ours_auroc, ours_fpr):
+        rows = {"omniglot": {"auroc": {"knn": cell(99.5)}, "fpr95": {"knn": cell(3.0)}}}
+        if ours_auroc is not None:
+            rows["omniglot"]["auroc"]["oodgen"] = cell(ours_auroc)
+            rows["omniglot"]["fpr95"]["oodgen"] = cell(ours_fpr)
+        return {"table1": {"settings": {"mnist": {"rows": rows}}}}
+
+    doc = _write_recommended_checks(tmp_path, tables(99.7, 1.0))
+    assert doc["all_met"] and doc["rows"][0]["checks"] == {"beats_best_baseline": True, "auroc_floor": True,
+                                                           "fpr95_ceiling": True}
+    doc = _write_recommended_checks(tmp_path, tables(99.2, 6.0))
+    assert not doc["all_met"] and doc["rows"][0]["checks"] == {"beats_best_baseline": False, "auroc_floor": True,
+                                                               "fpr95_ceiling": False}
+    doc = _write_recommended_checks(tmp_path, tables(None, None))
+    assert doc["rows"] == [] and not doc["all_met"]
+    assert "All bars met: no." in (tmp_path / "recommended.md").read_text()

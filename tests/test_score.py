@@ -18,6 +18,7 @@ from oodgen.detectors.base import InputError
 from oodgen.data.images import load_inputs
 from oodgen.config import RECOMMENDED
 from oodgen.score import DetectorFileError, add_parser, load_detector
+from oodgen.detectors.oodgen import SCORES
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_load_detector_matches_run(run_dir, det):
     assert det.n_classes_ == 10
     assert det.score_rule == metrics["score"] == "ood-class"
     assert det.threshold_ == pytest.approx(metrics["threshold_95tpr"], abs=0)
-    assert set(det.thresholds_) == {"ood-class", "max-in", "feature-knn", "ood-class+knn", "reject+knn", "reject+fisher"}
+    assert set(det.thresholds_) == set(SCORES)
 
 
 def test_feature_knn_threshold_of_an_older_file(tmp_path, run_dir):
@@ -97,12 +98,32 @@ def test_feature_knn_threshold_of_an_older_file(tmp_path, run_dir):
     shutil.copytree(run_dir, old)
     del blob["thresholds"]["feature-knn"]
     atomic_torch_save(blob, old / "detector.pt")
-    again = load_detector(old, "recommended")
+    again = load_detector(old, "feature-knn")
     assert again.score_rule == "feature-knn" and again.threshold_ == new.threshold_
     x = load("notmnist", "test", n=6).images
     np.testing.assert_array_equal(again.score(x), new.score(x))
     # the distance itself, not p(n+1)
     assert not np.array_equal(again.score(x), load_detector(run_dir, "ood-class").score(x))
+
+
+def test_guard_threshold_of_an_older_file(tmp_path, run_dir):
+    """A detector file written before the pixel guard has no stored threshold for it: every calibration image's
+    guard score is d / (1 + d) of its feature distance (none lies beyond the largest calibration pixel distance),
+    so its 95 % quantile is what `oodgen run` now stores; scores agree."""
+    import shutil
+    from oodgen.config import RECOMMENDED
+    from oodgen.utils import atomic_torch_save
+    new = load_detector(run_dir, "recommended")
+    blob = torch.load(run_dir / "detector.pt", weights_only=True)
+    assert new.score_rule == RECOMMENDED and new.threshold_ == pytest.approx(blob["thresholds"][RECOMMENDED], rel=1e-12)
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    del blob["thresholds"][RECOMMENDED]
+    atomic_torch_save(blob, old / "detector.pt")
+    again = load_detector(old, "recommended")
+    assert again.threshold_ == pytest.approx(new.threshold_, rel=1e-12)
+    x = load("notmnist", "test", n=6).images
+    np.testing.assert_array_equal(again.score(x), new.score(x))
 
 
 def test_score_predict_decide(det, mnist_test):

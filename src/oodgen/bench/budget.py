@@ -130,6 +130,14 @@ def _cell(stat: dict | None) -> str:
     return f"{stat['mean']:.2f}" + (f" ± {stat['std']:.2f}" if stat["std"] is not None else "")
 
 
+def _rec_cell(stat: dict | None, n_seeds: int) -> str:
+    """The recommended rule's cell: "–" where no run of the row records it (runs written before the rule),
+    "(n = k)" where only some do."""
+    if stat is None:
+        return "–"
+    return _cell(stat) + (f" (n = {stat['n']})" if stat["n"] < n_seeds else "")
+
+
 def budget_rows_markdown(doc: dict) -> str:
     """The per-setting tables of :func:`budget_markdown` (the block ``oodgen publish`` puts in the docs)."""
     lines = []
@@ -139,7 +147,7 @@ def budget_rows_markdown(doc: dict) -> str:
                   "| recipe | budget | pools every | seeds | accuracy | CVAE (active, recon.) | " + " | ".join(sets) + " |",
                   "|---" * (6 + len(sets)) + "|"]
         for r in s["rows"]:
-            cells = [f"{_cell(r['auroc']['recommended'][n])} / {_cell(r['auroc']['paper'][n])}"
+            cells = [f"{_rec_cell(r['auroc']['recommended'][n], len(r['seeds']))} / {_cell(r['auroc']['paper'][n])}"
                      if r["auroc"]["paper"][n] else "" for n in sets]
             lines.append(f"| {r['recipe']} | {r['budget']} | {r['regen_every']} | {', '.join(map(str, r['seeds']))} | "
                          f"{_cell(r['accuracy'])} | {'; '.join(r['cvae_health'])} | " + " | ".join(cells) + " |")

@@ -11,8 +11,11 @@ Scores (higher = more OOD):
 * ``"ood-class"``: p(n+1 | x), the paper's OOD-class probability;
 * ``"max-in"``: 1 - max_k p(k | x) over the n in-distribution classes (the paper's
   "in-distribution max probability", sign flipped); the authors use it for MNIST 0-4;
-* ``"feature-knn"`` (beyond the paper; the recommended score, :data:`oodgen.config.RECOMMENDED`): the
-  k-th nearest training feature's distance in the same classifier's penultimate layer;
+* ``"feature-knn+pixel-guard@max"`` (beyond the paper; the recommended score,
+  :data:`oodgen.config.RECOMMENDED`): ``feature-knn`` below, except that images farther in pixel
+  space than every calibration image rank first (:mod:`oodgen.detectors.fusion`);
+* ``"feature-knn"`` (beyond the paper): the k-th nearest training feature's distance in the same
+  classifier's penultimate layer;
 * ``"ood-class+knn"`` (beyond the paper): p(n+1) fused with the KNN distance in the same
   classifier's penultimate features (:mod:`oodgen.detectors.fusion`).  ``fit`` calibrates the
   fused rules on 5,000 training images, whatever the detector's own score, so that every rule
@@ -56,7 +59,8 @@ from ..generate.panel import cached_panel
 from ..train import OutlierPools, fit_ellipsoids, nplus1_monitor, predict_logits, train_cvae, train_nplus1
 from ..utils import environment
 from .base import THRESHOLD_TPR, Detector, check_images, check_labels
-from .fusion import FEATURE_RULE, MIN_CALIBRATION, NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion, rejected
+from .fusion import (FEATURE_RULE, GUARD_RULE, MIN_CALIBRATION, NEEDS_PIXEL, NEEDS_STATS, RULES as FUSION_RULES,
+                     FeatureKNNFusion, rejected)
 from .image_stats import PixelBank, image_stats
 from ..models.inference import inference_copy, resolve_precision
 from .posthoc import model_outputs
@@ -110,6 +114,14 @@ def rule_needs(rule: str) -> tuple[bool, bool]:
     return rule in FUSION_RULES, rule in NEEDS_STATS
 
 
+def pixel_distances(pixel_bank: PixelBank | None, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """``{"pixel-knn": distances}`` of images ``x``: all the pixel guard needs (no CVAE pass, no zlib)."""
+    if pixel_bank is None:
+        raise NotFittedError("the pixel guard needs the pixel bank, which this detector lacks (a detector file "
+                             "without it, or one whose stored bank is damaged)")
+    return {"pixel-knn": pixel_bank.distance(torch.as_tensor(x))}
+
+
 def score_images(rule: str, classifier, x: torch.Tensor, batch_size: int = 256,
                  fusion: FeatureKNNFusion | None = None, cvae=None,
                  pixel_bank: PixelBank | None = None) -> tuple[np.ndarray, torch.Tensor]:
@@ -127,6 +139,8 @@ def score_images(rule: str, classifier, x: torch.Tensor, batch_size: int = 256,
     if stats_needed:
         keep = ~rejected(nplus1_scores(logits, "ood-class"))
         stats = image_stats(cvae, pixel_bank, x, logits[:, :-1].argmax(1), batch_size, only=keep)
+    elif rule in NEEDS_PIXEL:
+        stats = pixel_distances(pixel_bank, x)
     return rule_scores((rule,), logits, out["features"], fusion, stats)[rule], logits
 
 
@@ -367,6 +381,8 @@ class OODGen(Detector):
                     else np.zeros(len(x), dtype=bool)
                 only = only if mask is None else (only | np.asarray(mask, dtype=bool))
             stats = self.image_stats(x, logits, only=only)
+        if any(r in NEEDS_PIXEL for r in rules) and (stats is None or np.isnan(stats["pixel-knn"]).any()):
+            stats = {**(stats or {}), **pixel_distances(getattr(self, "pixel_bank_", None), x)}
         if feats:
             dist = self.fusion_.distance(out["features"])
         scores = rule_scores(rules, logits, out["features"], self.fusion_, stats, dist=dist)
@@ -432,7 +448,7 @@ class OODGen(Detector):
         det.fusion_ = _load_part(rule in FUSION_RULES, path, rule, "fusion", lambda: _load_fusion(path, blob, rule))
         det.cvae_ = _load_part(rule in NEEDS_STATS, path, rule, "cvae",
                                lambda: _load_cvae(path, blob, n_classes, rule, det.fusion_, shape, variant))
-        det.pixel_bank_ = _load_part(rule in NEEDS_STATS, path, rule, "pixel_bank",
+        det.pixel_bank_ = _load_part(rule in NEEDS_PIXEL, path, rule, "pixel_bank",
                                      lambda: _load_pixel_bank(path, blob, rule))
         det.thresholds_ = _loaded_thresholds(path, blob, rule, det.fusion_)
         det.n_classes_, det.image_shape_, det.classes_ = n_classes, shape, blob.get("classes")
@@ -536,6 +552,11 @@ def _loaded_thresholds(path: Path, blob: dict, rule: str, fusion) -> dict[str, f
         # A file written before feature-knn was a rule: its threshold is the same 95 % quantile of the
         # calibration (validation) distances that `oodgen run` stores for every rule, and those are in the file.
         thresholds = {**thresholds, rule: threshold_at_tpr(fusion.calib_knn_, THRESHOLD_TPR)}
+    if isinstance(thresholds, dict) and rule == GUARD_RULE and rule not in thresholds and fusion is not None:
+        # A file written before the pixel guard: no calibration image lies beyond the largest calibration
+        # pixel distance, so every calibration image's guard score is d / (1 + d) of its feature distance.
+        d = np.asarray(fusion.calib_knn_, dtype=np.float64)
+        thresholds = {**thresholds, rule: threshold_at_tpr(d / (1.0 + d), THRESHOLD_TPR)}
     if not isinstance(thresholds, dict) or rule not in thresholds:
         raise DetectorFileError(f"{path}: no stored threshold for score rule {rule!r}")
     return {k: float(v) for k, v in thresholds.items()}
