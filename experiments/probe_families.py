@@ -27,13 +27,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from oodgen.config import RECOMMENDED
 from oodgen.data import load
+from oodgen.detectors.oodgen import SCORES
 from oodgen.metrics import ood_metrics
 from oodgen.score import load_detector
 from oodgen.utils import atomic_write_json, environment
 
 N = 1000
-RULES = ("feature-knn", "ood-class", "max-in", "ood-class+knn", "reject+knn", "reject+fisher")
+RULES = (RECOMMENDED,) + tuple(r for r in SCORES if r != RECOMMENDED)     # every shipped rule, the default first
 
 
 def _canvas() -> tuple[Image.Image, ImageDraw.ImageDraw]:

@@ -75,3 +75,22 @@ def test_regen_check_applies_the_declared_criterion():
     flat = [m(91.0, 99.9)] * 3                                      # range 0: the floor applies
     assert check([m(91.0, 99.85)] * 3, flat)["passed"] and not check([m(91.0, 99.7)] * 3, flat)["passed"]
     assert not check([m(91.5, 65.0)] * 3, old)["passed"]           # accuracy +0.4
+
+
+def test_reevaluate_scores_a_finished_run_again_and_refuses_one_without_checkpoints(tmp_path):
+    """experiments.reevaluate: the same numbers for every rule, nothing trained, the re-scoring recorded; a folder
+    without its checkpoints is refused before anything runs (it would train from scratch)."""
+    import json
+    from experiments.reevaluate import reevaluate
+    from oodgen.config import RunConfig
+    from oodgen.run import run
+    first = run(RunConfig(id="mnist", profile="smoke", seed=1), tmp_path / "r", progress=False, log=lambda *_: None)
+    again = reevaluate(tmp_path / "r", log=lambda *_: None)
+    assert again["reevaluated"] and not first["reevaluated"]
+    assert again["ood_by_score"] == first["ood_by_score"] and again["timings_s"] == first["timings_s"]
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["reevaluated"]
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "config.json").write_text((tmp_path / "r" / "config.json").read_text())
+    with pytest.raises(SystemExit, match="checkpoints"):
+        reevaluate(tmp_path / "bare")
+    assert sorted(p.name for p in (tmp_path / "bare").iterdir()) == ["config.json"]
