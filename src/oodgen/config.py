@@ -19,6 +19,7 @@ AUTHORS_REGEN_EVERY = {"mnist": 5, "mnist0-4": 5, "fmnist": 10, "fmnist0-4": 5}
 # later stages (lower lr, w_ood 0.3-1.0, continuing a trained model) are not reproduced.
 AUTHORS_HPARAMS = {"mnist": (0.05, 0.1), "fmnist": (0.1, 0.1), "mnist0-4": (0.02, 0.1), "fmnist0-4": (0.1, 0.1)}
 HPARAMS = ("paper", "authors")
+MEMORY_FORMATS = ("contiguous", "channels_last")
 CUSTOM_ID = "custom"          # a run on the user's own data (RunConfig.train)
 # The score of ``--score recommended``, the default everywhere: the winner of the selection protocol
 # (docs/protocol.md, round 2), chosen on leave-one-class-out folds of the training splits, never on a
@@ -113,6 +114,10 @@ class Profile:
     w_ood: float = 0.1
     pool_fraction: float = 0.5         # outliers generated per regeneration, as a fraction of N
     regen_every: int = 1               # epochs between outlier-pool regenerations
+    # memory layout of the classifiers' training (n+1 and plain): "contiguous" (the committed runs) or
+    # "channels_last" (other convolution kernels: faster on CPUs whose oneDNN prefers it, the numbers move
+    # within rounding; a named option until a seed check shows it stays within seed noise)
+    memory_format: str = "contiguous"
     n_train: int | None = None         # use only the first n training images (smoke tests)
     n_eval: int | None = None          # evaluate on the first n of each test / OOD set
     # images per scoring batch in evaluation: 256 keeps the activations cache-resident (the classifier
@@ -164,6 +169,7 @@ class RunConfig:
     # the plain n-class classifier the post-hoc baselines score: None = trained for the built-in settings
     # (oodgen bench and the paper's accuracy comparison need it), not for your own data (nothing uses it)
     plain: bool | None = None
+    memory_format: str | None = None   # the classifiers' training layout (Profile.memory_format): None = the profile's
     # Your own data (id "custom"): paths of the training and test sets (oodgen.data.user), OOD sets
     # as "NAME=PATH", and an optional resize / channel conversion of every image.
     train: str | None = None
@@ -181,6 +187,8 @@ class RunConfig:
             object.__setattr__(self, "size", tuple(int(v) for v in self.size))
         if self.latent_dim is None:
             object.__setattr__(self, "latent_dim", LATENT_DIMS.get(self.id, 8))
+        if self.memory_format is not None and self.memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {self.memory_format!r}")
         if self.hparams not in HPARAMS:
             raise ValueError(f"hparams must be one of {HPARAMS}, got {self.hparams!r}")
         if self.hparams == "authors" and (self.profile != "paper" or self.id not in AUTHORS_HPARAMS):
@@ -205,6 +213,8 @@ class RunConfig:
             base = replace(base, w_ood=float(self.w_ood))
         if self.regen_every is not None:
             base = replace(base, regen_every=self.regen_interval())
+        if self.memory_format is not None:
+            base = replace(base, memory_format=self.memory_format)
         return base
 
     @property

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import data as D
-from .config import RunConfig, Variant
+from .config import Profile, RunConfig, Variant
 from .data.setting import DataSetting
 from .detectors.fusion import MIN_CALIBRATION
 from .detectors.image_stats import STATS as STAT_NAMES
@@ -169,7 +169,9 @@ def _comparable(d: dict) -> dict:
         # the primary score decides only what is reported first: every rule is always evaluated
         d["variant"] = {k: v for k, v in asdict(Variant.from_dict(d["variant"])).items() if k != "score"}
     if isinstance(d.get("profile_settings"), dict):
-        d["profile_settings"] = {k: v for k, v in d["profile_settings"].items() if k not in EVALUATION_ONLY}
+        # a profile setting added later takes its default too (e.g. memory_format: contiguous before it existed)
+        later = {f.name: f.default for f in fields(Profile) if f.default is not MISSING}
+        d["profile_settings"] = {k: v for k, v in {**later, **d["profile_settings"]}.items() if k not in EVALUATION_ONLY}
     return d
 
 
@@ -236,7 +238,8 @@ def train_plain_classifier(cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, ckp
     shape = tuple(int(v) for v in x.shape[1:])
     torch.manual_seed(cfg.seed + 2)
     plain = Fig6cCNN(int(y.max()) + 1, shape[0], shape[1:]).to(device)
-    train_plain(plain, x.to(device), y.to(device), cfg.prof.plain, ckpt_path, cfg.seed, progress, log)
+    train_plain(plain, x.to(device), y.to(device), cfg.prof.plain, ckpt_path, cfg.seed, progress, log,
+                memory_format=cfg.prof.memory_format)
     return plain
 
 

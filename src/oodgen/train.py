@@ -178,12 +178,21 @@ def train_cvae(cvae: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, 
     return fit_epochs("cvae", cvae, stage, steps, epoch_fn, ckpt_path, seed, log, lr_warmup=lr_warmup)
 
 
+def layout(memory_format: str) -> torch.memory_format:
+    """The torch memory format a profile's ``memory_format`` names (``Profile.memory_format``)."""
+    formats = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+    if memory_format not in formats:
+        raise ValueError(f"memory_format must be one of {sorted(formats)}, got {memory_format!r}")
+    return formats[memory_format]
+
+
 def train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, ckpt_path, seed: int,
-                progress: bool = True, log=print, stage_name: str = "plain") -> dict:
+                progress: bool = True, log=print, stage_name: str = "plain", memory_format: str = "contiguous") -> dict:
     n = len(x)
     steps = math.ceil(n / stage.batch_size)
     dist = current_dist()
-    net = dist.wrap(model)
+    fmt = layout(memory_format)
+    net = dist.wrap(model.to(memory_format=fmt))
 
     def epoch_fn(epoch, gen, opt, sched):
         perm = torch.randperm(n, generator=gen)
@@ -191,7 +200,7 @@ def train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage
         for i in tqdm(range(steps), desc=f"{stage_name} epoch {epoch + 1}", leave=False,
                       disable=_tqdm_disable(progress and dist.main)):
             idx = dist.shard(perm[i * stage.batch_size:(i + 1) * stage.batch_size])
-            loss = F.cross_entropy(net(x[idx]), y[idx])
+            loss = F.cross_entropy(net(x[idx].contiguous(memory_format=fmt)), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -269,7 +278,8 @@ def train_nplus1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pools: Outl
     steps = math.ceil(n / stage.batch_size)
     nb1, nb2 = prof.batch_type1, prof.batch_type2
     dist = current_dist()
-    net = dist.wrap(model)
+    fmt = layout(prof.memory_format)
+    net = dist.wrap(model.to(memory_format=fmt))
 
     def epoch_fn(epoch, gen, opt, sched):
         if epoch % prof.regen_every == 0 or pools.type1 is None:
@@ -291,7 +301,7 @@ def train_nplus1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pools: Outl
             xb = torch.cat([x[idx], pools.type1[i1], pools.type2[i2]])
             yb = torch.cat([y[idx], torch.full((k1 + k2,), n_classes, dtype=y.dtype, device=y.device)])
             w = torch.cat([torch.ones(m, device=y.device), torch.full((k1 + k2,), prof.w_ood, device=y.device)])
-            loss = (F.cross_entropy(net(xb), yb, reduction="none") * w).mean()
+            loss = (F.cross_entropy(net(xb.contiguous(memory_format=fmt)), yb, reduction="none") * w).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
