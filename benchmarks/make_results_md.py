@@ -26,7 +26,11 @@ def _rules_section(r: dict, title: str) -> list[str]:
             f"`{r['command']}` on {_machine(r)}; run `{r['run']}`, {r['n']} test images, batch {r['batch']}; "
             f"feature bank {r['banks']['feature'][0]} rows (k = {r['banks']['feature_k']}), pixel bank "
             f"{r['banks']['pixel'][0]} images (k = {r['banks']['pixel_k']}).", ""]
-    if "auto_precision" in r:
+    if "auto_precision" in r and not any("[bf16]" in k for k in r["images_per_s"]):
+        out += ["Our rules are scored in float32 only (`--precisions fp32`: this CPU has no native bfloat16, so "
+                f"bf16 would be emulated); `--precision auto` resolves to **{r['auto_precision']}** here. Baselines "
+                "run as shipped (float32).", ""]
+    elif "auto_precision" in r:
         out += [f"Our rules are scored in float32 (the default) and in bfloat16 (`load_detector(run, rule, "
                 f"precision)`, opt-in); `--precision auto` resolves to **{r['auto_precision']}** on this machine "
                 "(bf16 where the CPU has AMX). Baselines run as shipped (float32).", ""]
@@ -59,14 +63,15 @@ def _rules_section(r: dict, title: str) -> list[str]:
     if r.get("auroc_by_precision"):
         a = r["auroc_by_precision"]
         sets = list(next(iter(a["fp32"].values())))
-        out += ["", f"AUROC (%) of every rule in both precisions ({r['auroc_n']} test images vs {r['auroc_n']} "
+        out += ["", f"AUROC (%) of every rule in {' and '.join(a)} ({r['auroc_n']} test images vs {r['auroc_n']} "
                 "of each OOD set):", "",
                 "| rule | precision | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
         for rule in a["fp32"]:
             for prec in a:
                 out.append(f"| {rule} | {prec} | " + " | ".join(f"{a[prec][rule][s]:.2f}" for s in sets) + " |")
-        out += ["", "Largest |AUROC bf16 - AUROC fp32| per rule (points): "
-                + ", ".join(f"{k} {v:.3f}" for k, v in r["max_abs_auroc_diff_bf16_vs_fp32"].items())]
+        if r.get("max_abs_auroc_diff_bf16_vs_fp32"):
+            out += ["", "Largest |AUROC bf16 - AUROC fp32| per rule (points): "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in r["max_abs_auroc_diff_bf16_vs_fp32"].items())]
     out.append("")
     return out
 
