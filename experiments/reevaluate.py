@@ -3,7 +3,8 @@
 A run directory whose training stages all finished (``checkpoints/`` beside its ``config.json``) is read
 with its own configuration and evaluated again; nothing is trained.  ``metrics.json`` keeps the training
 run's timings and records when, and at which git revision, it was re-scored (``reevaluated``).  A
-directory without its checkpoints is refused before anything runs: it would train from scratch.
+directory without a stage's checkpoint, or with one that stopped before the stage's last epoch, is
+refused before anything runs: it would train.
 
     python -m experiments.reevaluate results/quick/fmnist-ours-seed0 results/quick/mnist-authors-seed0
 """
@@ -16,18 +17,32 @@ from pathlib import Path
 
 from oodgen.config import RunConfig
 from oodgen.run import run
+from oodgen.train import load_checkpoint
 
-NEEDED = ("cvae.pt", "nplus1.pt")
+
+def unfinished(folder: Path, cfg: RunConfig) -> list[str]:
+    """The stages of a run whose checkpoint is missing or short of the stage's last epoch."""
+    prof = cfg.prof
+    stages = {"cvae.pt": prof.cvae.epochs, "nplus1.pt": prof.classifier.epochs,
+              **({"plain.pt": prof.plain.epochs} if cfg.trains_plain else {})}
+    out = []
+    for name, epochs in stages.items():
+        path = folder / "checkpoints" / name
+        done = load_checkpoint(path).get("epoch") if path.is_file() else None
+        if done != epochs:
+            out.append(f"{name} ({'missing' if done is None else f'epoch {done} of {epochs}'})")
+    return out
 
 
 def reevaluate(folder, data_dir=None, log=print) -> dict:
     folder = Path(folder)
-    missing = [n for n in NEEDED if not (folder / "checkpoints" / n).is_file()]
-    if not (folder / "config.json").is_file() or missing:
-        raise SystemExit(f"{folder}: not a finished run with its checkpoints (missing: "
-                         f"{', '.join(['config.json'] if not (folder / 'config.json').is_file() else missing)}); "
-                         "re-evaluating it would train it again")
+    if not (folder / "config.json").is_file():
+        raise SystemExit(f"{folder}: no config.json: not a run directory")
     cfg = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    short = unfinished(folder, cfg)
+    if short:
+        raise SystemExit(f"{folder}: not a finished run with its checkpoints ({', '.join(short)}); "
+                         "re-evaluating it would train it")
     metrics = run(cfg, folder, data_dir=data_dir, progress=False, log=log)
     if not metrics.get("reevaluated"):
         raise SystemExit(f"{folder}: a stage was trained, not restored (the checkpoints were not final)")

@@ -94,3 +94,14 @@ def test_reevaluate_scores_a_finished_run_again_and_refuses_one_without_checkpoi
     with pytest.raises(SystemExit, match="checkpoints"):
         reevaluate(tmp_path / "bare")
     assert sorted(p.name for p in (tmp_path / "bare").iterdir()) == ["config.json"]
+    # a stage stopped before its last epoch would train on: refused too, and nothing is written
+    import shutil
+    import torch
+    from oodgen.utils import atomic_torch_save
+    shutil.copytree(tmp_path / "r", tmp_path / "short")
+    blob = torch.load(tmp_path / "short" / "checkpoints" / "nplus1.pt", weights_only=True)
+    atomic_torch_save({**blob, "epoch": 0}, tmp_path / "short" / "checkpoints" / "nplus1.pt")
+    before = (tmp_path / "short" / "metrics.json").read_bytes()
+    with pytest.raises(SystemExit, match="nplus1.pt \\(epoch 0 of 1\\)"):
+        reevaluate(tmp_path / "short")
+    assert (tmp_path / "short" / "metrics.json").read_bytes() == before

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import PROFILES, RECOMMENDED, SCORE_ALIASES, RunConfig, Variant
+from .config import MEMORY_FORMATS, PROFILES, RECOMMENDED, SCORE_ALIASES, RunConfig, Variant
 from .detectors.oodgen import SCORES
 
 
@@ -108,10 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--regen-every", default=None, metavar="K|authors",
                    help="epochs between regenerations of the Type I / II outlier pools (default: every epoch); "
                         "'authors' = their code's interval (5; 10 for fmnist). Changes the numbers; recorded")
-    r.add_argument("--memory-format", choices=("contiguous", "channels_last"), default=None,
+    r.add_argument("--memory-format", choices=MEMORY_FORMATS, default=None,
                    help="memory layout of the classifiers' training: contiguous (default; the committed runs) or "
-                        "channels_last (other convolution kernels, faster on some CPUs; numbers move within "
-                        "rounding). Recorded in config.json")
+                        "channels_last (other convolution kernels, faster on some CPUs; dropout then draws other "
+                        "masks, like another dropout seed). Recorded in config.json")
     r.add_argument("--hparams", choices=("paper", "authors"), default="paper",
                    help="with --profile paper: the n+1 classifier's Adadelta learning rate and OOD weight per "
                         "setting, paper = the text's (lr 0.01 MNIST, 0.1 F-MNIST; w_ood 0.1; pools every epoch), "

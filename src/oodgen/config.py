@@ -114,9 +114,10 @@ class Profile:
     w_ood: float = 0.1
     pool_fraction: float = 0.5         # outliers generated per regeneration, as a fraction of N
     regen_every: int = 1               # epochs between outlier-pool regenerations
-    # memory layout of the classifiers' training (n+1 and plain): "contiguous" (the committed runs) or
-    # "channels_last" (other convolution kernels: faster on CPUs whose oneDNN prefers it, the numbers move
-    # within rounding; a named option until a seed check shows it stays within seed noise)
+    # memory layout of the classifiers' training (n+1 and plain), one of MEMORY_FORMATS: "contiguous" (the
+    # committed runs) or "channels_last" (other convolution kernels, faster on CPUs whose oneDNN prefers it;
+    # dropout draws its masks in memory order, so also other masks, like another dropout seed: a named option
+    # until a seed check shows it stays within seed noise)
     memory_format: str = "contiguous"
     n_train: int | None = None         # use only the first n training images (smoke tests)
     n_eval: int | None = None          # evaluate on the first n of each test / OOD set

@@ -29,7 +29,7 @@ import numpy as np
 
 from .config import RECOMMENDED
 from .data import PAPER_SETTINGS
-from .summary import METRIC_LABELS, results_by_score
+from .summary import METRIC_LABELS, fewer_seeds, results_by_score
 from .bench.budget import budget_rows_markdown
 from .bench.tables import DISPLAY, paper_tables
 from .utils import atomic_write_bytes
@@ -146,7 +146,7 @@ def _rule_label(r: str) -> str:
 def _cell(c: dict, n: int) -> str:
     """mean ± std over the cell's runs; "(n = k)" where fewer than the setting's ``n`` seeds record the rule."""
     k = c.get("n", n)
-    return f"{c['mean']:.1f}" + (f" ± {c['std']:.1f}" if k > 1 else "") + (f" (n = {k})" if k < n else "")
+    return f"{c['mean']:.1f}" + (f" ± {c['std']:.1f}" if k > 1 else "") + fewer_seeds(k, n)
 
 
 def results_block(summary: dict) -> str:
@@ -195,7 +195,7 @@ def glance_block(summary: dict) -> str:
             low = min(ours, key=ours.get) if ours else None
             k = min((v["auroc"].get("n", len(d["seeds"])) for v in d["ood_by_score"].get(r, {}).values()), default=0)
             cells.append((f"{sum(ours.values()) / len(ours):.1f}, {ours[low]:.1f} ({low})"
-                          + (f" (n = {k})" if k < len(d["seeds"]) else "")) if low else "—")
+                          + fewer_seeds(k, len(d["seeds"]))) if low else "—")
         paper = {k: v["auroc"]["paper"] for k, v in d["ood_by_score"][d["score"]].items() if v["auroc"]["paper"] is not None}
         p_low = min(paper, key=paper.get) if paper else None
         out.append(f"| {label} | {len(d['seeds'])} | " + " | ".join(cells) + " | "

@@ -91,7 +91,8 @@ def candidate_scores(det: OODGen, x: torch.Tensor, round_: int = 1) -> dict[str,
     s[LITE_RULE] = fisher_score(det.fusion_, s["feature-knn"], s["ood-class"], s, FISHER_LITE_STATS)
     if round_ >= 2:
         for name, level in GUARD_RULES.items():
-            s[name] = pixel_guard_score(det.fusion_, s["feature-knn"], s["pixel-knn"], level)
+            if name not in s:           # the shipped guard is one of SCORES already
+                s[name] = pixel_guard_score(det.fusion_, s["feature-knn"], s["pixel-knn"], level)
     return s
 
 

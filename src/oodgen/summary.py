@@ -108,6 +108,11 @@ def markdown_table(metrics: dict) -> str:
     return out
 
 
+def fewer_seeds(k: int, n: int) -> str:
+    """" (n = k)" after a cell that holds k of a row's n seeds (a rule that only some runs record), else ""."""
+    return f" (n = {k})" if k < n else ""
+
+
 def mean_std(values) -> dict:
     """``{"mean", "std" (sample std; None for one value), "n"}`` of a cell's values over seeds."""
     arr = np.asarray(values, dtype=np.float64)

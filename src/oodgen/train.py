@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Profile, Stage, Variant
+from .config import MEMORY_FORMATS, Profile, Stage, Variant
 from .distributed import current as current_dist
 from .generate import ClassEllipsoids, encode_means, off_manifold_samples, on_manifold_samples
 from .errors import first_line
@@ -179,10 +179,10 @@ def train_cvae(cvae: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: Stage, 
 
 
 def layout(memory_format: str) -> torch.memory_format:
-    """The torch memory format a profile's ``memory_format`` names (``Profile.memory_format``)."""
-    formats = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+    """The torch memory format a profile's ``memory_format`` (one of :data:`oodgen.config.MEMORY_FORMATS`) names."""
+    formats = dict(zip(MEMORY_FORMATS, (torch.contiguous_format, torch.channels_last)))
     if memory_format not in formats:
-        raise ValueError(f"memory_format must be one of {sorted(formats)}, got {memory_format!r}")
+        raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {memory_format!r}")
     return formats[memory_format]
 
 

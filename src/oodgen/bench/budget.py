@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..config import resolve_score
 from ..selection import RECIPES as SELECTION_RECIPES
-from ..summary import mean_std, results_by_score
+from ..summary import fewer_seeds, mean_std, results_by_score
 from ..utils import atomic_write_bytes, atomic_write_json
 
 SETTINGS = ("mnist", "fmnist")
@@ -135,7 +135,7 @@ def _rec_cell(stat: dict | None, n_seeds: int) -> str:
     "(n = k)" where only some do."""
     if stat is None:
         return "–"
-    return _cell(stat) + (f" (n = {stat['n']})" if stat["n"] < n_seeds else "")
+    return _cell(stat) + fewer_seeds(stat["n"], n_seeds)
 
 
 def budget_rows_markdown(doc: dict) -> str:

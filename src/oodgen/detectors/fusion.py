@@ -121,12 +121,15 @@ def pixel_guard_score(fusion: "FeatureKNNFusion", dist: np.ndarray, pixel: np.nd
     return np.where(pixel > t, 1.0 + pixel / (1.0 + pixel), dist / (1.0 + dist))
 
 
-def _check_stats(stats, n: int, what: str, skip: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def _check_stats(stats, n: int, what: str, skip: np.ndarray | None = None, names=STAT_NAMES,
+                 rule: str = FISHER_RULE) -> dict[str, np.ndarray]:
+    """The image statistics ``names`` of ``n`` images, each present, of length n and finite (except where
+    ``skip`` marks an image that ``rule`` does not need them for)."""
     if stats is None:
-        raise InputError(f"fusion: rule {FISHER_RULE!r} needs the image statistics {STAT_NAMES} of the "
+        raise InputError(f"fusion: rule {rule!r} needs the image statistics {tuple(names)} of the "
                          f"{what} images (oodgen.detectors.image_stats.image_stats)")
     out = {}
-    for name in STAT_NAMES:
+    for name in names:
         if name not in stats:
             raise InputError(f"fusion: image statistic {name!r} missing for the {what} images")
         v = np.asarray(stats[name], dtype=np.float64).reshape(-1)
@@ -230,25 +233,16 @@ class FeatureKNNFusion:
         dist = np.asarray(dist, dtype=np.float64).reshape(-1)
         if len(dist) != len(ood_prob):
             raise InputError(f"fusion: {len(dist)} feature rows but {len(ood_prob)} OOD-class probabilities")
-        if GUARD_RULE in rules and not any(r in NEEDS_STATS for r in rules):
+        checked: dict[str, np.ndarray] = {}
+        for rule in (r for r in rules if r in NEEDS_PIXEL):
             if self.calib_stats_ is None:
                 raise NotFittedError(f"FeatureKNNFusion was fitted without calibration statistics, so rule "
-                                     f"{GUARD_RULE!r} is unavailable; pass calib_stats to fit(...)")
-            pixel = None if stats is None else stats.get("pixel-knn")
-            if pixel is None:
-                raise InputError(f"fusion: rule {GUARD_RULE!r} needs the pixel-KNN distances ('pixel-knn') of the "
-                                 "scored images")
-            pixel = np.asarray(pixel, dtype=np.float64).reshape(-1)
-            if len(pixel) != len(dist) or not np.all(np.isfinite(pixel)):
-                raise InputError(f"fusion: {len(dist)} scored images need as many finite pixel-KNN distances, "
-                                 f"got {len(pixel)}")
-            stats = {"pixel-knn": pixel}
-        if any(r in NEEDS_STATS for r in rules):
-            if self.calib_stats_ is None:
-                raise NotFittedError(f"FeatureKNNFusion was fitted without calibration statistics, so rule "
-                                     f"{FISHER_RULE!r} is unavailable; pass calib_stats to fit(...)")
-            # rejected images need no statistics (NaN allowed there: image_stats(..., only=...))
-            stats = _check_stats(stats, len(dist), "scored", skip=rejected(ood_prob))
+                                     f"{rule!r} is unavailable; pass calib_stats to fit(...)")
+            if rule in NEEDS_STATS:     # rejected images need none (NaN allowed there: image_stats(..., only=...))
+                checked.update(_check_stats(stats, len(dist), "scored", skip=rejected(ood_prob), rule=rule))
+            else:                       # the guard: the pixel distance of every image
+                checked.update(_check_stats(stats, len(dist), "scored", names=("pixel-knn",), rule=rule))
+        stats = checked or stats
         return {rule: self._combine(dist, ood_prob, rule, stats) for rule in rules}
 
     def _combine(self, dist: np.ndarray, ood_prob: np.ndarray, rule: str, stats=None) -> np.ndarray:

@@ -381,8 +381,13 @@ class OODGen(Detector):
                     else np.zeros(len(x), dtype=bool)
                 only = only if mask is None else (only | np.asarray(mask, dtype=bool))
             stats = self.image_stats(x, logits, only=only)
-        if any(r in NEEDS_PIXEL for r in rules) and (stats is None or np.isnan(stats["pixel-knn"]).any()):
-            stats = {**(stats or {}), **pixel_distances(getattr(self, "pixel_bank_", None), x)}
+        if GUARD_RULE in rules:         # the guard needs every image's pixel distance: search only those missing
+            pixel = np.full(len(x), np.nan) if stats is None else np.array(stats["pixel-knn"], dtype=np.float64)
+            missing = np.isnan(pixel)
+            if missing.any():
+                rows = torch.from_numpy(np.flatnonzero(missing))
+                pixel[missing] = pixel_distances(getattr(self, "pixel_bank_", None), x[rows])["pixel-knn"]
+            stats = {**(stats or {}), "pixel-knn": pixel}
         if feats:
             dist = self.fusion_.distance(out["features"])
         scores = rule_scores(rules, logits, out["features"], self.fusion_, stats, dist=dist)
@@ -456,6 +461,12 @@ class OODGen(Detector):
         det.ellipsoids_ = det.infer_classifier_ = det.stats_cvae_ = det.train_features_ = None
         det.fitted_, det._threshold, det._threshold_images = True, None, None
         return det
+
+
+#: Rules added after some detector files were written, whose calibration images' scores follow from the
+#: stored calibration feature distances d: feature-knn is d itself; the pixel guard is d / (1 + d) for every
+#: calibration image, since none lies beyond the largest calibration pixel distance (its bar).
+FROM_CALIB_KNN = {FEATURE_RULE: lambda d: d, GUARD_RULE: lambda d: d / (1.0 + d)}
 
 
 def check_threshold(t: float) -> float:
@@ -548,15 +559,11 @@ def _load_pixel_bank(path: Path, blob: dict, rule: str) -> PixelBank:
 
 def _loaded_thresholds(path: Path, blob: dict, rule: str, fusion) -> dict[str, float]:
     thresholds = blob["thresholds"]
-    if isinstance(thresholds, dict) and rule == FEATURE_RULE and rule not in thresholds and fusion is not None:
-        # A file written before feature-knn was a rule: its threshold is the same 95 % quantile of the
-        # calibration (validation) distances that `oodgen run` stores for every rule, and those are in the file.
-        thresholds = {**thresholds, rule: threshold_at_tpr(fusion.calib_knn_, THRESHOLD_TPR)}
-    if isinstance(thresholds, dict) and rule == GUARD_RULE and rule not in thresholds and fusion is not None:
-        # A file written before the pixel guard: no calibration image lies beyond the largest calibration
-        # pixel distance, so every calibration image's guard score is d / (1 + d) of its feature distance.
+    if isinstance(thresholds, dict) and rule in FROM_CALIB_KNN and rule not in thresholds and fusion is not None:
+        # A file written before the rule existed: its calibration scores follow from the stored calibration
+        # distances, so its threshold is the same 95 % quantile that `oodgen run` stores for every rule now.
         d = np.asarray(fusion.calib_knn_, dtype=np.float64)
-        thresholds = {**thresholds, rule: threshold_at_tpr(d / (1.0 + d), THRESHOLD_TPR)}
+        thresholds = {**thresholds, rule: threshold_at_tpr(FROM_CALIB_KNN[rule](d), THRESHOLD_TPR)}
     if not isinstance(thresholds, dict) or rule not in thresholds:
         raise DetectorFileError(f"{path}: no stored threshold for score rule {rule!r}")
     return {k: float(v) for k, v in thresholds.items()}
