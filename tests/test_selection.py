@@ -93,6 +93,48 @@ def test_pixel_guard_ranks_far_images_first_and_keeps_the_feature_order():
         pixel_guard_score(SimpleNamespace(calib_stats_=None), dist, pixel, 1.0)
 
 
+
+def test_round3_fusions_of_the_feature_and_pixel_distances():
+    from types import SimpleNamespace
+    from oodgen.detectors.fusion import pixel_fisher_score, pixel_max_score
+    calib = np.arange(1.0, 101.0)                                  # 100 calibration values of each distance
+    fusion = SimpleNamespace(calib_knn_=calib, calib_stats_={"pixel-knn": calib * 10})
+    dist = np.array([50.0, 99.5, 10.0, 200.0, 50.0])
+    pixel = np.array([500.0, 100.0, 996.0, 10.0, 990.0])
+    m = pixel_max_score(fusion, dist, pixel)
+    # flag if either flags: images 1, 2 and 4 share the larger percentile (99 %); the smaller one puts image 4
+    # (50 %) above 1 and 2 (10 % each), whose tie the relative distances break (996 / 1000 > 99.5 / 100);
+    # image 3, beyond every calibration feature distance, on top
+    assert list(np.argsort(-m)) == [3, 4, 2, 1, 0]
+    f = pixel_fisher_score(fusion, dist, pixel)
+    # both moderately far (percentiles 50 / 99) beats one far, one near; Fisher is symmetric in its inputs
+    assert f[4] > f[0] and np.all(np.diff(pixel_fisher_score(fusion, np.array([1.0, 50.0, 100.0]),
+                                                             np.array([10.0, 10.0, 10.0]))) > 0)
+    np.testing.assert_allclose(pixel_fisher_score(fusion, np.array([30.0]), np.array([700.0])),
+                               pixel_fisher_score(fusion, np.array([70.0]), np.array([300.0])), atol=1e-5)
+    # beyond every calibration value, the ties are broken by the relative distances, not left flat
+    assert pixel_fisher_score(fusion, np.array([300.0]), np.array([3000.0]))[0] > \
+        pixel_fisher_score(fusion, np.array([200.0]), np.array([2000.0]))[0]
+
+
+def test_class_pixel_bank_measures_against_the_given_class():
+    from oodgen.detectors.image_stats import ClassPixelBank
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(40, 1, 8, 8)
+    x[:20, :, :, :4] = 1.0                                           # class 0: left half lit
+    x[20:, :, :, 4:] = 1.0                                           # class 1: right half lit
+    x = (x + 0.05 * torch.rand(40, 1, 8, 8, generator=g)).clamp(0, 1)
+    y = np.array([0] * 20 + [1] * 20)
+    bank = ClassPixelBank.from_training_set(x, y, seed=0)
+    probe = x[:2]
+    own, other = bank.distance(probe, [0, 0]), bank.distance(probe, [1, 1])
+    assert np.all(other > own + 0.5)                                 # a left-half image is far from class 1
+    assert sorted(bank.banks) == [0, 1] and bank.banks[0].k == 1      # k scaled from 50 in 30,000
+    with pytest.raises(ValueError, match="no bank"):
+        bank.distance(probe, [0, 5])
+    with pytest.raises(ValueError, match="labels"):
+        ClassPixelBank.from_training_set(x, y[:5], seed=0)
+
 def _record2(recipe, c, values: dict[str, list[float]]) -> dict:
     """A round-2 fold record: each score's AUROCs on the 4 signals (default 90 everywhere)."""
     metrics = {name: {sig: {"auroc": values.get(name, [90.0] * 4)[i]} for i, sig in enumerate(S.ROUND_SIGNALS[2])}
@@ -122,7 +164,8 @@ def test_leximin_lets_the_second_worst_decide_a_shared_worst_case():
 
 def test_score_speeds_from_committed_benchmark():
     speeds = S.score_speeds("benchmarks/results/rules.json")
-    assert set(speeds) == set(S.ROUND_SCORES[2])
+    assert set(speeds) == set(S.ROUND_SCORES[3])
+    assert all(speeds[r] == speeds[S.LITE_RULE] for r in S.ROUND3_RULES)   # the same stages (docs/protocol.md)
     # the lite Fisher rule skips the CVAE pass and zlib: faster than reject+fisher, slower than reject+knn
     assert speeds["reject+fisher"] < speeds[S.LITE_RULE] < speeds["reject+knn"]
 
@@ -172,8 +215,17 @@ def test_round_two_rescores_round_one_checkpoints(tmp_path, train_split_only):
     for name in S.CANDIDATE_SCORES:
         for sig in S.SIGNALS:
             assert two["metrics"][name][sig]["auroc"] == pytest.approx(one["metrics"][name][sig]["auroc"], abs=1e-6)
+    # round 3: the same detector again, three more candidates, round 2's numbers unchanged
+    three = S.run_fold("mnist", "ours", 2, tmp_path, round_=3, **quiet)
+    assert S.fold_path(tmp_path, "mnist", "ours", 2, "smoke", round_=3).parent.name == "round3"
+    assert set(three["metrics"]) == set(S.ROUND_SCORES[3]) and three["rescored_checkpoint"]
+    for name in S.ROUND_SCORES[2]:
+        for sig in S.ROUND_SIGNALS[2]:
+            assert three["metrics"][name][sig]["auroc"] == pytest.approx(two["metrics"][name][sig]["auroc"], abs=1e-6)
+    for name in S.ROUND3_RULES:
+        assert all(0 <= m["auroc"] <= 100 for m in three["metrics"][name].values()), name
     with pytest.raises(ValueError, match="round"):
-        S.select(tmp_path, round_=3)
+        S.select(tmp_path, round_=4)
 
 
 def test_score_all_matches_each_rule(mnist_small):

@@ -24,8 +24,9 @@ import torch
 from . import data as D
 from .config import LATENT_DIMS, PROFILES, Variant
 from .data.strokes import strokes
-from .detectors.fusion import FISHER_LITE_STATS, GUARD_RULE, GUARD_LEVEL, fisher_score, pixel_guard_score
-from .detectors.image_stats import STATS
+from .detectors.fusion import (FISHER_LITE_STATS, GUARD_RULE, GUARD_LEVEL, fisher_score, guard_score,
+                               pixel_fisher_score, pixel_guard_score, pixel_max_score)
+from .detectors.image_stats import STATS, ClassPixelBank
 from .detectors.oodgen import SCORES, OODGen
 from .generate.health import health_line
 from .metrics import ood_metrics
@@ -50,11 +51,17 @@ PROFILE = "quick"
 SEED = 0
 # Round 2 (docs/protocol.md, "Round 2"): the same folds and checkpoints, one more signal (procedural pen
 # strokes), two more candidates (feature-knn with a pixel-KNN guard) and a leximin criterion.
-ROUNDS = (1, 2)
+ROUNDS = (1, 2, 3)
 STROKES = "strokes"
-ROUND_SIGNALS = {1: SIGNALS, 2: SIGNALS + (STROKES,)}
+ROUND_SIGNALS = {1: SIGNALS, 2: SIGNALS + (STROKES,), 3: SIGNALS + (STROKES,)}
 GUARD_RULES = {"feature-knn+pixel-guard@99.5": 0.995, GUARD_RULE: GUARD_LEVEL}   # the second is the shipped rule
+# Round 3 (docs/protocol.md, "Round 3"): round 2's folds and signals, three more candidates
+PIXEL_MAX_RULE = "feature-knn+pixel-knn@max"
+PIXEL_FISHER_RULE = "feature-knn+pixel-knn@fisher"
+CLASS_GUARD_RULE = "feature-knn+class-pixel-guard@max"
+ROUND3_RULES = (PIXEL_MAX_RULE, PIXEL_FISHER_RULE, CLASS_GUARD_RULE)
 ROUND_SCORES = {1: CANDIDATE_SCORES, 2: CANDIDATE_SCORES + tuple(GUARD_RULES)}
+ROUND_SCORES[3] = ROUND_SCORES[2] + ROUND3_RULES
 # The stages each candidate needs, for the speed of one that benchmarks/bench_rules.py does not time.
 LITE_STAGES = ("classifier pass (features + logits)", "feature KNN search", "pixel KNN search", "fusion arithmetic")
 
@@ -75,7 +82,7 @@ def shifted(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
 
 def fold_path(out: Path, setting: str, recipe: str, c: int, profile: str = PROFILE, seed: int = SEED,
               round_: int = 1) -> Path:
-    """Round 1's fold records lie in ``out``, round 2's in ``out/round2`` (same names)."""
+    """Round 1's fold records lie in ``out``, round r's (r > 1) in ``out/round<r>`` (same names)."""
     folder = Path(out) if round_ == 1 else Path(out) / f"round{round_}"
     return folder / f"{setting}-{profile}-{recipe}-class{c}-seed{seed}.json"
 
@@ -85,14 +92,35 @@ def strokes_seed(setting: str, c: int, seed: int) -> int:
     return int(np.random.default_rng([seed, FOLD_SETTINGS.index(setting), c, 7]).integers(2 ** 31))
 
 
-def candidate_scores(det: OODGen, x: torch.Tensor, round_: int = 1) -> dict[str, np.ndarray]:
-    """Every candidate score of a round for images ``x`` under a fitted and calibrated detector."""
+class ClassGuard:
+    """Round 3's class-conditional pixel distance of a fold: the per-class banks (from the fold's training
+    images) and the calibration images' own distances (to the bank of the class predicted for each)."""
+
+    def __init__(self, det: OODGen, x_train, y_train, x_calib, seed: int):
+        self.bank = ClassPixelBank.from_training_set(x_train, y_train, seed)
+        self.calib_sorted = np.sort(self.distance(det, x_calib))
+
+    def distance(self, det: OODGen, x) -> np.ndarray:
+        return self.bank.distance(x, det.predict_class(x))
+
+
+def candidate_scores(det: OODGen, x: torch.Tensor, round_: int = 1,
+                     class_guard: ClassGuard | None = None) -> dict[str, np.ndarray]:
+    """Every candidate score of a round for images ``x`` under a fitted and calibrated detector (round 3
+    needs the fold's :class:`ClassGuard`)."""
     s = det.score_all(x, SCORES, components=True)
     s[LITE_RULE] = fisher_score(det.fusion_, s["feature-knn"], s["ood-class"], s, FISHER_LITE_STATS)
     if round_ >= 2:
         for name, level in GUARD_RULES.items():
             if name not in s:           # the shipped guard is one of SCORES already
                 s[name] = pixel_guard_score(det.fusion_, s["feature-knn"], s["pixel-knn"], level)
+    if round_ >= 3:
+        if class_guard is None:
+            raise ValueError("round 3's candidates need the fold's ClassGuard")
+        s[PIXEL_MAX_RULE] = pixel_max_score(det.fusion_, s["feature-knn"], s["pixel-knn"])
+        s[PIXEL_FISHER_RULE] = pixel_fisher_score(det.fusion_, s["feature-knn"], s["pixel-knn"])
+        s["class-pixel-knn"] = class_guard.distance(det, x)
+        s[CLASS_GUARD_RULE] = guard_score(s["feature-knn"], s["class-pixel-knn"], class_guard.calib_sorted, 1.0)
     return s
 
 
@@ -124,7 +152,7 @@ def run_fold(setting: str, recipe: str, c: int, out, *, profile: str = PROFILE, 
              ckpt_dir=None, data_dir=None, round_: int = 1, log=print) -> dict:
     """Train one recipe without class ``c`` of ``setting`` and write every candidate's metrics on every
     signal of round ``round_`` to :func:`fold_path` (a finished fold is read back, not run again).  The
-    training checkpoints are round 1's (``ckpt_dir``): round 2 rescores the same detectors."""
+    training checkpoints are round 1's (``ckpt_dir``): rounds 2 and 3 rescore the same detectors."""
     path = fold_path(out, setting, recipe, c, profile, seed, round_)
     if path.exists():
         return json.loads(path.read_text())
@@ -145,7 +173,8 @@ def run_fold(setting: str, recipe: str, c: int, out, *, profile: str = PROFILE, 
                    title=f"{setting} without class {c}, {recipe}: Type II ({variant.type2_radius})")
     det.calibrate(x_calib, x_train=xtr)
     t1 = time.perf_counter()
-    s_in = candidate_scores(det, x_in, round_)
+    class_guard = ClassGuard(det, xtr, ytr, x_calib, seed) if round_ >= 3 else None
+    s_in = candidate_scores(det, x_in, round_, class_guard)
     signals = {"held-out": x_out, "invert": shifted(x_in, "invert", seed),
                "pixel-shuffle": shifted(x_in, "pixel-shuffle", seed)}
     if STROKES in ROUND_SIGNALS[round_]:
@@ -153,7 +182,7 @@ def run_fold(setting: str, recipe: str, c: int, out, *, profile: str = PROFILE, 
             -1, x_in.shape[1], -1, -1).contiguous()
     metrics: dict[str, dict] = {name: {} for name in ROUND_SCORES[round_]}
     for sig, images in signals.items():
-        s_out = candidate_scores(det, images, round_)
+        s_out = candidate_scores(det, images, round_, class_guard)
         for name in ROUND_SCORES[round_]:
             metrics[name][sig] = ood_metrics(s_in[name], s_out[name])
     accuracy = float((det.predict_class(x_in) == y_in.numpy()).mean() * 100)
@@ -190,9 +219,9 @@ def score_speeds(rules_json) -> dict[str, float]:
             out[key.split()[1]] = float(v)
     stages = r["stages_ms_per_1000"]["fp32"]
     out[LITE_RULE] = 1000.0 * 1000.0 / sum(float(stages[s]) for s in LITE_STAGES)
-    for name in GUARD_RULES:        # the same stages as the lite rule: classifier pass and both KNN searches
-        out[name] = out[LITE_RULE]
-    missing = [s for s in ROUND_SCORES[2] if s not in out]
+    for name in tuple(GUARD_RULES) + ROUND3_RULES:   # the lite rule's stages: classifier pass, both KNN searches
+        out.setdefault(name, out[LITE_RULE])
+    missing = [s for s in ROUND_SCORES[max(ROUNDS)] if s not in out]
     if missing:
         raise ValueError(f"{rules_json}: no speed for {missing}")
     return out
@@ -232,7 +261,7 @@ def decide(records: list[dict], speeds: dict[str, float], round_: int = 1) -> di
 
 
 def decide_leximin(records: list[dict], speeds: dict[str, float], round_: int = 2) -> dict:
-    """Round 2's decision: leximin with a tolerance.  Each candidate's AUROCs over every signal of every fold
+    """Rounds 2 and 3's decision: leximin with a tolerance.  Each candidate's AUROCs over every signal of every fold
     are sorted from the worst up; at rank 1 (the worst case, round 1's criterion) the candidates within
     :data:`TIE_POINTS` of the best stay, and while more than one stays, rank 2 (the second worst) sifts
     them the same way, then rank 3, and so on.  Those left after the last rank: the fastest (then the
@@ -255,7 +284,8 @@ def decide_leximin(records: list[dict], speeds: dict[str, float], round_: int = 
     return {"criterion": "leximin within 0.2 points, then the fastest", "winner": winner,
             "recipe": table[winner]["recipe"], "score": table[winner]["score"], "best_worst": best_worst,
             "within_tie": sorted(alive, key=lambda k: -table[k]["worst"]), "tie_points": TIE_POINTS,
-            "steps": steps, "round1_criterion": decide(records, speeds, round_)["winner"], "candidates": table}
+            "steps": steps, "round1_criterion": decide(records, speeds, round_)["winner"], "candidates": table,
+            **({"round2_candidates_winner": decide_leximin(records, speeds, 2)["winner"]} if round_ >= 3 else {})}
 
 
 def decision_markdown(decision: dict) -> str:
@@ -273,9 +303,11 @@ def decision_markdown(decision: dict) -> str:
              + ", ".join(f"{k} ({v:.2f})" for k, v in sorted(s["removed"].items(), key=lambda kv: -kv[1]))
              for s in decision["steps"]]
     lines[0] = lines[0].replace("within 0.2", "left after leximin")
-    return (f"# Selection round 2 (docs/protocol.md): winner `{decision['winner']}`\n\n"
+    also = (f"; round 2's candidates alone give `{decision['round2_candidates_winner']}`"
+            if "round2_candidates_winner" in decision else "")
+    return (f"# Selection round {decision.get('round', 2)} (docs/protocol.md): winner `{decision['winner']}`\n\n"
             f"Criterion: {decision['criterion']} (round 1's criterion on the same numbers would pick "
-            f"`{decision['round1_criterion']}`). Best worst case {decision['best_worst']:.2f}.\n\n"
+            f"`{decision['round1_criterion']}`{also}). Best worst case {decision['best_worst']:.2f}.\n\n"
             "Leximin, rank by rank (rank 1 = each candidate's worst AUROC, rank 2 its second worst, ...):\n\n"
             + "\n".join(steps or ["* no rank removed anyone"]) + "\n\n" + "\n".join(lines) + "\n")
 
@@ -284,7 +316,7 @@ def select(out, *, settings=FOLD_SETTINGS, classes=FOLD_CLASSES, recipes=tuple(R
            seed: int = SEED, ckpt_dir=None, data_dir=None, rules_json="benchmarks/results/rules.json",
            round_: int = 1, log=print) -> dict | None:
     """Run every fold of round ``round_`` (resumable), then write its ``decision.json`` / ``decision.md``
-    (round 1 in ``out``, round 2 in ``out/round2``)."""
+    (round 1 in ``out``, round r > 1 in ``out/round<r>``)."""
     if round_ not in ROUNDS:
         raise ValueError(f"selection round must be one of {ROUNDS}, got {round_!r}")
     out = Path(out)
@@ -320,7 +352,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--round", type=int, default=1, choices=list(ROUNDS),
                    help="1: the first protocol; 2: its second round (strokes signal, pixel-guard candidates, "
-                        "leximin), rescoring round 1's fold checkpoints (--ckpt-dir) into OUT/round2")
+                        "leximin), rescoring round 1's fold checkpoints (--ckpt-dir) into OUT/round2; 3: its "
+                        "third (fusions of the feature and pixel KNN distances, a class-conditional pixel guard) "
+                        "into OUT/round3")
     p.add_argument("--ckpt-dir", default=None, help="per-fold training checkpoints, so a cut-off fold resumes")
     p.add_argument("--data-dir", default=None, help="folder searched first for datasets")
     p.add_argument("--rules-json", default="benchmarks/results/rules.json",

@@ -117,8 +117,45 @@ def pixel_guard_score(fusion: "FeatureKNNFusion", dist: np.ndarray, pixel: np.nd
     if fusion.calib_stats_ is None:
         raise NotFittedError("the pixel guard needs the calibration images' pixel-KNN distances: fit the fusion "
                              "with calib_stats")
-    t = guard_threshold(fusion.calib_stats_["pixel-knn"], level)
-    return np.where(pixel > t, 1.0 + pixel / (1.0 + pixel), dist / (1.0 + dist))
+    return guard_score(dist, pixel, fusion.calib_stats_["pixel-knn"], level)
+
+
+def guard_score(dist: np.ndarray, guard: np.ndarray, calib_guard_sorted: np.ndarray, level: float) -> np.ndarray:
+    """Images whose ``guard`` statistic exceeds the ``level`` quantile of the calibration images' values
+    (:func:`guard_threshold`) rank first, by that statistic (scores in [1, 2)); the others in ``dist``
+    order (d / (1 + d) in [0, 1))."""
+    dist = np.asarray(dist, dtype=np.float64).reshape(-1)
+    guard = np.asarray(guard, dtype=np.float64).reshape(-1)
+    if len(dist) != len(guard):
+        raise InputError(f"guard: {len(dist)} distances but {len(guard)} guard values")
+    t = guard_threshold(np.asarray(calib_guard_sorted, dtype=np.float64), level)
+    return np.where(guard > t, 1.0 + guard / (1.0 + guard), dist / (1.0 + dist))
+
+
+def _relative(calib_sorted: np.ndarray, s: np.ndarray) -> np.ndarray:
+    return np.asarray(s, dtype=np.float64).reshape(-1) / max(float(calib_sorted[-1]), 1e-12)
+
+
+def pixel_max_score(fusion: "FeatureKNNFusion", dist: np.ndarray, pixel: np.ndarray) -> np.ndarray:
+    """Round-3 candidate ``feature-knn+pixel-knn@max``: the larger of the calibration percentiles of the
+    feature-KNN and pixel-KNN distances; the smaller one, then the larger distance relative to its largest
+    calibration value (in (0, 1) after r / (1 + r)), break ties well below one percentile step."""
+    cf, cp = fusion.calib_knn_, fusion.calib_stats_["pixel-knn"]
+    a, b = _percentile(cf, np.asarray(dist, dtype=np.float64).reshape(-1)), _percentile(cp, np.asarray(pixel, dtype=np.float64).reshape(-1))
+    r = np.maximum(_relative(cf, dist), _relative(cp, pixel))
+    step = 1.0 / max(len(cf), len(cp))
+    return np.maximum(a, b) + 0.1 * step * np.minimum(a, b) + 0.01 * step * r / (1.0 + r)
+
+
+def pixel_fisher_score(fusion: "FeatureKNNFusion", dist: np.ndarray, pixel: np.ndarray) -> np.ndarray:
+    """Round-3 candidate ``feature-knn+pixel-knn@fisher``: -log p1 - log p2 of the conformal p-values of the
+    feature-KNN and pixel-KNN distances (no reject option); the summed distances relative to their largest
+    calibration values break ties (below 1e-6, smaller than any step of the p-values)."""
+    cf, cp = fusion.calib_knn_, fusion.calib_stats_["pixel-knn"]
+    f = -np.log(_pvalue(cf, np.asarray(dist, dtype=np.float64).reshape(-1))) \
+        - np.log(_pvalue(cp, np.asarray(pixel, dtype=np.float64).reshape(-1)))
+    r = _relative(cf, dist) + _relative(cp, pixel)
+    return f + 1e-6 * r / (1.0 + r)
 
 
 def _check_stats(stats, n: int, what: str, skip: np.ndarray | None = None, names=STAT_NAMES,

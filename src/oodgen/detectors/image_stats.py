@@ -130,6 +130,46 @@ class PixelBank:
         return cls(state["images"], int(state["k"]))
 
 
+
+class ClassPixelBank:
+    """Class-conditional :class:`PixelBank`: one bank per class, each a seeded subset of at most ``size``
+    of that class's training images searched with k scaled from :data:`PIXEL_K` in
+    :data:`REFERENCE_BANK` (8 for 5,000).  :meth:`distance` measures each image against the bank of the
+    class given for it (the class the classifier predicts): a candidate of ``docs/protocol.md``, round 3."""
+
+    def __init__(self, banks: dict[int, PixelBank]):
+        if not banks:
+            raise ValueError("ClassPixelBank needs at least one class")
+        self.banks = dict(banks)
+
+    @classmethod
+    def from_training_set(cls, x: torch.Tensor, y, seed: int, size: int = PIXEL_BANK_SIZE) -> "ClassPixelBank":
+        x = torch.as_tensor(x)
+        y = np.asarray(torch.as_tensor(y)).reshape(-1)
+        if len(y) != len(x):
+            raise ValueError(f"ClassPixelBank: {len(x)} images but {len(y)} labels")
+        banks = {}
+        for c in np.unique(y):
+            rows = torch.from_numpy(np.flatnonzero(y == c))
+            n = min(int(size), len(rows))
+            k = min(scaled_k(PIXEL_K, n, REFERENCE_BANK), n)
+            banks[int(c)] = PixelBank.from_training_set(x[rows], seed + int(c), n, k)
+        return cls(banks)
+
+    def distance(self, x: torch.Tensor, labels) -> np.ndarray:
+        labels = np.asarray(torch.as_tensor(labels)).reshape(-1)
+        if len(labels) != len(x):
+            raise ValueError(f"ClassPixelBank.distance: {len(x)} images but {len(labels)} labels")
+        unknown = sorted(set(np.unique(labels).tolist()) - set(self.banks))
+        if unknown:
+            raise ValueError(f"ClassPixelBank.distance: no bank for class(es) {unknown}")
+        out = np.empty(len(x), dtype=np.float64)
+        x = torch.as_tensor(x)
+        for c in np.unique(labels):
+            rows = np.flatnonzero(labels == c)
+            out[rows] = self.banks[int(c)].distance(x[torch.from_numpy(rows)])
+        return out
+
 def image_stats(cvae, bank: PixelBank, x: torch.Tensor, labels: torch.Tensor,
                 batch_size: int = CVAE_BATCH, only: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The :data:`STATS` of images ``x`` whose predicted classes are ``labels``.
