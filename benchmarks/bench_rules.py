@@ -2,13 +2,14 @@
 need more than one pass, on the same images in one process (CPU, batch 256):
 
 * our rules through ``load_detector(run, rule, precision).score`` (what ``oodgen score`` runs):
-  p(n+1), max-in, ood-class+knn, reject+knn, reject+fisher, each in float32 and in bfloat16
+  every rule of ``SCORES`` (p(n+1), max-in, the fused rules, both pixel guards), each in float32 and in bfloat16
   (:mod:`oodgen.models.inference`; the default is float32, ``"auto"`` picks bfloat16 on a CPU with
   AMX), and every rule's AUROC on the setting's OOD sets in both precisions;
 * each statistic that reject+fisher combines, alone: feature KNN distance, CVAE likelihood
   (``nll``), likelihood minus zlib code length (``nll-complexity``), pixel KNN distance;
 * the stage breakdown of the fused rules: classifier pass, feature KNN search, CVAE pass, zlib,
-  pixel KNN search, the fusion arithmetic;
+  pixel KNN search, the class-conditional pixel KNN search (the recommended guard's), the fusion
+  arithmetic;
 * baselines on the run's plain classifier (``checkpoints/plain.pt``, in the channels-last format
   that our scoring uses too, :mod:`oodgen.models.inference`): ODIN (T = 1000,
   eps = 0.0014) and Mahalanobis (eps = 0.0014) with input pre-processing, MC-dropout and mutual
@@ -88,6 +89,8 @@ def stage_seconds(det, x: torch.Tensor, batch: int) -> dict[str, float]:
     nll = clock("CVAE pass (nll)", lambda: cvae_nll_bits(det.stats_cvae(), x, labels, batch))
     bits = clock("zlib code length", lambda: complexity_bits(x))
     pix = clock("pixel KNN search", lambda: det.pixel_bank_.distance(x))
+    if getattr(det, "class_pixel_bank_", None) is not None:     # the recommended guard's search
+        clock("class pixel KNN search", lambda: det.class_pixel_bank_.distance(x, labels))
     stats = {"nll": nll, "nll-complexity": nll - bits, "pixel-knn": pix}
     p = nplus1_scores(logits, "ood-class")
     clock("fusion arithmetic", lambda: det.fusion_.combine_all(dist, p, (FISHER_RULE,), stats))
@@ -214,7 +217,10 @@ def main() -> None:
         "stages_ms_per_1000": stages, "odin_ms_per_1000": odin_ms, "reject_fisher_bound": bound,
         "auroc_by_precision": auroc, "auroc_n": a.auroc_n, "max_abs_auroc_diff_bf16_vs_fp32": auroc_diff,
         "banks": {"feature": list(full.fusion_.knn_.bank_.shape), "feature_k": int(full.fusion_.knn_.k),
-                  "pixel": list(full.pixel_bank_.images.shape), "pixel_k": int(full.pixel_bank_.k)},
+                  "pixel": list(full.pixel_bank_.images.shape), "pixel_k": int(full.pixel_bank_.k),
+                  **({"class_pixel": {c: list(b.images.shape) for c, b in full.class_pixel_bank_.banks.items()},
+                      "class_pixel_k": sorted({int(b.k) for b in full.class_pixel_bank_.banks.values()})}
+                     if getattr(full, "class_pixel_bank_", None) is not None else {})},
         "targets": {"x_odin": TARGET_VS_ODIN, "x_mahalanobis": TARGET_VS_MAHA, "goal_cost_vs_nplus1": GOAL_VS_NPLUS1},
         "environment": environment(),
         "command": "python benchmarks/bench_rules.py " + " ".join(sys.argv[1:]),

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import json
+import re
 import sys
 
 import numpy as np
@@ -111,19 +112,40 @@ def test_guard_threshold_of_an_older_file(tmp_path, run_dir):
     guard score is d / (1 + d) of its feature distance (none lies beyond the largest calibration pixel distance),
     so its 95 % quantile is what `oodgen run` now stores; scores agree."""
     import shutil
-    from oodgen.config import RECOMMENDED
+    from oodgen.detectors.fusion import GUARD_RULE
     from oodgen.utils import atomic_torch_save
-    new = load_detector(run_dir, "recommended")
+    new = load_detector(run_dir, GUARD_RULE)
     blob = torch.load(run_dir / "detector.pt", weights_only=True)
-    assert new.score_rule == RECOMMENDED and new.threshold_ == pytest.approx(blob["thresholds"][RECOMMENDED], rel=1e-12)
+    assert new.score_rule == GUARD_RULE and new.threshold_ == pytest.approx(blob["thresholds"][GUARD_RULE], rel=1e-12)
     old = tmp_path / "old"
     shutil.copytree(run_dir, old)
-    del blob["thresholds"][RECOMMENDED]
+    del blob["thresholds"][GUARD_RULE]
     atomic_torch_save(blob, old / "detector.pt")
-    again = load_detector(old, "recommended")
+    again = load_detector(old, GUARD_RULE)
     assert again.threshold_ == pytest.approx(new.threshold_, rel=1e-12)
     x = load("notmnist", "test", n=6).images
     np.testing.assert_array_equal(again.score(x), new.score(x))
+
+
+def test_a_file_without_the_class_banks(tmp_path, run_dir):
+    """A detector file written before the class guard (no class pixel banks) loads for every other rule, and
+    asking it for the recommended rule names what is missing and the previous rule that works."""
+    import shutil
+    from oodgen.artifact import DetectorFileError
+    from oodgen.config import RECOMMENDED
+    from oodgen.detectors.fusion import CLASS_GUARD_RULE, GUARD_RULE
+    from oodgen.utils import atomic_torch_save
+    assert RECOMMENDED == CLASS_GUARD_RULE
+    blob = torch.load(run_dir / "detector.pt", weights_only=True)
+    assert len(blob["class_pixel_bank"]["banks"]) == blob["n_classes"]
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    del blob["class_pixel_bank"]
+    atomic_torch_save(blob, old / "detector.pt")
+    with pytest.raises(DetectorFileError, match="class pixel banks.*" + re.escape(GUARD_RULE)):
+        load_detector(old, "recommended")
+    x = load("notmnist", "test", n=6).images
+    np.testing.assert_array_equal(load_detector(old, GUARD_RULE).score(x), load_detector(run_dir, GUARD_RULE).score(x))
 
 
 def test_score_predict_decide(det, mnist_test):

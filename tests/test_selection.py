@@ -233,7 +233,7 @@ def test_score_all_matches_each_rule(mnist_small):
     det = OODGen(profile="smoke", score="reject+fisher", seed=0).fit(tr.images, tr.labels)
     x = np.concatenate([te.images[:60], D.load("uniform", "test", n=20, seed=0).images])
     every = det.score_all(x, components=True)
-    assert set(every) == set(SCORES) | {"feature-knn", "nll", "nll-complexity", "pixel-knn"}
+    assert set(every) == set(SCORES) | {"feature-knn", "nll", "nll-complexity", "pixel-knn", "class-pixel-knn"}
     np.testing.assert_allclose(every["reject+fisher"], det.score(x))
     for rule in SCORES:
         np.testing.assert_allclose(det.score_all(x, (rule,))[rule], det.set_params(score=rule).score(x))
@@ -287,19 +287,20 @@ def test_a_run_written_with_another_score_resumes(tmp_path):
 
 
 def test_the_default_is_the_committed_decision():
-    """RECOMMENDED is what the committed round-2 protocol run chose, and a shipped rule; each committed decision
-    (round 1, round 2) is what `oodgen select` derives again from its committed folds."""
+    """RECOMMENDED is what the committed round-3 protocol run chose, and a shipped rule; each committed decision
+    (rounds 1, 2 and 3) is what `oodgen select` derives again from its committed folds."""
     from pathlib import Path
     from oodgen.selection import decide, decide_leximin, score_speeds
     repo = Path(__file__).resolve().parents[1]
-    for folder, rule in ((repo / "results" / "selection", decide), (repo / "results" / "selection" / "round2",
-                                                                     decide_leximin)):
+    sel = repo / "results" / "selection"
+    for folder, rule in ((sel, decide), (sel / "round2", decide_leximin), (sel / "round3", decide_leximin)):
         doc = json.loads((folder / "decision.json").read_text())
         assert doc["complete"]
         again = rule([json.loads((folder / f).read_text()) for f in doc["folds"]],
                      score_speeds(repo / doc["speeds_from"]), doc.get("round", 1))
         assert again["winner"] == doc["winner"] and again["within_tie"] == doc["within_tie"]
-    assert doc["round"] == 2 and doc["score"] == RECOMMENDED and RECOMMENDED in SCORES
+    assert doc["round"] == 3 and doc["score"] == RECOMMENDED and RECOMMENDED in SCORES
+    assert doc["round2_candidates_winner"] == "ours/feature-knn+pixel-guard@max"    # round 2 reproduced
 
 
 def test_old_runs_read_feature_knn_from_their_components():

@@ -59,7 +59,8 @@ def read_detector(run_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
 
 def write_detector(path: str | os.PathLike, *, config: dict, n_classes: int, image_shape, classifier: dict,
                    cvae: dict, score: str, thresholds: dict[str, float], fusion: dict, pixel_bank: dict,
-                   environment: dict, classes: list[str] | None = None) -> None:
+                   environment: dict, classes: list[str] | None = None,
+                   class_pixel_bank: dict | None = None) -> None:
     """Write a run's detector file atomically (plain tensors and values only)."""
     atomic_torch_save({
         "format": DETECTOR_FORMAT,
@@ -73,6 +74,7 @@ def write_detector(path: str | os.PathLike, *, config: dict, n_classes: int, ima
         "thresholds": thresholds,
         "fusion": fusion,
         "pixel_bank": pixel_bank,
+        **({"class_pixel_bank": class_pixel_bank} if class_pixel_bank is not None else {}),
         "threshold_rule": THRESHOLD_RULE,
         "environment": environment,
     }, path)

@@ -22,11 +22,13 @@ HPARAMS = ("paper", "authors")
 MEMORY_FORMATS = ("contiguous", "channels_last")
 CUSTOM_ID = "custom"          # a run on the user's own data (RunConfig.train)
 # The score of ``--score recommended``, the default everywhere: the winner of the selection protocol
-# (docs/protocol.md, round 2), chosen on leave-one-class-out folds of the training splits, never on a
-# test OOD set (``oodgen select --round 2``; results/selection/round2/decision.json): the KNN distance
-# in the n+1 classifier's penultimate features, with images farther in pixel space than every
-# calibration image ranked first (oodgen.detectors.fusion.GUARD_RULE).  Round 1 chose "feature-knn".
-RECOMMENDED = "feature-knn+pixel-guard@max"
+# (docs/protocol.md, round 3), chosen on leave-one-class-out folds of the training splits, never on a
+# test OOD set (``oodgen select --round 3``; results/selection/round3/decision.json): the KNN distance
+# in the n+1 classifier's penultimate features, with images farther in pixel space from the training
+# images of their predicted class than every calibration image ranked first
+# (oodgen.detectors.fusion.CLASS_GUARD_RULE).  Round 1 chose "feature-knn", round 2
+# "feature-knn+pixel-guard@max".
+RECOMMENDED = "feature-knn+class-pixel-guard@max"
 SCORE_ALIASES = ("recommended", "paper")
 
 

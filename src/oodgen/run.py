@@ -284,7 +284,7 @@ def run(cfg: RunConfig, out_dir, data_dir=None, progress: bool = True, log=print
         return None
     t0 = time.perf_counter()
     # Beyond the paper: the fused rules and every threshold are calibrated on the validation split (no OOD data)
-    detector.calibrate(data.x_val, x_train=data.x)
+    detector.calibrate(data.x_val, x_train=data.x, y_train=data.y)
     results = evaluate(detector, plain, cfg, data, data_dir)
     timings["evaluation"] = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -24,7 +24,7 @@ import torch
 from . import data as D
 from .config import LATENT_DIMS, PROFILES, Variant
 from .data.strokes import strokes
-from .detectors.fusion import (FISHER_LITE_STATS, GUARD_RULE, GUARD_LEVEL, fisher_score, guard_score,
+from .detectors.fusion import (CLASS_GUARD_RULE, FISHER_LITE_STATS, GUARD_RULE, GUARD_LEVEL, fisher_score, guard_score,
                                pixel_fisher_score, pixel_guard_score, pixel_max_score)
 from .detectors.image_stats import STATS, ClassPixelBank
 from .detectors.oodgen import SCORES, OODGen
@@ -44,7 +44,7 @@ SIGNALS = ("held-out", "invert", "pixel-shuffle")
 LITE_RULE = "reject+fisher-lite"
 STATISTICS = ("feature-knn",) + STATS
 # the protocol's order (feature-knn, now also a shipped rule, is listed once, among the statistics)
-CANDIDATE_SCORES = tuple(r for r in SCORES if r not in STATISTICS + (GUARD_RULE,)) + (LITE_RULE,) + STATISTICS
+CANDIDATE_SCORES = tuple(r for r in SCORES if r not in STATISTICS + (GUARD_RULE, CLASS_GUARD_RULE)) + (LITE_RULE,) + STATISTICS
 N_HELD_OUT = 2000
 TIE_POINTS = 0.2
 PROFILE = "quick"
@@ -58,7 +58,6 @@ GUARD_RULES = {"feature-knn+pixel-guard@99.5": 0.995, GUARD_RULE: GUARD_LEVEL}  
 # Round 3 (docs/protocol.md, "Round 3"): round 2's folds and signals, three more candidates
 PIXEL_MAX_RULE = "feature-knn+pixel-knn@max"
 PIXEL_FISHER_RULE = "feature-knn+pixel-knn@fisher"
-CLASS_GUARD_RULE = "feature-knn+class-pixel-guard@max"
 ROUND3_RULES = (PIXEL_MAX_RULE, PIXEL_FISHER_RULE, CLASS_GUARD_RULE)
 ROUND_SCORES = {1: CANDIDATE_SCORES, 2: CANDIDATE_SCORES + tuple(GUARD_RULES)}
 ROUND_SCORES[3] = ROUND_SCORES[2] + ROUND3_RULES
@@ -119,8 +118,12 @@ def candidate_scores(det: OODGen, x: torch.Tensor, round_: int = 1,
             raise ValueError("round 3's candidates need the fold's ClassGuard")
         s[PIXEL_MAX_RULE] = pixel_max_score(det.fusion_, s["feature-knn"], s["pixel-knn"])
         s[PIXEL_FISHER_RULE] = pixel_fisher_score(det.fusion_, s["feature-knn"], s["pixel-knn"])
+        shipped = s.get(CLASS_GUARD_RULE)
         s["class-pixel-knn"] = class_guard.distance(det, x)
         s[CLASS_GUARD_RULE] = guard_score(s["feature-knn"], s["class-pixel-knn"], class_guard.calib_sorted, 1.0)
+        # the shipped rule (its winner) must be the candidate round 3 scored
+        if shipped is not None and not np.allclose(shipped, s[CLASS_GUARD_RULE], rtol=1e-9, atol=0.0):
+            raise RuntimeError(f"the shipped {CLASS_GUARD_RULE!r} differs from round 3's candidate")
     return s
 
 
@@ -171,7 +174,7 @@ def run_fold(setting: str, recipe: str, c: int, out, *, profile: str = PROFILE, 
         type2_grid(det.cvae_, det.ellipsoids_, xtr[picks], ytr[picks], path.with_name(path.stem + "-type2.png"),
                    radius=variant.type2_radius, generator=generator(seed, "selection", c),
                    title=f"{setting} without class {c}, {recipe}: Type II ({variant.type2_radius})")
-    det.calibrate(x_calib, x_train=xtr)
+    det.calibrate(x_calib, x_train=xtr, y_train=ytr)
     t1 = time.perf_counter()
     class_guard = ClassGuard(det, xtr, ytr, x_calib, seed) if round_ >= 3 else None
     s_in = candidate_scores(det, x_in, round_, class_guard)

@@ -28,6 +28,7 @@ from .jobs import job_dir, job_key, seeds_in
 # Our rows of Table 1: "Ours" is the recommended score (docs/protocol.md), then the paper's p(n+1) and every
 # other rule of the same trained runs (the derived rows: DERIVED below).
 _RULE_ROWS = {"oodgen+feature": ("feature-knn", "Ours feature-knn (round 1's choice)"),
+              "oodgen+guard": ("feature-knn+pixel-guard@max", "Ours pixel guard (round 2's choice)"),
               "oodgen+knn": ("ood-class+knn", "Ours ood-class+KNN"), "oodgen+reject": ("reject+knn", "Ours reject+KNN"),
               "oodgen+fisher": ("reject+fisher", "Ours reject+Fisher")}
 OURS = {"oodgen": f"Ours ({RECOMMENDED}, recommended)", "oodgen-paper": "Ours, paper's score",

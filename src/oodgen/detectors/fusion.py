@@ -2,10 +2,17 @@
 
 p(n+1) rejects what looks like the generated outliers (noise, far-away inputs, blurred decodes)
 but misses OOD sets that land inside an in-distribution decision region (MNIST digits seen by a
-Fashion-MNIST model get p(n+1) ~ 0).  Five rules add statistics that see those; none uses OOD data:
+Fashion-MNIST model get p(n+1) ~ 0).  Six rules add statistics that see those; none uses OOD data:
 
-* ``"feature-knn+pixel-guard@max"`` (:data:`GUARD_RULE`): the recommended score, chosen by round 2 of
-  ``docs/protocol.md`` on leave-one-class-out folds of the training splits: images farther in pixel
+* ``"feature-knn+class-pixel-guard@max"`` (:data:`CLASS_GUARD_RULE`): the recommended score, chosen by
+  round 3 of ``docs/protocol.md``: the guard below with a class-conditional pixel distance, the distance
+  to the k-th nearest training image *of the class the classifier predicts*
+  (:class:`~oodgen.detectors.image_stats.ClassPixelBank`, at most 5,000 images per class).  Images
+  farther than every calibration image's own such distance rank first, by it; the others in
+  ``feature-knn`` order.  A glyph that the features put next to a class is farther from that class's
+  images than from the whole bank;
+* ``"feature-knn+pixel-guard@max"`` (:data:`GUARD_RULE`): round 2's winner, chosen on leave-one-class-out
+  folds of the training splits: images farther in pixel
   space (KNN distance to a training subset) than every calibration image rank first, by that
   distance; all others in ``feature-knn`` order.  An in-distribution image passes the bar with
   probability at most 1 / (n_calibration + 1), so it changes the order of almost nothing that
@@ -43,7 +50,7 @@ import torch
 
 from ..generate import NotFittedError
 from .base import InputError
-from .image_stats import STATS as STAT_NAMES, scaled_k
+from .image_stats import CLASS_STAT, STATS as STAT_NAMES, scaled_k
 from .knn import KNN
 
 FEATURE_RULE = "feature-knn"
@@ -52,7 +59,8 @@ RULE = KNN_RULE               # the older name
 REJECT_RULE = "reject+knn"
 FISHER_RULE = "reject+fisher"
 GUARD_RULE = "feature-knn+pixel-guard@max"
-RULES = (FEATURE_RULE, KNN_RULE, REJECT_RULE, FISHER_RULE, GUARD_RULE)
+CLASS_GUARD_RULE = "feature-knn+class-pixel-guard@max"
+RULES = (FEATURE_RULE, KNN_RULE, REJECT_RULE, FISHER_RULE, GUARD_RULE, CLASS_GUARD_RULE)
 GUARD_LEVEL = 1.0              # the guard's bar: the largest calibration pixel-KNN distance
 REJECT_AT = 0.5                # p(n+1) above which the reject rules reject outright
 FEATURE_K = 50                 # neighbours in the full bank
@@ -62,6 +70,8 @@ MIN_CALIBRATION = 20           # held-out in-distribution images the percentiles
 NEEDS_STATS = (FISHER_RULE,)
 # rules that need the pixel-space KNN distance (the pixel bank), without the CVAE statistics for the guard
 NEEDS_PIXEL = (FISHER_RULE, GUARD_RULE)
+# rules that need the class-conditional pixel distance (the class pixel banks) of every image
+NEEDS_CLASS_PIXEL = (CLASS_GUARD_RULE,)
 # the image statistics a cheaper Fisher combination keeps (no CVAE pass, no zlib): a candidate of
 # docs/protocol.md (oodgen.selection)
 FISHER_LITE_STATS = ("pixel-knn",)
@@ -207,10 +217,11 @@ class FeatureKNNFusion:
 
     def fit(self, train_features: np.ndarray, calib_features: np.ndarray,
             calib_ood_prob: np.ndarray, calib_stats: dict | None = None,
-            train_size: int | None = None) -> "FeatureKNNFusion":
+            train_size: int | None = None, calib_class_pixel: np.ndarray | None = None) -> "FeatureKNNFusion":
         """Memory bank from training features; percentiles from held-out in-distribution images.
 
-        ``calib_stats`` (the image statistics of the calibration images) enables ``reject+fisher``.
+        ``calib_stats`` (the image statistics of the calibration images) enables ``reject+fisher`` and the
+        pixel guard; ``calib_class_pixel`` (their class-conditional pixel distances) the class guard.
         ``train_size``: pass it when ``train_features`` holds only the rows
         ``bank_indices(train_size)`` of the training set's features (saves computing the others).
         """
@@ -238,6 +249,11 @@ class FeatureKNNFusion:
         if calib_stats is not None:
             checked = _check_stats(calib_stats, len(calib_ood_prob), "calibration")
             self.calib_stats_ = {k: np.sort(v) for k, v in checked.items()}
+        self.calib_class_pixel_ = None
+        if calib_class_pixel is not None:
+            checked = _check_stats({CLASS_STAT: calib_class_pixel}, len(calib_ood_prob), "calibration",
+                                   names=(CLASS_STAT,), rule=CLASS_GUARD_RULE)
+            self.calib_class_pixel_ = np.sort(checked[CLASS_STAT])
         return self
 
     def score(self, features: np.ndarray, ood_prob: np.ndarray, rule: str = KNN_RULE,
@@ -279,6 +295,11 @@ class FeatureKNNFusion:
                 checked.update(_check_stats(stats, len(dist), "scored", skip=rejected(ood_prob), rule=rule))
             else:                       # the guard: the pixel distance of every image
                 checked.update(_check_stats(stats, len(dist), "scored", names=("pixel-knn",), rule=rule))
+        for rule in (r for r in rules if r in NEEDS_CLASS_PIXEL):
+            if getattr(self, "calib_class_pixel_", None) is None:
+                raise NotFittedError(f"FeatureKNNFusion was fitted without the calibration images' class-conditional "
+                                     f"pixel distances, so rule {rule!r} is unavailable; pass calib_class_pixel to fit(...)")
+            checked.update(_check_stats(stats, len(dist), "scored", names=(CLASS_STAT,), rule=rule))
         stats = checked or stats
         return {rule: self._combine(dist, ood_prob, rule, stats) for rule in rules}
 
@@ -289,6 +310,8 @@ class FeatureKNNFusion:
             return dist.copy()
         if rule == GUARD_RULE:
             return pixel_guard_score(self, dist, stats["pixel-knn"], GUARD_LEVEL)
+        if rule == CLASS_GUARD_RULE:
+            return guard_score(dist, stats[CLASS_STAT], self.calib_class_pixel_, GUARD_LEVEL)
         if rule == REJECT_RULE:
             # Rejected images score in (2.5, 3], accepted ones d / (1 + d) in [0, 1).
             return np.where(rejected(ood_prob), 2.0 + ood_prob, dist / (1.0 + dist))
@@ -305,6 +328,8 @@ class FeatureKNNFusion:
                  "calib_knn": torch.from_numpy(self.calib_knn_), "calib_p": torch.from_numpy(self.calib_p_)}
         if self.calib_stats_ is not None:
             state["calib_stats"] = {k: torch.from_numpy(v) for k, v in self.calib_stats_.items()}
+        if getattr(self, "calib_class_pixel_", None) is not None:
+            state["calib_class_pixel"] = torch.from_numpy(self.calib_class_pixel_)
         return state
 
     @classmethod
@@ -320,4 +345,6 @@ class FeatureKNNFusion:
         obj.calib_p_ = state["calib_p"].numpy()
         cs = state.get("calib_stats")
         obj.calib_stats_ = None if cs is None else {k: cs[k].numpy() for k in STAT_NAMES}
+        ccp = state.get("calib_class_pixel")
+        obj.calib_class_pixel_ = None if ccp is None else ccp.numpy()
         return obj

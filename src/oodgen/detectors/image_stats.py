@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from .knn import KNN
 
 STATS = ("nll", "nll-complexity", "pixel-knn")
+CLASS_STAT = "class-pixel-knn"   # the class-conditional pixel distance (ClassPixelBank): the recommended guard's
 REFERENCE_BANK = 30000      # the first pixel bank: 30,000 images searched with k = PIXEL_K
 PIXEL_K = 50
 PIXEL_BANK_SIZE = 5000      # chosen by experiments/choose_banks.py (results/ablation/bank_choice.json)
@@ -169,6 +170,17 @@ class ClassPixelBank:
             rows = np.flatnonzero(labels == c)
             out[rows] = self.banks[int(c)].distance(x[torch.from_numpy(rows)])
         return out
+
+    def state_dict(self) -> dict:
+        return {"classes": torch.tensor(sorted(self.banks), dtype=torch.int64),
+                "banks": [self.banks[c].state_dict() for c in sorted(self.banks)]}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "ClassPixelBank":
+        classes = [int(c) for c in state["classes"]]
+        if len(classes) != len(state["banks"]):
+            raise ValueError(f"{len(classes)} classes but {len(state['banks'])} banks")
+        return cls({c: PixelBank.from_state_dict(b) for c, b in zip(classes, state["banks"])})
 
 def image_stats(cvae, bank: PixelBank, x: torch.Tensor, labels: torch.Tensor,
                 batch_size: int = CVAE_BATCH, only: np.ndarray | None = None) -> dict[str, np.ndarray]:

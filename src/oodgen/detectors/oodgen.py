@@ -59,9 +59,9 @@ from ..generate.panel import cached_panel
 from ..train import OutlierPools, fit_ellipsoids, nplus1_monitor, predict_logits, train_cvae, train_nplus1
 from ..utils import environment
 from .base import THRESHOLD_TPR, Detector, check_images, check_labels
-from .fusion import (FEATURE_RULE, GUARD_RULE, MIN_CALIBRATION, NEEDS_PIXEL, NEEDS_STATS, RULES as FUSION_RULES,
-                     FeatureKNNFusion, rejected)
-from .image_stats import PixelBank, image_stats
+from .fusion import (CLASS_GUARD_RULE, FEATURE_RULE, GUARD_RULE, MIN_CALIBRATION, NEEDS_CLASS_PIXEL, NEEDS_PIXEL,
+                     NEEDS_STATS, RULES as FUSION_RULES, FeatureKNNFusion, rejected)
+from .image_stats import CLASS_STAT, ClassPixelBank, PixelBank, image_stats
 from ..models.inference import inference_copy, resolve_precision
 from .posthoc import model_outputs
 
@@ -122,9 +122,18 @@ def pixel_distances(pixel_bank: PixelBank | None, x: torch.Tensor) -> dict[str, 
     return {"pixel-knn": pixel_bank.distance(torch.as_tensor(x))}
 
 
+def class_pixel_distances(bank: ClassPixelBank | None, x: torch.Tensor, logits: torch.Tensor) -> dict[str, np.ndarray]:
+    """``{"class-pixel-knn": distances}`` of images ``x`` to the training images of the class their n+1
+    ``logits`` predict: all the class guard needs (no CVAE pass, no zlib)."""
+    if bank is None:
+        raise NotFittedError(f"rule {CLASS_GUARD_RULE!r} needs the class pixel banks, which this detector lacks "
+                             "(a detector file written before the rule, or fitted without the training labels)")
+    return {CLASS_STAT: bank.distance(torch.as_tensor(x), logits[:, :-1].argmax(1))}
+
+
 def score_images(rule: str, classifier, x: torch.Tensor, batch_size: int = 256,
-                 fusion: FeatureKNNFusion | None = None, cvae=None,
-                 pixel_bank: PixelBank | None = None) -> tuple[np.ndarray, torch.Tensor]:
+                 fusion: FeatureKNNFusion | None = None, cvae=None, pixel_bank: PixelBank | None = None,
+                 class_pixel_bank: ClassPixelBank | None = None) -> tuple[np.ndarray, torch.Tensor]:
     """(scores by ``rule``, n+1 logits) of checked images ``x``: one classifier pass, then only what
     the rule needs.  ``reject+fisher`` computes the image statistics (CVAE pass, zlib, pixel KNN)
     for the images the classifier accepts (p(n+1) <= 0.5) alone: the rejected ones score by
@@ -141,6 +150,8 @@ def score_images(rule: str, classifier, x: torch.Tensor, batch_size: int = 256,
         stats = image_stats(cvae, pixel_bank, x, logits[:, :-1].argmax(1), batch_size, only=keep)
     elif rule in NEEDS_PIXEL:
         stats = pixel_distances(pixel_bank, x)
+    elif rule in NEEDS_CLASS_PIXEL:
+        stats = class_pixel_distances(class_pixel_bank, x, logits)
     return rule_scores((rule,), logits, out["features"], fusion, stats)[rule], logits
 
 
@@ -258,11 +269,12 @@ class OODGen(Detector):
         self.infer_classifier_ = None
         self.train_features_ = None
         self.pixel_bank_ = None
+        self.class_pixel_bank_ = None
         # every rule usable after fit (score_all, set_params(score=...)); oodgen run recalibrates on
         # its held-out validation split, which is all a training set too small to calibrate on gets
         if len(x) >= MIN_CALIBRATION:
             calib = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[:N_CALIBRATION]
-            self.calibrate(x[calib], x_train=x)
+            self.calibrate(x[calib], x_train=x, y_train=y)
 
     def resolved_score(self) -> str:
         """The rule :attr:`score_rule` names (``"recommended"`` and ``"paper"`` resolved;
@@ -272,10 +284,11 @@ class OODGen(Detector):
             raise ValueError(f"unknown score {self.score_rule!r}; use one of {SCORE_ALIASES + SCORES}")
         return rule
 
-    def calibrate(self, x_calib, x_train=None) -> "OODGen":
-        """Fit the fusion behind the ``*+knn`` and ``reject+fisher`` rules: memory bank = features of
-        ``x_train`` (computed once and kept), percentiles from the in-distribution images ``x_calib``
-        (ideally held out).  Sets ``calib_scores_`` (every rule's scores of ``x_calib``) and ``thresholds_``
+    def calibrate(self, x_calib, x_train=None, y_train=None) -> "OODGen":
+        """Fit the fusion behind the ``*+knn``, ``reject+fisher`` and guard rules: memory bank = features of
+        ``x_train`` (computed once and kept), pixel banks of its images (per class of ``y_train`` too: the
+        class guard's; without labels that rule is unavailable), percentiles from the in-distribution images
+        ``x_calib`` (ideally held out).  Sets ``calib_scores_`` (every rule's scores of ``x_calib``) and ``thresholds_``
         (every rule's 95 %-TPR threshold on them: what :attr:`threshold_` and :meth:`save` use)."""
         if self.train_features_ is None:
             if x_train is None:
@@ -286,13 +299,22 @@ class OODGen(Detector):
             self.train_features_ = model_outputs(self.inference_classifier(), torch.as_tensor(x_train)[rows],
                                                  ("features",))["features"]
             self.pixel_bank_ = PixelBank.from_training_set(x_train, self.seed)
+        if getattr(self, "class_pixel_bank_", None) is None and x_train is not None and y_train is not None:
+            self.class_pixel_bank_ = ClassPixelBank.from_training_set(x_train, check_labels(y_train, len(x_train)),
+                                                                      self.seed)
         out = model_outputs(self.inference_classifier(), x_calib, ("features", "logits"))
         logits = torch.from_numpy(out["logits"])
         p_ood = nplus1_scores(logits, "ood-class")
         stats = self.image_stats(x_calib, logits)
+        rules = SCORES
+        if getattr(self, "class_pixel_bank_", None) is not None:
+            stats.update(class_pixel_distances(self.class_pixel_bank_, x_calib, logits))
+        else:
+            rules = tuple(r for r in SCORES if r not in NEEDS_CLASS_PIXEL)
         self.fusion_ = FeatureKNNFusion(seed=self.seed).fit(self.train_features_, out["features"], p_ood, stats,
-                                                            train_size=self.train_size_)
-        self.calib_scores_ = rule_scores(SCORES, logits, out["features"], self.fusion_, stats)
+                                                            train_size=self.train_size_,
+                                                            calib_class_pixel=stats.get(CLASS_STAT))
+        self.calib_scores_ = rule_scores(rules, logits, out["features"], self.fusion_, stats)
         self.thresholds_ = {r: threshold_at_tpr(v, THRESHOLD_TPR) for r, v in self.calib_scores_.items()}
         self._threshold = None
         return self
@@ -326,7 +348,8 @@ class OODGen(Detector):
         rule = self.resolved_score()
         return score_images(rule, self.inference_classifier(), x, fusion=getattr(self, "fusion_", None),
                             cvae=self.stats_cvae() if rule_needs(rule)[1] else None,
-                            pixel_bank=getattr(self, "pixel_bank_", None))
+                            pixel_bank=getattr(self, "pixel_bank_", None),
+                            class_pixel_bank=getattr(self, "class_pixel_bank_", None))
 
     def _score(self, x: torch.Tensor) -> np.ndarray:
         return self._scores_and_logits(x)[0]
@@ -388,6 +411,8 @@ class OODGen(Detector):
                 rows = torch.from_numpy(np.flatnonzero(missing))
                 pixel[missing] = pixel_distances(getattr(self, "pixel_bank_", None), x[rows])["pixel-knn"]
             stats = {**(stats or {}), "pixel-knn": pixel}
+        if CLASS_GUARD_RULE in rules:   # the class guard: every image against its predicted class's bank
+            stats = {**(stats or {}), **class_pixel_distances(getattr(self, "class_pixel_bank_", None), x, logits)}
         if feats:
             dist = self.fusion_.distance(out["features"])
         scores = rule_scores(rules, logits, out["features"], self.fusion_, stats, dist=dist)
@@ -431,7 +456,9 @@ class OODGen(Detector):
                        classes=classes or getattr(self, "classes_", None), classifier=_cpu_state(self.classifier_),
                        cvae=_cpu_state(self.cvae_), score=self.resolved_score(),
                        thresholds={k: float(v) for k, v in self.thresholds_.items()}, fusion=self.fusion_.state_dict(),
-                       pixel_bank=self.pixel_bank_.state_dict(), environment=environment())
+                       pixel_bank=self.pixel_bank_.state_dict(), environment=environment(),
+                       class_pixel_bank=None if getattr(self, "class_pixel_bank_", None) is None
+                       else self.class_pixel_bank_.state_dict())
         return p
 
     @classmethod
@@ -455,6 +482,8 @@ class OODGen(Detector):
                                lambda: _load_cvae(path, blob, n_classes, rule, det.fusion_, shape, variant))
         det.pixel_bank_ = _load_part(rule in NEEDS_PIXEL, path, rule, "pixel_bank",
                                      lambda: _load_pixel_bank(path, blob, rule))
+        det.class_pixel_bank_ = _load_part(rule in NEEDS_CLASS_PIXEL, path, rule, "class_pixel_bank",
+                                           lambda: _load_class_pixel_bank(path, blob, rule))
         det.thresholds_ = _loaded_thresholds(path, blob, rule, det.fusion_)
         det.n_classes_, det.image_shape_, det.classes_ = n_classes, shape, blob.get("classes")
         det.config_, det.environment_, det.path_ = config, blob.get("environment", {}), path
@@ -555,6 +584,18 @@ def _load_pixel_bank(path: Path, blob: dict, rule: str) -> PixelBank:
     except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as exc:
         raise DetectorFileError(f"{path}: score rule {rule!r} needs the stored pixel bank, which is missing "
                                 f"or damaged ({type(exc).__name__}: {exc}) - rerun `oodgen run`") from None
+
+
+def _load_class_pixel_bank(path: Path, blob: dict, rule: str) -> ClassPixelBank:
+    if "class_pixel_bank" not in blob:
+        raise DetectorFileError(f"{path}: score rule {rule!r} needs the stored class pixel banks, which this file "
+                                f"lacks (written before the rule existed) - rerun `oodgen run`, or score it with "
+                                f"--score {GUARD_RULE} (the previous recommended rule)")
+    try:
+        return ClassPixelBank.from_state_dict(blob["class_pixel_bank"])
+    except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as exc:
+        raise DetectorFileError(f"{path}: damaged class pixel banks ({type(exc).__name__}: {exc}) - rerun "
+                                "`oodgen run`") from None
 
 
 def _loaded_thresholds(path: Path, blob: dict, rule: str, fusion) -> dict[str, float]:
