@@ -221,6 +221,7 @@ def main() -> None:
                   **({"class_pixel": {c: list(b.images.shape) for c, b in full.class_pixel_bank_.banks.items()},
                       "class_pixel_k": sorted({int(b.k) for b in full.class_pixel_bank_.banks.values()})}
                      if getattr(full, "class_pixel_bank_", None) is not None else {})},
+        "detector_file_bytes": (run / "detector.pt").stat().st_size if (run / "detector.pt").is_file() else None,
         "targets": {"x_odin": TARGET_VS_ODIN, "x_mahalanobis": TARGET_VS_MAHA, "goal_cost_vs_nplus1": GOAL_VS_NPLUS1},
         "environment": environment(),
         "command": "python benchmarks/bench_rules.py " + " ".join(sys.argv[1:]),

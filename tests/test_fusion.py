@@ -8,7 +8,8 @@ import torch
 
 from oodgen.detectors.base import InputError
 from oodgen.detectors.oodgen import SCORES
-from oodgen.detectors.fusion import FEATURE_RULE, FISHER_RULE, REJECT_RULE, RULE, RULES, FeatureKNNFusion
+from oodgen.detectors.fusion import (CLASS_GUARD_RULE, FEATURE_RULE, FISHER_RULE, REJECT_RULE, RULE, RULES,
+                                    FeatureKNNFusion)
 from oodgen.generate import NotFittedError
 from oodgen.metrics import ood_metrics
 
@@ -105,7 +106,8 @@ def _stats(n, rng, nll_shift=0.0, cx_shift=0.0, pix_shift=0.0):
 def fitted_stats():
     rng = np.random.default_rng(1)
     train, calib = _blobs(2000, rng), _blobs(400, rng)
-    fus = FeatureKNNFusion(k=10).fit(train, calib, rng.uniform(0, 0.1, 400), _stats(400, rng))
+    fus = FeatureKNNFusion(k=10).fit(train, calib, rng.uniform(0, 0.1, 400), _stats(400, rng),
+                                     calib_class_pixel=np.random.default_rng(11).normal(0.6, 0.05, 400))
     return fus, rng
 
 
@@ -163,7 +165,9 @@ def test_feature_knn_rule_is_the_distance_alone(fitted):
 def test_fisher_rule_state_and_errors(fitted_stats, fitted):
     fus, rng = fitted_stats
     f, p, st = _blobs(50, rng), rng.uniform(0, 1, 50), _stats(50, rng)
+    st["class-pixel-knn"] = np.random.default_rng(12).normal(0.6, 0.05, 50)
     again = FeatureKNNFusion.from_state_dict(fus.state_dict())
+    np.testing.assert_array_equal(again.calib_class_pixel_, fus.calib_class_pixel_)
     all_rules = again.score_all(f, p, RULES, st)
     for rule in RULES:
         np.testing.assert_array_equal(all_rules[rule], fus.score(f, p, rule, st))
@@ -178,7 +182,11 @@ def test_fisher_rule_state_and_errors(fitted_stats, fitted):
     plain, _ = fitted                     # fitted without statistics: the other rules still work
     with pytest.raises(NotFittedError, match="calibration statistics"):
         plain.score(f, p, FISHER_RULE, st)
-    assert "calib_stats" not in plain.state_dict()
+    with pytest.raises(NotFittedError, match="class-conditional"):
+        plain.score(f, p, CLASS_GUARD_RULE, st)
+    with pytest.raises(InputError, match="class-pixel-knn"):
+        fus.score(f, p, CLASS_GUARD_RULE, {k: v for k, v in st.items() if k != "class-pixel-knn"})
+    assert "calib_stats" not in plain.state_dict() and "calib_class_pixel" not in plain.state_dict()
     assert FeatureKNNFusion.from_state_dict(plain.state_dict()).calib_stats_ is None
 
 
