@@ -345,6 +345,18 @@ def test_small_data_runs_and_says_what_it_reduced(tmp_path, capsys):
     assert reduced["pixel_knn_k"]["used"] < 50 and "small data: latent dimension reduced from 8" in out
     det = load_detector(tmp_path / "r", "reject+fisher")
     assert np.isfinite(det.score(np.random.default_rng(0).random((3, *SHAPE), dtype=np.float32))).all()
+    # the recommended rule's per-class banks hold every training image of these small classes (k = 1)
+    rec = load_detector(tmp_path / "r", "recommended")
+    assert np.isfinite(rec.score(np.random.default_rng(1).random((3, *SHAPE), dtype=np.float32))).all()
+    assert {b.k for b in rec.class_pixel_bank_.banks.values()} == {1}
+    n_bank = sum(len(b.images) for b in rec.class_pixel_bank_.banks.values())
+    assert metrics["data"]["class_pixel_banks_bytes"] == n_bank * int(np.prod(SHAPE))
+
+
+def test_class_bank_estimate():
+    from oodgen.preflight import class_bank_mb
+    # at most 5,000 images of a class are kept: 5,000 + 10 colour images of 32 x 32
+    assert class_bank_mb(np.array([0] * 6000 + [1] * 10), (3, 32, 32)) == pytest.approx(5010 * 3072 / 1e6)
 
 
 # ----------------------------------------------------------------------------- unclear messages

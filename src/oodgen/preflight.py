@@ -14,6 +14,10 @@ every stage:
 
 Each reduction is printed and recorded (``metrics["data"]["reduced"]``).
 
+The recommended rule's per-class pixel banks (at most :data:`~oodgen.detectors.image_stats.PIXEL_BANK_SIZE`
+8-bit images of each class) are stored in ``detector.pt``; their size is estimated, printed when it exceeds
+:data:`LARGE_BANKS_MB` and recorded in bytes (``metrics["data"]["class_pixel_banks_bytes"]``).
+
 An ``--ood`` set that repeats in-distribution images (identical 8-bit pixels) measures nothing
 about them: one that is more than :data:`MAX_OVERLAP` training, validation or test images is
 refused; fewer repeats are reported and recorded (``metrics["data"]["ood_overlap"]``).
@@ -35,6 +39,7 @@ from .data.user import UserDataError, load_user
 
 MIN_LATENT = 2            # the smallest latent dimension small data may reduce a CVAE to
 MAX_OVERLAP = 0.5         # an OOD set more than this fraction in-distribution images is refused
+LARGE_BANKS_MB = 100.0    # per-class pixel banks larger than this are announced before training
 REDUCED_LABELS = {"latent_dim": "latent dimension", "feature_knn_k": "k of the feature KNN",
                   "pixel_knn_k": "k of the pixel KNN"}
 MINIMUM = (f"a run needs {MIN_CALIBRATION} validation images (1/12 of the training images after the test "
@@ -84,6 +89,13 @@ def fit_small_data(latent: int, y_train: np.ndarray, classes: list[str], n_val: 
     return fitted, ({"reduced": reduced} if reduced else {})
 
 
+def class_bank_mb(y_train, shape) -> float:
+    """Megabytes (10^6 bytes) of the per-class pixel banks that ``detector.pt`` stores for training labels
+    ``y_train`` and images of ``shape`` (C, H, W): at most PIXEL_BANK_SIZE 8-bit images of each class."""
+    _, counts = np.unique(np.asarray(y_train).reshape(-1), return_counts=True)
+    return float(np.minimum(counts, PIXEL_BANK_SIZE).sum()) * float(np.prod(shape)) / 1e6
+
+
 def _digests(images: np.ndarray, chunk: int = 4096) -> list[bytes]:
     """A 16-byte digest of each image's 8-bit pixels."""
     out = []
@@ -121,4 +133,9 @@ def check_user_run(cfg, ood_paths: dict[str, str], train, validation, test, clas
                 for name, path in ood_paths.items()}
     latent, notes = fit_small_data(cfg.latent, np.asarray(train[1]), classes, len(validation[0]), log)
     notes.update(check_overlap(ood_sets, [np.asarray(s[0]) for s in (train, validation, test)], log))
+    mb = class_bank_mb(train[1], shape)
+    notes["class_pixel_banks_bytes"] = int(round(mb * 1e6))
+    if mb > LARGE_BANKS_MB:
+        log(f"note: detector.pt will hold {mb:.0f} MB of per-class pixel banks (up to {PIXEL_BANK_SIZE} images "
+            f"of each of {len(classes)} classes), which the recommended rule searches")
     return latent, ood_sets, notes
