@@ -43,7 +43,10 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
                         "p(n+1) fused with a feature KNN distance, reject+knn = rejected by the n+1 class, else ranked by "
                         "that distance, reject+fisher = rejected by the n+1 class, else ranked by Fisher's combination of "
                         "that distance, the CVAE likelihood, the likelihood minus zlib length and a pixel KNN distance "
-                        "(all three beyond the paper)")
+                        "(all three beyond the paper); feature-knn+pixel-guard@max = feature-knn with images farther in "
+                        "pixel space than every calibration image first (round 2's choice); "
+                        "feature-knn+class-pixel-guard@max = the same with the distance to the predicted class's "
+                        "training images (round 3's choice, the recommended rule)")
     g.add_argument("--clip-type1", choices=["clip", "none", "half"], default="clip",
                    help="clip Type I samples to [0,1] (authors' code), not at all (eq. 2), or a random half")
     g.add_argument("--sphere-radius", choices=["paper", "authors"], default="paper",
