@@ -156,3 +156,50 @@ def test_on_manifold_samples_decode(cvae):
     ell = ClassEllipsoids().fit(z, y)
     out = on_manifold_samples(cvae, ell, y[:20], generator=torch.Generator().manual_seed(0))
     assert out.shape == (20, 1, 28, 28) and out.min() >= 0 and out.max() <= 1
+
+
+def test_patch_shuffled_moves_whole_tiles():
+    from oodgen.generate.patch_shuffle import patch_shuffled
+    x = torch.rand(3, 2, 30, 29, generator=torch.Generator().manual_seed(0))
+    y = patch_shuffled(x, torch.Generator().manual_seed(1))
+    assert y.shape == x.shape and not torch.equal(x, y)
+    # 4 x 4 tiles of 7 x 7 pixels move whole; the rows and columns beyond them stay where they were
+    assert torch.equal(y[:, :, 28:], x[:, :, 28:]) and torch.equal(y[:, :, :, 28:], x[:, :, :, 28:])
+    for i in range(3):
+        tiles = lambda im: sorted(tuple(im[:, r:r + 7, c:c + 7].flatten().tolist())
+                                  for r in range(0, 28, 7) for c in range(0, 28, 7))
+        assert tiles(y[i]) == tiles(x[i])
+    # each image by its own permutation, and seeded
+    same = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(2))[:1].expand(2, 1, 28, 28)
+    z = patch_shuffled(same.contiguous(), torch.Generator().manual_seed(3))
+    assert not torch.equal(z[0], z[1])
+    assert torch.equal(patch_shuffled(x, torch.Generator().manual_seed(1)), y)
+    with pytest.raises(ValueError, match="smaller"):
+        patch_shuffled(torch.rand(1, 1, 3, 3), torch.Generator())
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        patch_shuffled(torch.rand(28, 28), torch.Generator())
+
+
+def test_extra_outlier_pool_leaves_the_papers_pools_alone():
+    """--extra-outliers patch-shuffle adds a third pool drawn after Type I and II (which stay the same for the
+    same seed), and the n+1 classifier trains on it as OOD; the default has none; bad values fail early."""
+    from dataclasses import replace
+    from oodgen.config import PROFILES, Variant
+    from oodgen import train as T
+    from oodgen.models import Fig6cCNN
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(40, 1, 28, 28, generator=g), torch.arange(40) % 2
+    cvae = CVAE.for_variant(2, 2, Variant())
+    ell = T.fit_ellipsoids(cvae, x, y)
+    plain, extra = (T.OutlierPools(cvae, ell, x, y, Variant(extra_outliers=e), 12) for e in ("none", "patch-shuffle"))
+    for p in (plain, extra):
+        p.regenerate(torch.Generator().manual_seed(5))
+    assert plain.extra is None and extra.extra.shape == (12, 1, 28, 28)
+    assert torch.equal(plain.type1, extra.type1) and torch.equal(plain.type2, extra.type2)
+    pixels = {tuple(v) for v in x.flatten(1).sort(1).values.tolist()}
+    assert all(tuple(v) in pixels for v in extra.extra.flatten(1).sort(1).values.tolist())
+    prof = replace(PROFILES["smoke"], classifier=replace(PROFILES["smoke"].classifier, epochs=1))
+    hist = T.train_nplus1(Fig6cCNN(3), x, y, extra, prof, None, 0, progress=False, log=lambda *_: None)
+    assert np.isfinite(hist["loss"][-1])
+    with pytest.raises(ValueError, match="extra_outliers"):
+        Variant(extra_outliers="mixup")

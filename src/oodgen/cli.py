@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import MEMORY_FORMATS, PROFILES, RECOMMENDED, SCORE_ALIASES, RunConfig, Variant
+from .config import EXTRA_OUTLIERS, MEMORY_FORMATS, PROFILES, RECOMMENDED, SCORE_ALIASES, RunConfig, Variant
 from .detectors.oodgen import SCORES
 
 
@@ -47,6 +47,10 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
                         "pixel space than every calibration image first (round 2's choice); "
                         "feature-knn+class-pixel-guard@max = the same with the distance to the predicted class's "
                         "training images (round 3's choice, the recommended rule)")
+    g.add_argument("--extra-outliers", choices=list(EXTRA_OUTLIERS), default="none",
+                   help="beyond the paper: a third outlier pool for the n+1 classifier, as many per batch as Type II: "
+                        "patch-shuffle = training images with their 4 x 4 tiles permuted (default none: the paper's "
+                        "Type I and II only)")
     g.add_argument("--clip-type1", choices=["clip", "none", "half"], default="clip",
                    help="clip Type I samples to [0,1] (authors' code), not at all (eq. 2), or a random half")
     g.add_argument("--sphere-radius", choices=["paper", "authors"], default="paper",
@@ -72,7 +76,7 @@ def _variant(a) -> Variant:
     return Variant(encoder_act=a.encoder_act, kl_warmup=a.kl_warmup, sample_z=a.z == "sampled", beta=a.beta, nullspace=a.nullspace,
                    type2_radius=a.type2_radius, score=a.score, sphere_radius=a.sphere_radius,
                    clip_type1=a.clip_type1, cvae_retries=a.cvae_retries, colour_sigma=a.colour_sigma,
-                   cvae_lr_warmup=a.cvae_lr_warmup)
+                   cvae_lr_warmup=a.cvae_lr_warmup, extra_outliers=a.extra_outliers)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ AUTHORS_REGEN_EVERY = {"mnist": 5, "mnist0-4": 5, "fmnist": 10, "fmnist0-4": 5}
 AUTHORS_HPARAMS = {"mnist": (0.05, 0.1), "fmnist": (0.1, 0.1), "mnist0-4": (0.02, 0.1), "fmnist0-4": (0.1, 0.1)}
 HPARAMS = ("paper", "authors")
 MEMORY_FORMATS = ("contiguous", "channels_last")
+EXTRA_OUTLIERS = ("none", "patch-shuffle")   # Variant.extra_outliers (oodgen.generate.patch_shuffle)
 CUSTOM_ID = "custom"          # a run on the user's own data (RunConfig.train)
 # The score of ``--score recommended``, the default everywhere: the winner of the selection protocol
 # (docs/protocol.md, round 3), chosen on leave-one-class-out folds of the training splits, never on a
@@ -77,12 +78,19 @@ class Variant:
     cvae_retries: int = 2              # a CVAE whose health check fails (collapsed) is trained again from a
                                        # fresh initialisation, up to this many times (0 = one attempt, as
                                        # the paper); runs written before the option: 2 (it never fired)
+    extra_outliers: str = "none"       # beyond the paper: a third outlier pool for the n+1 classifier, as many per
+                                       # batch as Type II: "patch-shuffle" = training images with their 4 x 4
+                                       # tiles permuted (oodgen.generate.patch_shuffle); "none" = the paper's
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Variant":
         """A stored variant; runs written before ``encoder_act`` / ``kl_warmup`` / ``cvae_lr_warmup``
         existed used the paper's ReLU and no warm-up of either kind."""
         return cls(**{"encoder_act": "relu", "kl_warmup": 0.0, "cvae_lr_warmup": 0, **d})
+
+    def __post_init__(self) -> None:
+        if self.extra_outliers not in EXTRA_OUTLIERS:
+            raise ValueError(f"extra_outliers must be one of {EXTRA_OUTLIERS}, got {self.extra_outliers!r}")
 
     def clip_mode(self) -> bool | str:
         return {"clip": True, "none": False, "half": "half"}[self.clip_type1]

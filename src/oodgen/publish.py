@@ -23,11 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from .config import RECOMMENDED
+from .config import RECOMMENDED, Variant
 from .data import PAPER_SETTINGS
 from .summary import METRIC_LABELS, fewer_seeds, results_by_score
 from .bench.budget import budget_rows_markdown
@@ -97,7 +98,8 @@ def _rule_table(runs: list[dict], rule: str, paper: dict) -> tuple[list[str], di
 
 def _setting_summary(setting: str, runs: list[dict], paper: dict) -> tuple[list[str], dict]:
     seeds = [r["seed"] for r in runs]
-    variants = {json.dumps(r["variant"], sort_keys=True) for r in runs}
+    # options added later read as their defaults, so that runs written before them and after show one variant
+    variants = {json.dumps(asdict(Variant.from_dict(r["variant"])), sort_keys=True) for r in runs}
     profiles = {r["profile"] for r in runs}
     acc = np.array([r["accuracy"] for r in runs])
     acc_plain = np.array([r["accuracy_plain"] for r in runs])

@@ -20,6 +20,7 @@ from torch import nn
 from .config import MEMORY_FORMATS, Profile, Stage, Variant
 from .distributed import current as current_dist
 from .generate import ClassEllipsoids, encode_means, off_manifold_samples, on_manifold_samples
+from .generate.patch_shuffle import patch_shuffled
 from .errors import first_line
 from .metrics import ood_metrics
 from .utils import TorchFileError, atomic_torch_save, derive_seed, generator, safe_torch_load
@@ -221,7 +222,7 @@ class OutlierPools:
         dist = current_dist()
         self.variant, self.pool_size = variant, max(1, math.ceil(pool_size / dist.world))
         self.seconds = {"type1": 0.0, "type2": 0.0}
-        self.type1 = self.type2 = None
+        self.type1 = self.type2 = self.extra = None
 
     def regenerate(self, gen: torch.Generator, progress: bool = False) -> None:
         idx = torch.randint(0, len(self.x), (self.pool_size,), generator=gen)
@@ -241,6 +242,9 @@ class OutlierPools:
                                          generator=gen)
         self.seconds["type1"] += t1 - t0
         self.seconds["type2"] += time.perf_counter() - t1
+        if self.variant.extra_outliers == "patch-shuffle":     # drawn last: the paper's pools stay as they were
+            rows = torch.randint(0, len(self.x), (self.pool_size,), generator=gen)
+            self.extra = patch_shuffled(self.x[rows], gen)
 
 
 def fit_ellipsoids(cvae, x, y) -> ClassEllipsoids:
@@ -298,9 +302,13 @@ def train_nplus1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pools: Outl
             k2 = max(1, nb2 * m // stage.batch_size)
             i1 = torch.randint(0, len(pools.type1), (k1,), generator=gen)
             i2 = torch.randint(0, len(pools.type2), (k2,), generator=gen)
-            xb = torch.cat([x[idx], pools.type1[i1], pools.type2[i2]])
-            yb = torch.cat([y[idx], torch.full((k1 + k2,), n_classes, dtype=y.dtype, device=y.device)])
-            w = torch.cat([torch.ones(m, device=y.device), torch.full((k1 + k2,), prof.w_ood, device=y.device)])
+            parts = [x[idx], pools.type1[i1], pools.type2[i2]]
+            if getattr(pools, "extra", None) is not None:     # --extra-outliers: as many as Type II, drawn after the paper's
+                parts.append(pools.extra[torch.randint(0, len(pools.extra), (k2,), generator=gen)])
+            xb = torch.cat(parts)
+            k_ood = len(xb) - m
+            yb = torch.cat([y[idx], torch.full((k_ood,), n_classes, dtype=y.dtype, device=y.device)])
+            w = torch.cat([torch.ones(m, device=y.device), torch.full((k_ood,), prof.w_ood, device=y.device)])
             loss = (F.cross_entropy(net(xb.contiguous(memory_format=fmt)), yb, reduction="none") * w).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -41,7 +41,10 @@ AUTHORS_LOGGED = {
 
 
 def recipe_of(variant: dict) -> str | None:
-    """The recipe whose options ``variant`` has (None: none of them)."""
+    """The recipe whose options ``variant`` has (None: none of them, or an extra outlier pool, which no
+    recipe has)."""
+    if variant.get("extra_outliers", "none") != "none":
+        return None
     for name, options in RECIPES.items():
         if all(variant.get(k) == v for k, v in options.items()):
             return name
