@@ -224,8 +224,22 @@ def test_round_two_rescores_round_one_checkpoints(tmp_path, train_split_only):
             assert three["metrics"][name][sig]["auroc"] == pytest.approx(two["metrics"][name][sig]["auroc"], abs=1e-6)
     for name in S.ROUND3_RULES:
         assert all(0 <= m["auroc"] <= 100 for m in three["metrics"][name].values()), name
+    # round 4: the n+1 classifier trained again with the patch-shuffle pool, on round 1's CVAE of the fold
+    with pytest.raises(ValueError, match="ckpt-dir"):
+        S.run_fold("mnist", "ours+patch-shuffle", 2, tmp_path, round_=4, profile="smoke", log=lambda *_: None)
+    four = S.run_fold("mnist", "ours+patch-shuffle", 2, tmp_path, round_=4, **quiet)
+    path4 = S.fold_path(tmp_path, "mnist", "ours+patch-shuffle", 2, "smoke", round_=4)
+    assert path4.parent.name == "round4" and path4.exists()
+    assert four["variant"] == {"beta": "wide", "clip_type1": "half", "extra_outliers": "patch-shuffle"}
+    src, dest = (tmp_path / "ckpt" / p.stem for p in (S.fold_path(tmp_path, "mnist", "ours", 2, "smoke"), path4))
+    assert four["cvae_from"] == src.name and (dest / "cvae.pt").read_bytes() == (src / "cvae.pt").read_bytes()
+    assert (dest / "nplus1.pt").read_bytes() != (src / "nplus1.pt").read_bytes()      # trained again
+    assert set(four["metrics"]) == set(S.ROUND_SCORES[4])
+    d = S.decide_leximin([three, four], {k: 1000.0 for k in S.ROUND_SCORES[4]}, 4)
+    assert {v["recipe"] for v in d["candidates"].values()} == {"ours", "ours+patch-shuffle"}
+    assert d["round3_candidates_winner"].startswith("ours/")
     with pytest.raises(ValueError, match="round"):
-        S.select(tmp_path, round_=4)
+        S.select(tmp_path, round_=5)
 
 
 def test_score_all_matches_each_rule(mnist_small):

@@ -13,6 +13,7 @@ the candidates within :data:`TIE_POINTS` of the best, the fastest score wins (:f
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -51,7 +52,6 @@ PROFILE = "quick"
 SEED = 0
 # Round 2 (docs/protocol.md, "Round 2"): the same folds and checkpoints, one more signal (procedural pen
 # strokes), two more candidates (feature-knn with a pixel-KNN guard) and a leximin criterion.
-ROUNDS = (1, 2, 3)
 STROKES = "strokes"
 ROUND_SIGNALS = {1: SIGNALS, 2: SIGNALS + (STROKES,), 3: SIGNALS + (STROKES,)}
 GUARD_RULES = {"feature-knn+pixel-guard@99.5": 0.995, GUARD_RULE: GUARD_LEVEL}   # the second is the shipped rule
@@ -61,6 +61,12 @@ PIXEL_FISHER_RULE = "feature-knn+pixel-knn@fisher"
 ROUND3_RULES = (PIXEL_MAX_RULE, PIXEL_FISHER_RULE, CLASS_GUARD_RULE)
 ROUND_SCORES = {1: CANDIDATE_SCORES, 2: CANDIDATE_SCORES + tuple(GUARD_RULES)}
 ROUND_SCORES[3] = ROUND_SCORES[2] + ROUND3_RULES
+# Round 4 (docs/protocol.md, "Round 4"): round 3's scores on a retrained n+1 classifier (a training-time
+# candidate), round 1's CVAE of each fold reused; round 3's 20 fold records stand for the other candidates.
+ROUND4_RECIPES: dict[str, tuple[str, dict]] = {"ours+patch-shuffle": ("ours", {"extra_outliers": "patch-shuffle"})}
+ROUND_SIGNALS[4] = ROUND_SIGNALS[3]
+ROUND_SCORES[4] = ROUND_SCORES[3]
+ROUNDS = (1, 2, 3, 4)
 # The stages each candidate needs, for the speed of one that benchmarks/bench_rules.py does not time.
 LITE_STAGES = ("classifier pass (features + logits)", "feature KNN search", "pixel KNN search", "fusion arithmetic")
 
@@ -127,6 +133,33 @@ def candidate_scores(det: OODGen, x: torch.Tensor, round_: int = 1,
     return s
 
 
+def recipe_variant(recipe: str) -> Variant:
+    """The Variant a recipe trains: one of :data:`RECIPES`, or a round-4 recipe (a base recipe with a
+    training change, :data:`ROUND4_RECIPES`)."""
+    if recipe in RECIPES:
+        return Variant(**RECIPES[recipe])
+    if recipe in ROUND4_RECIPES:
+        base, change = ROUND4_RECIPES[recipe]
+        return Variant(**RECIPES[base], **change)
+    raise ValueError(f"unknown recipe {recipe!r}; use one of {tuple(RECIPES) + tuple(ROUND4_RECIPES)}")
+
+
+def reuse_cvae(ckpt_dir, out, setting: str, recipe: str, c: int, profile: str, seed: int, dest: Path) -> str:
+    """Copy the CVAE checkpoints of a round-4 recipe's base fold (round 1's, in ``ckpt_dir``) to ``dest``,
+    unless ``dest`` has a CVAE already, so that only the n+1 classifier is trained again.  Returns the
+    source folder's name."""
+    import shutil
+    src = Path(ckpt_dir) / fold_path(out, setting, ROUND4_RECIPES[recipe][0], c, profile, seed).stem
+    if not (src / "cvae.pt").is_file():
+        raise FileNotFoundError(f"round 4 reuses round 1's CVAE of the fold, but {src / 'cvae.pt'} is missing: "
+                                "pass --ckpt-dir with round 1's fold checkpoints")
+    dest.mkdir(parents=True, exist_ok=True)
+    if not (dest / "cvae.pt").is_file():
+        for f in sorted(src.glob("cvae*.pt")):
+            shutil.copy2(f, dest / f.name)
+    return src.name
+
+
 def fold_data(setting: str, c: int, profile: str, seed: int, data_dir=None):
     """(train x, train y relabelled, calibration x, in-distribution x and y, held-out-class x) of a fold:
     the training split only (test split and test OOD sets are never read)."""
@@ -160,9 +193,14 @@ def run_fold(setting: str, recipe: str, c: int, out, *, profile: str = PROFILE, 
     if path.exists():
         return json.loads(path.read_text())
     from .report import class_picks, type2_grid
-    xtr, ytr, x_calib, x_in, y_in, x_out = fold_data(setting, c, profile, seed, data_dir)
-    variant = Variant(**RECIPES[recipe])
+    variant = recipe_variant(recipe)
     fold_ckpt = Path(ckpt_dir) / path.stem if ckpt_dir is not None else None
+    cvae_from = None
+    if recipe in ROUND4_RECIPES:
+        if fold_ckpt is None:
+            raise ValueError("round 4 retrains the n+1 classifier on round 1's CVAE of each fold: pass --ckpt-dir")
+        cvae_from = reuse_cvae(ckpt_dir, out, setting, recipe, c, profile, seed, fold_ckpt)
+    xtr, ytr, x_calib, x_in, y_in, x_out = fold_data(setting, c, profile, seed, data_dir)
     trained_before = fold_ckpt is not None and (fold_ckpt / "nplus1.pt").is_file()
     resumed = fold_ckpt is not None and fold_ckpt.is_dir() and any(fold_ckpt.iterdir())
     t0 = time.perf_counter()
@@ -189,7 +227,9 @@ def run_fold(setting: str, recipe: str, c: int, out, *, profile: str = PROFILE, 
         for name in ROUND_SCORES[round_]:
             metrics[name][sig] = ood_metrics(s_in[name], s_out[name])
     accuracy = float((det.predict_class(x_in) == y_in.numpy()).mean() * 100)
-    rec = {"id": setting, "profile": profile, "round": round_, "recipe": recipe, "variant": RECIPES[recipe],
+    rec = {"id": setting, "profile": profile, "round": round_, "recipe": recipe,
+           "variant": {k: v for k, v in asdict(variant).items() if v != getattr(Variant(), k)},
+           **({"cvae_from": cvae_from} if cvae_from else {}),
            "variant_full": asdict(variant), "held_out_class": c, "seed": seed,
            "n_train": len(xtr), "n_calibration": len(x_calib), "n_in": len(x_in), "n_held_out": len(x_out),
            "accuracy_in": accuracy, "metrics": metrics,
@@ -233,7 +273,7 @@ def score_speeds(rules_json) -> dict[str, float]:
 def candidate_table(records: list[dict], speeds: dict[str, float], round_: int = 1) -> dict[str, dict]:
     """Per candidate of round ``round_``: its AUROC on every signal of every fold, worst case and mean."""
     table: dict[str, dict] = {}
-    for recipe in RECIPES:
+    for recipe in dict.fromkeys(r["recipe"] for r in records):
         mine = [r for r in records if r["recipe"] == recipe]
         for name in ROUND_SCORES[round_]:
             values = {f"{r['id']}/class{r['held_out_class']}/{sig}": r["metrics"][name][sig]["auroc"]
@@ -288,7 +328,9 @@ def decide_leximin(records: list[dict], speeds: dict[str, float], round_: int = 
             "recipe": table[winner]["recipe"], "score": table[winner]["score"], "best_worst": best_worst,
             "within_tie": sorted(alive, key=lambda k: -table[k]["worst"]), "tie_points": TIE_POINTS,
             "steps": steps, "round1_criterion": decide(records, speeds, round_)["winner"], "candidates": table,
-            **({"round2_candidates_winner": decide_leximin(records, speeds, 2)["winner"]} if round_ >= 3 else {})}
+            **({"round2_candidates_winner": decide_leximin(records, speeds, 2)["winner"]} if round_ == 3 else {}),
+            **({"round3_candidates_winner": decide_leximin([r for r in records if r["recipe"] in RECIPES], speeds, 3)[
+                "winner"]} if round_ >= 4 else {})}
 
 
 def decision_markdown(decision: dict) -> str:
@@ -306,8 +348,8 @@ def decision_markdown(decision: dict) -> str:
              + ", ".join(f"{k} ({v:.2f})" for k, v in sorted(s["removed"].items(), key=lambda kv: -kv[1]))
              for s in decision["steps"]]
     lines[0] = lines[0].replace("within 0.2", "left after leximin")
-    also = (f"; round 2's candidates alone give `{decision['round2_candidates_winner']}`"
-            if "round2_candidates_winner" in decision else "")
+    also = "".join(f"; round {k[5]}'s candidates alone give `{decision[k]}`"
+                   for k in ("round2_candidates_winner", "round3_candidates_winner") if k in decision)
     return (f"# Selection round {decision.get('round', 2)} (docs/protocol.md): winner `{decision['winner']}`\n\n"
             f"Criterion: {decision['criterion']} (round 1's criterion on the same numbers would pick "
             f"`{decision['round1_criterion']}`{also}). Best worst case {decision['best_worst']:.2f}.\n\n"
@@ -328,15 +370,19 @@ def select(out, *, settings=FOLD_SETTINGS, classes=FOLD_CLASSES, recipes=tuple(R
     records = []
     for setting in settings:
         for c in classes:
-            for recipe in recipes:
+            for recipe in recipes:      # round 4: round 3's records of these recipes (read back, not rescored)
                 records.append(run_fold(setting, recipe, c, out, profile=profile, seed=seed, ckpt_dir=ckpt_dir,
-                                        data_dir=data_dir, round_=round_, log=log))
+                                        data_dir=data_dir, round_=min(round_, 3), log=log))
+            if round_ >= 4:
+                for recipe in ROUND4_RECIPES:
+                    records.append(run_fold(setting, recipe, c, out, profile=profile, seed=seed, ckpt_dir=ckpt_dir,
+                                            data_dir=data_dir, round_=round_, log=log))
     full = (tuple(settings), tuple(classes), tuple(recipes), profile, seed) == (
         FOLD_SETTINGS, FOLD_CLASSES, tuple(RECIPES), PROFILE, SEED)
     decision = (decide if round_ == 1 else decide_leximin)(records, score_speeds(rules_json), round_)
     decision.update(protocol="docs/protocol.md", round=round_, complete=full, speeds_from=str(rules_json),
-                    folds=[fold_path(out, r["id"], r["recipe"], r["held_out_class"], profile, seed, round_).name
-                           for r in records],
+                    folds=[os.path.relpath(fold_path(out, r["id"], r["recipe"], r["held_out_class"], profile, seed,
+                                                     r.get("round", 1)), folder) for r in records],
                     environment=environment())
     atomic_write_json(folder / "decision.json", decision)
     atomic_write_bytes(folder / "decision.md", decision_markdown(decision).encode())
@@ -357,7 +403,8 @@ def add_parser(sub) -> None:
                    help="1: the first protocol; 2: its second round (strokes signal, pixel-guard candidates, "
                         "leximin), rescoring round 1's fold checkpoints (--ckpt-dir) into OUT/round2; 3: its "
                         "third (fusions of the feature and pixel KNN distances, a class-conditional pixel guard) "
-                        "into OUT/round3")
+                        "into OUT/round3; 4: its fourth (the n+1 classifier of the 'ours' folds retrained with "
+                        "--extra-outliers patch-shuffle on round 1's CVAEs, beside round 3's records) into OUT/round4")
     p.add_argument("--ckpt-dir", default=None, help="per-fold training checkpoints, so a cut-off fold resumes")
     p.add_argument("--data-dir", default=None, help="folder searched first for datasets")
     p.add_argument("--rules-json", default="benchmarks/results/rules.json",
