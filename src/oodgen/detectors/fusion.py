@@ -72,6 +72,10 @@ NEEDS_STATS = (FISHER_RULE,)
 NEEDS_PIXEL = (FISHER_RULE, GUARD_RULE)
 # rules that need the class-conditional pixel distance (the class pixel banks) of every image
 NEEDS_CLASS_PIXEL = (CLASS_GUARD_RULE,)
+# The guards: rule -> (the statistic that ranks images beyond its calibration maximum first, the fit(...)
+# argument its calibration values come from, what those are).  One mechanism for both (_combine, combine_all).
+GUARDS = {GUARD_RULE: ("pixel-knn", "calib_stats", "calibration statistics (pixel-KNN distances)"),
+          CLASS_GUARD_RULE: (CLASS_STAT, "calib_class_pixel", "class-conditional pixel distances")}
 # the image statistics a cheaper Fisher combination keeps (no CVAE pass, no zlib): a candidate of
 # docs/protocol.md (oodgen.selection)
 FISHER_LITE_STATS = ("pixel-knn",)
@@ -287,31 +291,36 @@ class FeatureKNNFusion:
         if len(dist) != len(ood_prob):
             raise InputError(f"fusion: {len(dist)} feature rows but {len(ood_prob)} OOD-class probabilities")
         checked: dict[str, np.ndarray] = {}
-        for rule in (r for r in rules if r in NEEDS_PIXEL):
-            if self.calib_stats_ is None:
-                raise NotFittedError(f"FeatureKNNFusion was fitted without calibration statistics, so rule "
-                                     f"{rule!r} is unavailable; pass calib_stats to fit(...)")
-            if rule in NEEDS_STATS:     # rejected images need none (NaN allowed there: image_stats(..., only=...))
+        for rule in rules:
+            if rule in NEEDS_STATS:
+                if self.calib_stats_ is None:
+                    raise NotFittedError(f"FeatureKNNFusion was fitted without calibration statistics, so rule "
+                                         f"{rule!r} is unavailable; pass calib_stats to fit(...)")
+                # rejected images need none (NaN allowed there: image_stats(..., only=...))
                 checked.update(_check_stats(stats, len(dist), "scored", skip=rejected(ood_prob), rule=rule))
-            else:                       # the guard: the pixel distance of every image
-                checked.update(_check_stats(stats, len(dist), "scored", names=("pixel-knn",), rule=rule))
-        for rule in (r for r in rules if r in NEEDS_CLASS_PIXEL):
-            if getattr(self, "calib_class_pixel_", None) is None:
-                raise NotFittedError(f"FeatureKNNFusion was fitted without the calibration images' class-conditional "
-                                     f"pixel distances, so rule {rule!r} is unavailable; pass calib_class_pixel to fit(...)")
-            checked.update(_check_stats(stats, len(dist), "scored", names=(CLASS_STAT,), rule=rule))
+            elif rule in GUARDS:        # a guard: its statistic of every image
+                stat, arg, what = GUARDS[rule]
+                if self._calib_of(stat) is None:
+                    raise NotFittedError(f"FeatureKNNFusion was fitted without the calibration images' {what}, so "
+                                         f"rule {rule!r} is unavailable; pass {arg} to fit(...)")
+                checked.update(_check_stats(stats, len(dist), "scored", names=(stat,), rule=rule))
         stats = checked or stats
         return {rule: self._combine(dist, ood_prob, rule, stats) for rule in rules}
+
+    def _calib_of(self, stat: str) -> np.ndarray | None:
+        """The calibration images' sorted values of a guard's statistic (None: fitted without them)."""
+        if stat == CLASS_STAT:
+            return getattr(self, "calib_class_pixel_", None)
+        return None if self.calib_stats_ is None else self.calib_stats_.get(stat)
 
     def _combine(self, dist: np.ndarray, ood_prob: np.ndarray, rule: str, stats=None) -> np.ndarray:
         if rule == FISHER_RULE:
             return fisher_score(self, dist, ood_prob, stats)
         if rule == FEATURE_RULE:
             return dist.copy()
-        if rule == GUARD_RULE:
-            return pixel_guard_score(self, dist, stats["pixel-knn"], GUARD_LEVEL)
-        if rule == CLASS_GUARD_RULE:
-            return guard_score(dist, stats[CLASS_STAT], self.calib_class_pixel_, GUARD_LEVEL)
+        if rule in GUARDS:
+            stat = GUARDS[rule][0]
+            return guard_score(dist, stats[stat], self._calib_of(stat), GUARD_LEVEL)
         if rule == REJECT_RULE:
             # Rejected images score in (2.5, 3], accepted ones d / (1 + d) in [0, 1).
             return np.where(rejected(ood_prob), 2.0 + ood_prob, dist / (1.0 + dist))
