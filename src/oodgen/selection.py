@@ -25,9 +25,10 @@ import torch
 from . import data as D
 from .config import LATENT_DIMS, PROFILES, Variant
 from .data.strokes import strokes
-from .detectors.fusion import (CLASS_GUARD_RULE, FISHER_LITE_STATS, GUARD_RULE, GUARD_LEVEL, fisher_score, guard_score,
+from .detectors.fusion import (CLASS_GUARD_RULE, FISHER_LITE_STATS, GUARD_RULE, GUARD_LEVEL, fisher_score,
                                pixel_fisher_score, pixel_guard_score, pixel_max_score)
-from .detectors.image_stats import STATS, ClassPixelBank
+from .detectors.image_stats import STATS
+from .generate.patch_shuffle import patch_shuffled
 from .detectors.oodgen import SCORES, OODGen
 from .generate.health import health_line
 from .metrics import ood_metrics
@@ -76,12 +77,8 @@ def shifted(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
     permutation, channels kept together) version of images ``x`` (N, C, H, W)."""
     if kind == "invert":
         return 1.0 - x
-    if kind == "pixel-shuffle":
-        n, c, h, w = x.shape
-        g = generator(seed, "pixel-shuffle")
-        order = torch.argsort(torch.rand(n, h * w, generator=g), dim=1)
-        flat = x.reshape(n, c, h * w)
-        return torch.gather(flat, 2, order[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
+    if kind == "pixel-shuffle":         # 1 x 1 tiles: the same draws and order as a per-pixel gather
+        return patch_shuffled(x, generator(seed, "pixel-shuffle"), grid=tuple(x.shape[-2:]))
     raise ValueError(f"unknown shift {kind!r}; use invert or pixel-shuffle")
 
 
@@ -97,22 +94,9 @@ def strokes_seed(setting: str, c: int, seed: int) -> int:
     return int(np.random.default_rng([seed, FOLD_SETTINGS.index(setting), c, 7]).integers(2 ** 31))
 
 
-class ClassGuard:
-    """Round 3's class-conditional pixel distance of a fold: the per-class banks (from the fold's training
-    images) and the calibration images' own distances (to the bank of the class predicted for each)."""
-
-    def __init__(self, det: OODGen, x_train, y_train, x_calib, seed: int):
-        self.bank = ClassPixelBank.from_training_set(x_train, y_train, seed)
-        self.calib_sorted = np.sort(self.distance(det, x_calib))
-
-    def distance(self, det: OODGen, x) -> np.ndarray:
-        return self.bank.distance(x, det.predict_class(x))
-
-
-def candidate_scores(det: OODGen, x: torch.Tensor, round_: int = 1,
-                     class_guard: ClassGuard | None = None) -> dict[str, np.ndarray]:
-    """Every candidate score of a round for images ``x`` under a fitted and calibrated detector (round 3
-    needs the fold's :class:`ClassGuard`)."""
+def candidate_scores(det: OODGen, x: torch.Tensor, round_: int = 1) -> dict[str, np.ndarray]:
+    """Every candidate score of a round for images ``x`` under a fitted and calibrated detector (round 3's
+    class guard is the shipped rule: the detector calibrates its class pixel banks from the fold's labels)."""
     s = det.score_all(x, SCORES, components=True)
     s[LITE_RULE] = fisher_score(det.fusion_, s["feature-knn"], s["ood-class"], s, FISHER_LITE_STATS)
     if round_ >= 2:
@@ -120,16 +104,8 @@ def candidate_scores(det: OODGen, x: torch.Tensor, round_: int = 1,
             if name not in s:           # the shipped guard is one of SCORES already
                 s[name] = pixel_guard_score(det.fusion_, s["feature-knn"], s["pixel-knn"], level)
     if round_ >= 3:
-        if class_guard is None:
-            raise ValueError("round 3's candidates need the fold's ClassGuard")
         s[PIXEL_MAX_RULE] = pixel_max_score(det.fusion_, s["feature-knn"], s["pixel-knn"])
         s[PIXEL_FISHER_RULE] = pixel_fisher_score(det.fusion_, s["feature-knn"], s["pixel-knn"])
-        shipped = s.get(CLASS_GUARD_RULE)
-        s["class-pixel-knn"] = class_guard.distance(det, x)
-        s[CLASS_GUARD_RULE] = guard_score(s["feature-knn"], s["class-pixel-knn"], class_guard.calib_sorted, 1.0)
-        # the shipped rule (its winner) must be the candidate round 3 scored
-        if shipped is not None and not np.allclose(shipped, s[CLASS_GUARD_RULE], rtol=1e-9, atol=0.0):
-            raise RuntimeError(f"the shipped {CLASS_GUARD_RULE!r} differs from round 3's candidate")
     return s
 
 
@@ -214,8 +190,7 @@ def run_fold(setting: str, recipe: str, c: int, out, *, profile: str = PROFILE, 
                    title=f"{setting} without class {c}, {recipe}: Type II ({variant.type2_radius})")
     det.calibrate(x_calib, x_train=xtr, y_train=ytr)
     t1 = time.perf_counter()
-    class_guard = ClassGuard(det, xtr, ytr, x_calib, seed) if round_ >= 3 else None
-    s_in = candidate_scores(det, x_in, round_, class_guard)
+    s_in = candidate_scores(det, x_in, round_)
     signals = {"held-out": x_out, "invert": shifted(x_in, "invert", seed),
                "pixel-shuffle": shifted(x_in, "pixel-shuffle", seed)}
     if STROKES in ROUND_SIGNALS[round_]:
@@ -223,7 +198,7 @@ def run_fold(setting: str, recipe: str, c: int, out, *, profile: str = PROFILE, 
             -1, x_in.shape[1], -1, -1).contiguous()
     metrics: dict[str, dict] = {name: {} for name in ROUND_SCORES[round_]}
     for sig, images in signals.items():
-        s_out = candidate_scores(det, images, round_, class_guard)
+        s_out = candidate_scores(det, images, round_)
         for name in ROUND_SCORES[round_]:
             metrics[name][sig] = ood_metrics(s_in[name], s_out[name])
     accuracy = float((det.predict_class(x_in) == y_in.numpy()).mean() * 100)

@@ -15,20 +15,22 @@ import torch
 GRID = 4            # tiles per side
 
 
-def patch_shuffled(x: torch.Tensor, generator: torch.Generator, grid: int = GRID) -> torch.Tensor:
-    """Images ``x`` (N, C, H, W) with their ``grid`` x ``grid`` tiles permuted, each image by its own
-    permutation drawn from ``generator``."""
+def patch_shuffled(x: torch.Tensor, generator: torch.Generator, grid: int | tuple[int, int] = GRID) -> torch.Tensor:
+    """Images ``x`` (N, C, H, W) with their ``grid`` x ``grid`` tiles (or ``(rows, columns)``) permuted, each
+    image by its own permutation drawn from ``generator``; ``grid=(H, W)`` permutes single pixels (the
+    selection's ``pixel-shuffle`` signal, :func:`oodgen.selection.shifted`)."""
     if x.dim() != 4:
         raise ValueError(f"patch_shuffled: images must be (N, C, H, W), got shape {tuple(x.shape)}")
     n, c, h, w = x.shape
-    th, tw = h // grid, w // grid
+    gh, gw = (grid, grid) if isinstance(grid, int) else grid
+    th, tw = h // gh, w // gw
     if th < 1 or tw < 1:
-        raise ValueError(f"patch_shuffled: {h} x {w} images are smaller than a {grid} x {grid} grid")
+        raise ValueError(f"patch_shuffled: {h} x {w} images are smaller than a {gh} x {gw} grid")
     out = x.clone()
-    region = x[:, :, :th * grid, :tw * grid]
-    tiles = region.reshape(n, c, grid, th, grid, tw).permute(0, 2, 4, 1, 3, 5).reshape(n, grid * grid, c, th, tw)
-    order = torch.argsort(torch.rand(n, grid * grid, generator=generator), dim=1).to(x.device)
+    region = x[:, :, :th * gh, :tw * gw]
+    tiles = region.reshape(n, c, gh, th, gw, tw).permute(0, 2, 4, 1, 3, 5).reshape(n, gh * gw, c, th, tw)
+    order = torch.argsort(torch.rand(n, gh * gw, generator=generator), dim=1).to(x.device)
     tiles = torch.gather(tiles, 1, order[:, :, None, None, None].expand_as(tiles))
-    out[:, :, :th * grid, :tw * grid] = tiles.reshape(n, grid, grid, c, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(
-        n, c, th * grid, tw * grid)
+    out[:, :, :th * gh, :tw * gw] = tiles.reshape(n, gh, gw, c, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(
+        n, c, th * gh, tw * gw)
     return out
