@@ -240,6 +240,9 @@ def test_round_two_rescores_round_one_checkpoints(tmp_path, train_split_only):
     assert d["round3_candidates_winner"].startswith("ours/")
     with pytest.raises(ValueError, match="round"):
         S.select(tmp_path, round_=5)
+    with pytest.raises(ValueError, match="ckpt-dir"):         # refused before any folder is made
+        S.select(tmp_path / "fresh", round_=4)
+    assert not (tmp_path / "fresh").exists()
 
 
 def test_score_all_matches_each_rule(mnist_small):

@@ -339,6 +339,8 @@ def select(out, *, settings=FOLD_SETTINGS, classes=FOLD_CLASSES, recipes=tuple(R
     (round 1 in ``out``, round r > 1 in ``out/round<r>``)."""
     if round_ not in ROUNDS:
         raise ValueError(f"selection round must be one of {ROUNDS}, got {round_!r}")
+    if round_ >= 4 and ckpt_dir is None:    # checked before any folder is made
+        raise ValueError("round 4 retrains the n+1 classifier on round 1's CVAE of each fold: pass --ckpt-dir")
     out = Path(out)
     folder = fold_path(out, "mnist", "ours", 0, profile, seed, round_).parent
     folder.mkdir(parents=True, exist_ok=True)
