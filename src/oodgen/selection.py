@@ -25,11 +25,12 @@ import torch
 from . import data as D
 from .config import LATENT_DIMS, PROFILES, Variant
 from .data.strokes import strokes
-from .detectors.fusion import (CLASS_GUARD_RULE, FISHER_LITE_STATS, GUARD_RULE, GUARD_LEVEL, fisher_score,
-                               pixel_fisher_score, pixel_guard_score, pixel_max_score)
-from .detectors.image_stats import STATS
+from .detectors.fusion import (CLASS_GUARD_RULE, FISHER_LITE_STATS, GUARD_RULE, GUARD_LEVEL, class_max_scales,
+                               class_ratio, fisher_score, guard_score, pixel_fisher_score, pixel_guard_score,
+                               pixel_max_score)
+from .detectors.image_stats import CLASS_STAT, STATS
 from .generate.patch_shuffle import patch_shuffled
-from .detectors.oodgen import SCORES, OODGen
+from .detectors.oodgen import SCORES, OODGen, class_pixel_distances
 from .generate.health import health_line
 from .metrics import ood_metrics
 from .run import train_val_split
@@ -67,7 +68,14 @@ ROUND_SCORES[3] = ROUND_SCORES[2] + ROUND3_RULES
 ROUND4_RECIPES: dict[str, tuple[str, dict]] = {"ours+patch-shuffle": ("ours", {"extra_outliers": "patch-shuffle"})}
 ROUND_SIGNALS[4] = ROUND_SIGNALS[3]
 ROUND_SCORES[4] = ROUND_SCORES[3]
-ROUNDS = (1, 2, 3, 4)
+# Round 5 (docs/protocol.md, "Round 5"): the class guard with one bar per class, two scales; round 1's 20 fold
+# detectors rescored (every earlier score again, beside the two new ones), round 4's records read back.
+CLASS_MAX_RULE = "feature-knn+class-pixel-guard@class-max"
+BANK_MAX_RULE = "feature-knn+class-pixel-guard@bank-max"
+ROUND5_RULES = (CLASS_MAX_RULE, BANK_MAX_RULE)
+ROUND_SIGNALS[5] = ROUND_SIGNALS[3]
+ROUND_SCORES[5] = ROUND_SCORES[4] + ROUND5_RULES
+ROUNDS = (1, 2, 3, 4, 5)
 # The stages each candidate needs, for the speed of one that benchmarks/bench_rules.py does not time.
 LITE_STAGES = ("classifier pass (features + logits)", "feature KNN search", "pixel KNN search", "fusion arithmetic")
 
@@ -94,9 +102,22 @@ def strokes_seed(setting: str, c: int, seed: int) -> int:
     return int(np.random.default_rng([seed, FOLD_SETTINGS.index(setting), c, 7]).integers(2 ** 31))
 
 
-def candidate_scores(det: OODGen, x: torch.Tensor, round_: int = 1) -> dict[str, np.ndarray]:
+def class_bar_context(det: OODGen, x_calib: torch.Tensor) -> dict[str, tuple[dict, np.ndarray, float]]:
+    """Round 5's per-class bars from a calibrated detector and its calibration images: per candidate, (the
+    per-class scales, the calibration images' sorted ratios, the scale of a class without one)."""
+    logits = det.logits(x_calib)
+    labels = logits[:, :-1].argmax(1).numpy()
+    d = class_pixel_distances(det.class_pixel_bank_, x_calib, logits)[CLASS_STAT]
+    fallback = float(d.max())
+    scales = {CLASS_MAX_RULE: class_max_scales(d, labels), BANK_MAX_RULE: det.class_pixel_bank_.loo_max()}
+    return {rule: (sc, np.sort(class_ratio(d, labels, sc, fallback)), fallback) for rule, sc in scales.items()}
+
+
+def candidate_scores(det: OODGen, x: torch.Tensor, round_: int = 1,
+                     bars: dict[str, tuple[dict, np.ndarray, float]] | None = None) -> dict[str, np.ndarray]:
     """Every candidate score of a round for images ``x`` under a fitted and calibrated detector (round 3's
-    class guard is the shipped rule: the detector calibrates its class pixel banks from the fold's labels)."""
+    class guard is the shipped rule: the detector calibrates its class pixel banks from the fold's labels;
+    round 5's per-class bars come from :func:`class_bar_context`)."""
     s = det.score_all(x, SCORES, components=True)
     s[LITE_RULE] = fisher_score(det.fusion_, s["feature-knn"], s["ood-class"], s, FISHER_LITE_STATS)
     if round_ >= 2:
@@ -106,6 +127,15 @@ def candidate_scores(det: OODGen, x: torch.Tensor, round_: int = 1) -> dict[str,
     if round_ >= 3:
         s[PIXEL_MAX_RULE] = pixel_max_score(det.fusion_, s["feature-knn"], s["pixel-knn"])
         s[PIXEL_FISHER_RULE] = pixel_fisher_score(det.fusion_, s["feature-knn"], s["pixel-knn"])
+    if round_ >= 5:
+        if bars is None:
+            raise ValueError("round 5's candidates need the per-class bars: class_bar_context(det, x_calib)")
+        logits = det.logits(x)
+        labels = logits[:, :-1].argmax(1).numpy()
+        d = class_pixel_distances(det.class_pixel_bank_, x, logits)[CLASS_STAT]
+        for rule, (scales, calib_sorted, fallback) in bars.items():
+            s[rule] = guard_score(s["feature-knn"], class_ratio(d, labels, scales, fallback), calib_sorted,
+                                  GUARD_LEVEL)
     return s
 
 
@@ -190,7 +220,8 @@ def run_fold(setting: str, recipe: str, c: int, out, *, profile: str = PROFILE, 
                    title=f"{setting} without class {c}, {recipe}: Type II ({variant.type2_radius})")
     det.calibrate(x_calib, x_train=xtr, y_train=ytr)
     t1 = time.perf_counter()
-    s_in = candidate_scores(det, x_in, round_)
+    bars = class_bar_context(det, x_calib) if round_ >= 5 else None
+    s_in = candidate_scores(det, x_in, round_, bars)
     signals = {"held-out": x_out, "invert": shifted(x_in, "invert", seed),
                "pixel-shuffle": shifted(x_in, "pixel-shuffle", seed)}
     if STROKES in ROUND_SIGNALS[round_]:
@@ -198,7 +229,7 @@ def run_fold(setting: str, recipe: str, c: int, out, *, profile: str = PROFILE, 
             -1, x_in.shape[1], -1, -1).contiguous()
     metrics: dict[str, dict] = {name: {} for name in ROUND_SCORES[round_]}
     for sig, images in signals.items():
-        s_out = candidate_scores(det, images, round_)
+        s_out = candidate_scores(det, images, round_, bars)
         for name in ROUND_SCORES[round_]:
             metrics[name][sig] = ood_metrics(s_in[name], s_out[name])
     accuracy = float((det.predict_class(x_in) == y_in.numpy()).mean() * 100)
@@ -237,7 +268,7 @@ def score_speeds(rules_json) -> dict[str, float]:
             out[key.split()[1]] = float(v)
     stages = r["stages_ms_per_1000"]["fp32"]
     out[LITE_RULE] = 1000.0 * 1000.0 / sum(float(stages[s]) for s in LITE_STAGES)
-    for name in tuple(GUARD_RULES) + ROUND3_RULES:   # the lite rule's stages: classifier pass, both KNN searches
+    for name in tuple(GUARD_RULES) + ROUND3_RULES + ROUND5_RULES:   # the lite rule's stages: classifier pass, both KNN searches
         out.setdefault(name, out[LITE_RULE])
     missing = [s for s in ROUND_SCORES[max(ROUNDS)] if s not in out]
     if missing:
@@ -250,7 +281,9 @@ def candidate_table(records: list[dict], speeds: dict[str, float], round_: int =
     table: dict[str, dict] = {}
     for recipe in dict.fromkeys(r["recipe"] for r in records):
         mine = [r for r in records if r["recipe"] == recipe]
-        for name in ROUND_SCORES[round_]:
+        # round 5 reads round 4's records back: they hold round 4's scores, not round 5's new ones
+        have = ROUND_SCORES[min(round_, min(r.get("round", 1) for r in mine))]
+        for name in (n for n in ROUND_SCORES[round_] if n in have):
             values = {f"{r['id']}/class{r['held_out_class']}/{sig}": r["metrics"][name][sig]["auroc"]
                       for r in mine for sig in ROUND_SIGNALS[round_]}
             worst_signal = min(values, key=values.get)
@@ -305,7 +338,8 @@ def decide_leximin(records: list[dict], speeds: dict[str, float], round_: int = 
             "steps": steps, "round1_criterion": decide(records, speeds, round_)["winner"], "candidates": table,
             **({"round2_candidates_winner": decide_leximin(records, speeds, 2)["winner"]} if round_ == 3 else {}),
             **({"round3_candidates_winner": decide_leximin([r for r in records if r["recipe"] in RECIPES], speeds, 3)[
-                "winner"]} if round_ >= 4 else {})}
+                "winner"]} if round_ >= 4 else {}),
+            **({"round4_candidates_winner": decide_leximin(records, speeds, 4)["winner"]} if round_ >= 5 else {})}
 
 
 def decision_markdown(decision: dict) -> str:
@@ -324,7 +358,8 @@ def decision_markdown(decision: dict) -> str:
              for s in decision["steps"]]
     lines[0] = lines[0].replace("within 0.2", "left after leximin")
     also = "".join(f"; round {k[5]}'s candidates alone give `{decision[k]}`"
-                   for k in ("round2_candidates_winner", "round3_candidates_winner") if k in decision)
+                   for k in ("round2_candidates_winner", "round3_candidates_winner", "round4_candidates_winner")
+                   if k in decision)
     return (f"# Selection round {decision.get('round', 2)} (docs/protocol.md): winner `{decision['winner']}`\n\n"
             f"Criterion: {decision['criterion']} (round 1's criterion on the same numbers would pick "
             f"`{decision['round1_criterion']}`{also}). Best worst case {decision['best_worst']:.2f}.\n\n"
@@ -340,7 +375,8 @@ def select(out, *, settings=FOLD_SETTINGS, classes=FOLD_CLASSES, recipes=tuple(R
     if round_ not in ROUNDS:
         raise ValueError(f"selection round must be one of {ROUNDS}, got {round_!r}")
     if round_ >= 4 and ckpt_dir is None:    # checked before any folder is made
-        raise ValueError("round 4 retrains the n+1 classifier on round 1's CVAE of each fold: pass --ckpt-dir")
+        raise ValueError(f"round {round_} " + ("retrains the n+1 classifier on round 1's CVAE of each fold"
+                         if round_ == 4 else "rescores round 1's fold detectors") + ": pass --ckpt-dir")
     out = Path(out)
     folder = fold_path(out, "mnist", "ours", 0, profile, seed, round_).parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -349,11 +385,11 @@ def select(out, *, settings=FOLD_SETTINGS, classes=FOLD_CLASSES, recipes=tuple(R
         for c in classes:
             for recipe in recipes:      # round 4: round 3's records of these recipes (read back, not rescored)
                 records.append(run_fold(setting, recipe, c, out, profile=profile, seed=seed, ckpt_dir=ckpt_dir,
-                                        data_dir=data_dir, round_=min(round_, 3), log=log))
-            if round_ >= 4:
+                                        data_dir=data_dir, round_=round_ if round_ >= 5 else min(round_, 3), log=log))
+            if round_ >= 4:             # round 5: round 4's records of the retrained recipes (read back)
                 for recipe in ROUND4_RECIPES:
                     records.append(run_fold(setting, recipe, c, out, profile=profile, seed=seed, ckpt_dir=ckpt_dir,
-                                            data_dir=data_dir, round_=round_, log=log))
+                                            data_dir=data_dir, round_=4, log=log))
     full = (tuple(settings), tuple(classes), tuple(recipes), profile, seed) == (
         FOLD_SETTINGS, FOLD_CLASSES, tuple(RECIPES), PROFILE, SEED)
     decision = (decide if round_ == 1 else decide_leximin)(records, score_speeds(rules_json), round_)
@@ -381,7 +417,9 @@ def add_parser(sub) -> None:
                         "leximin), rescoring round 1's fold checkpoints (--ckpt-dir) into OUT/round2; 3: its "
                         "third (fusions of the feature and pixel KNN distances, a class-conditional pixel guard) "
                         "into OUT/round3; 4: its fourth (the n+1 classifier of the 'ours' folds retrained with "
-                        "--extra-outliers patch-shuffle on round 1's CVAEs, beside round 3's records) into OUT/round4")
+                        "--extra-outliers patch-shuffle on round 1's CVAEs, beside round 3's records) into OUT/round4; 5: its "
+                        "fifth (the class guard with one bar per class, two scales; round 1's detectors "
+                        "rescored, beside round 4's records) into OUT/round5")
     p.add_argument("--ckpt-dir", default=None, help="per-fold training checkpoints, so a cut-off fold resumes")
     p.add_argument("--data-dir", default=None, help="folder searched first for datasets")
     p.add_argument("--rules-json", default="benchmarks/results/rules.json",

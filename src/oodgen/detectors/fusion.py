@@ -146,6 +146,29 @@ def guard_score(dist: np.ndarray, guard: np.ndarray, calib_guard_sorted: np.ndar
     return np.where(guard > t, 1.0 + guard / (1.0 + guard), dist / (1.0 + dist))
 
 
+def class_max_scales(calib_class_dist: np.ndarray, calib_labels) -> dict[int, float]:
+    """Per class, the largest class-conditional pixel distance among the calibration images the classifier
+    assigns to it: the scale of round 5's ``@class-max`` candidate (docs/protocol.md)."""
+    d = np.asarray(calib_class_dist, dtype=np.float64).reshape(-1)
+    labels = np.asarray(calib_labels).reshape(-1)
+    if len(d) != len(labels):
+        raise InputError(f"class scales: {len(d)} distances but {len(labels)} labels")
+    return {int(c): float(d[labels == c].max()) for c in np.unique(labels)}
+
+
+def class_ratio(class_dist: np.ndarray, labels, scales: dict[int, float], fallback: float) -> np.ndarray:
+    """Each image's class-conditional pixel distance divided by its predicted class's scale (``fallback``
+    for a class without one: no calibration image assigned to it, or a bank too small to have one)."""
+    d = np.asarray(class_dist, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1)
+    if len(d) != len(labels):
+        raise InputError(f"class ratio: {len(d)} distances but {len(labels)} labels")
+    s = np.array([scales.get(int(c), fallback) for c in labels], dtype=np.float64)
+    if (s <= 0).any():
+        raise ValueError("class ratio: every class scale must be positive")
+    return d / s
+
+
 def _relative(calib_sorted: np.ndarray, s: np.ndarray) -> np.ndarray:
     return np.asarray(s, dtype=np.float64).reshape(-1) / max(float(calib_sorted[-1]), 1e-12)
 

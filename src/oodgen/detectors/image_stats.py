@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .knn import KNN
+from .knn import KNN, kth_largest
 
 STATS = ("nll", "nll-complexity", "pixel-knn")
 CLASS_STAT = "class-pixel-knn"   # the class-conditional pixel distance (ClassPixelBank): the recommended guard's
@@ -123,6 +123,19 @@ class PixelBank:
         flat = torch.as_tensor(x).detach().to("cpu", torch.float32).reshape(len(x), -1).numpy()
         return self._knn.score_outputs(features=flat)
 
+    def self_distances(self, batch_size: int = 1000) -> np.ndarray:
+        """Leave-one-out distances: each bank image's distance to its k-th nearest *other* bank image
+        (the (k+1)-th largest similarity, its own being the largest), float64 (n,)."""
+        n = len(self.images)
+        if n <= self.k:
+            raise ValueError(f"PixelBank.self_distances: a bank of {n} images has no k-th other neighbour (k={self.k})")
+        bank = self._knn.bank_
+        out = np.empty(n, dtype=np.float64)
+        for i in range(0, n, batch_size):
+            kth = kth_largest(bank[i:i + batch_size] @ bank.T, self.k + 1).double()
+            out[i:i + len(kth)] = torch.sqrt((2.0 - 2.0 * kth).clamp_min(0.0)).numpy()
+        return out
+
     def state_dict(self) -> dict:
         return {"images": self.images, "k": int(self.k)}
 
@@ -171,6 +184,12 @@ class ClassPixelBank:
             out[rows] = self.banks[int(c)].distance(x[torch.from_numpy(rows)])
         return out
 
+    def loo_max(self) -> dict[int, float]:
+        """Per class, the largest leave-one-out distance inside its bank (:meth:`PixelBank.self_distances`):
+        the per-class scale of round 5's ``@bank-max`` candidate (docs/protocol.md).  A class whose bank has
+        no k-th other neighbour (k >= its size) is left out."""
+        return {c: float(b.self_distances().max()) for c, b in self.banks.items() if len(b.images) > b.k}
+
     def state_dict(self) -> dict:
         return {"classes": torch.tensor(sorted(self.banks), dtype=torch.int64),
                 "banks": [self.banks[c].state_dict() for c in sorted(self.banks)]}
@@ -181,6 +200,7 @@ class ClassPixelBank:
         if len(classes) != len(state["banks"]):
             raise ValueError(f"{len(classes)} classes but {len(state['banks'])} banks")
         return cls({c: PixelBank.from_state_dict(b) for c, b in zip(classes, state["banks"])})
+
 
 def image_stats(cvae, bank: PixelBank, x: torch.Tensor, labels: torch.Tensor,
                 batch_size: int = CVAE_BATCH, only: np.ndarray | None = None) -> dict[str, np.ndarray]:
