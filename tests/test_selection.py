@@ -135,6 +135,35 @@ def test_class_pixel_bank_measures_against_the_given_class():
     with pytest.raises(ValueError, match="labels"):
         ClassPixelBank.from_training_set(x, y[:5], seed=0)
 
+
+def test_leave_one_out_distances_and_per_class_bars():
+    from oodgen.detectors.fusion import class_max_scales, class_ratio
+    from oodgen.detectors.image_stats import ClassPixelBank, PixelBank
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(30, 1, 6, 6, generator=g)
+    bank = PixelBank(x, k=3)
+    # brute force: each image's distance to its 3rd nearest other image, on the stored 8-bit, L2-normalised pixels
+    f = bank.images.to(torch.float64)
+    f = f / f.norm(dim=1, keepdim=True)
+    d = torch.cdist(f, f)
+    d.fill_diagonal_(float("inf"))
+    assert np.allclose(bank.self_distances(batch_size=7), d.sort(1).values[:, 2].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="no k-th other"):
+        PixelBank(x[:3], k=3).self_distances()
+    y = np.array([0] * 15 + [1] * 15)
+    cb = ClassPixelBank.from_training_set(x, y, seed=0)
+    loo = cb.loo_max()
+    assert sorted(loo) == [0, 1] and all(v > 0 for v in loo.values())
+    # @class-max: the largest distance among the calibration images assigned to each class; unknown classes fall back
+    scales = class_max_scales([1.0, 3.0, 2.0, 0.5], [0, 0, 1, 1])
+    assert scales == {0: 3.0, 1: 2.0}
+    r = class_ratio([3.0, 3.0, 3.0], [0, 1, 7], scales, fallback=6.0)
+    assert np.allclose(r, [1.0, 1.5, 0.5])
+    with pytest.raises(Exception, match="labels"):
+        class_ratio([1.0], [0, 1], scales, 1.0)
+    with pytest.raises(ValueError, match="positive"):
+        class_ratio([1.0], [0], {0: 0.0}, 1.0)
+
 def _record2(recipe, c, values: dict[str, list[float]]) -> dict:
     """A round-2 fold record: each score's AUROCs on the 4 signals (default 90 everywhere)."""
     metrics = {name: {sig: {"auroc": values.get(name, [90.0] * 4)[i]} for i, sig in enumerate(S.ROUND_SIGNALS[2])}
@@ -164,8 +193,9 @@ def test_leximin_lets_the_second_worst_decide_a_shared_worst_case():
 
 def test_score_speeds_from_committed_benchmark():
     speeds = S.score_speeds("benchmarks/results/rules.json")
-    assert set(speeds) == set(S.ROUND_SCORES[3])
-    assert all(speeds[r] == speeds[S.LITE_RULE] for r in S.ROUND3_RULES)   # the same stages (docs/protocol.md)
+    assert set(speeds) == set(S.ROUND_SCORES[5])
+    # the same stages (docs/protocol.md)
+    assert all(speeds[r] == speeds[S.LITE_RULE] for r in S.ROUND3_RULES + S.ROUND5_RULES)
     # the lite Fisher rule skips the CVAE pass and zlib: faster than reject+fisher, slower than reject+knn
     assert speeds["reject+fisher"] < speeds[S.LITE_RULE] < speeds["reject+knn"]
 
@@ -238,10 +268,26 @@ def test_round_two_rescores_round_one_checkpoints(tmp_path, train_split_only):
     d = S.decide_leximin([three, four], {k: 1000.0 for k in S.ROUND_SCORES[4]}, 4)
     assert {v["recipe"] for v in d["candidates"].values()} == {"ours", "ours+patch-shuffle"}
     assert d["round3_candidates_winner"].startswith("ours/")
+    # round 5: round 1's detector rescored again, two per-class bars beside every earlier score
+    five = S.run_fold("mnist", "ours", 2, tmp_path, round_=5, **quiet)
+    assert S.fold_path(tmp_path, "mnist", "ours", 2, "smoke", round_=5).parent.name == "round5"
+    assert set(five["metrics"]) == set(S.ROUND_SCORES[5]) and five["rescored_checkpoint"]
+    for name in S.ROUND_SCORES[3]:
+        for sig in S.ROUND_SIGNALS[3]:
+            assert five["metrics"][name][sig]["auroc"] == pytest.approx(three["metrics"][name][sig]["auroc"], abs=1e-6)
+    for name in S.ROUND5_RULES:
+        assert all(0 <= m["auroc"] <= 100 for m in five["metrics"][name].values()), name
+    # round 4's records hold no round-5 score: the retrained recipe competes with the scores it has
+    d5 = S.decide_leximin([five, four], {k: 1000.0 for k in S.ROUND_SCORES[5]}, 5)
+    assert {f"ours/{r}" for r in S.ROUND5_RULES} <= set(d5["candidates"])
+    assert not any(f"ours+patch-shuffle/{r}" in d5["candidates"] for r in S.ROUND5_RULES)
+    assert len(d5["candidates"]) == 2 * len(S.ROUND_SCORES[4]) + len(S.ROUND5_RULES)
+    assert "round4_candidates_winner" in d5 and "round 4's candidates alone" in S.decision_markdown(d5)
     with pytest.raises(ValueError, match="round"):
-        S.select(tmp_path, round_=5)
-    with pytest.raises(ValueError, match="ckpt-dir"):         # refused before any folder is made
-        S.select(tmp_path / "fresh", round_=4)
+        S.select(tmp_path, round_=6)
+    for r in (4, 5):                                          # refused before any folder is made
+        with pytest.raises(ValueError, match="ckpt-dir"):
+            S.select(tmp_path / "fresh", round_=r)
     assert not (tmp_path / "fresh").exists()
 
 
