@@ -268,7 +268,8 @@ def score_speeds(rules_json) -> dict[str, float]:
             out[key.split()[1]] = float(v)
     stages = r["stages_ms_per_1000"]["fp32"]
     out[LITE_RULE] = 1000.0 * 1000.0 / sum(float(stages[s]) for s in LITE_STAGES)
-    for name in tuple(GUARD_RULES) + ROUND3_RULES + ROUND5_RULES:   # the lite rule's stages: classifier pass, both KNN searches
+    # the lite rule's stages (classifier pass, both KNN searches): the guards' and fusions' too
+    for name in tuple(GUARD_RULES) + ROUND3_RULES + ROUND5_RULES:
         out.setdefault(name, out[LITE_RULE])
     missing = [s for s in ROUND_SCORES[max(ROUNDS)] if s not in out]
     if missing:
