@@ -282,8 +282,9 @@ def candidate_table(records: list[dict], speeds: dict[str, float], round_: int =
     table: dict[str, dict] = {}
     for recipe in dict.fromkeys(r["recipe"] for r in records):
         mine = [r for r in records if r["recipe"] == recipe]
-        # round 5 reads round 4's records back: they hold round 4's scores, not round 5's new ones
-        have = ROUND_SCORES[min(round_, min(r.get("round", 1) for r in mine))]
+        # round 5 reads round 4's records back: they hold round 4's scores, not round 5's new ones (a record
+        # without a round, such as round 1's, is taken to be of the round asked for)
+        have = ROUND_SCORES[min(round_, min(r.get("round", round_) for r in mine))]
         for name in (n for n in ROUND_SCORES[round_] if n in have):
             values = {f"{r['id']}/class{r['held_out_class']}/{sig}": r["metrics"][name][sig]["auroc"]
                       for r in mine for sig in ROUND_SIGNALS[round_]}
