@@ -130,12 +130,11 @@ def candidate_scores(det: OODGen, x: torch.Tensor, round_: int = 1,
     if round_ >= 5:
         if bars is None:
             raise ValueError("round 5's candidates need the per-class bars: class_bar_context(det, x_calib)")
-        logits = det.logits(x)
-        labels = logits[:, :-1].argmax(1).numpy()
-        d = class_pixel_distances(det.class_pixel_bank_, x, logits)[CLASS_STAT]
+        # the class distances are score_all's (the shipped class guard's); only the predicted classes are new
+        labels = det.predict_class(x)
         for rule, (scales, calib_sorted, fallback) in bars.items():
-            s[rule] = guard_score(s["feature-knn"], class_ratio(d, labels, scales, fallback), calib_sorted,
-                                  GUARD_LEVEL)
+            s[rule] = guard_score(s["feature-knn"], class_ratio(s[CLASS_STAT], labels, scales, fallback),
+                                  calib_sorted, GUARD_LEVEL)
     return s
 
 
