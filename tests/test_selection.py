@@ -231,6 +231,18 @@ def test_fold_reads_no_test_data_and_scores_every_candidate(tmp_path, monkeypatc
     assert S.run_fold("mnist", "ours", 3, tmp_path, profile="smoke", log=lambda *_: None) == rec
 
 
+def _rescored(rec: dict, earlier: dict, round_: int, kept_round: int, new_rules, tmp_path) -> None:
+    """``rec``, round ``round_``'s rescoring of a fold, lies in its round's folder, scores every candidate of the
+    round, gives round ``kept_round``'s candidates the numbers of ``earlier`` and its new rules AUROCs in range."""
+    assert S.fold_path(tmp_path, "mnist", "ours", 2, "smoke", round_=round_).parent.name == f"round{round_}"
+    assert set(rec["metrics"]) == set(S.ROUND_SCORES[round_]) and rec["rescored_checkpoint"]
+    for name in S.ROUND_SCORES[kept_round]:
+        for sig in S.ROUND_SIGNALS[kept_round]:
+            assert rec["metrics"][name][sig]["auroc"] == pytest.approx(earlier["metrics"][name][sig]["auroc"], abs=1e-6)
+    for name in new_rules:
+        assert all(0 <= m["auroc"] <= 100 for m in rec["metrics"][name].values()), name
+
+
 def test_round_two_rescores_round_one_checkpoints(tmp_path, train_split_only):
     quiet = {"profile": "smoke", "ckpt_dir": tmp_path / "ckpt", "log": lambda *_: None}
     one = S.run_fold("mnist", "ours", 2, tmp_path, **quiet)
@@ -247,13 +259,7 @@ def test_round_two_rescores_round_one_checkpoints(tmp_path, train_split_only):
             assert two["metrics"][name][sig]["auroc"] == pytest.approx(one["metrics"][name][sig]["auroc"], abs=1e-6)
     # round 3: the same detector again, three more candidates, round 2's numbers unchanged
     three = S.run_fold("mnist", "ours", 2, tmp_path, round_=3, **quiet)
-    assert S.fold_path(tmp_path, "mnist", "ours", 2, "smoke", round_=3).parent.name == "round3"
-    assert set(three["metrics"]) == set(S.ROUND_SCORES[3]) and three["rescored_checkpoint"]
-    for name in S.ROUND_SCORES[2]:
-        for sig in S.ROUND_SIGNALS[2]:
-            assert three["metrics"][name][sig]["auroc"] == pytest.approx(two["metrics"][name][sig]["auroc"], abs=1e-6)
-    for name in S.ROUND3_RULES:
-        assert all(0 <= m["auroc"] <= 100 for m in three["metrics"][name].values()), name
+    _rescored(three, two, 3, 2, S.ROUND3_RULES, tmp_path)
     # round 4: the n+1 classifier trained again with the patch-shuffle pool, on round 1's CVAE of the fold
     with pytest.raises(ValueError, match="ckpt-dir"):
         S.run_fold("mnist", "ours+patch-shuffle", 2, tmp_path, round_=4, profile="smoke", log=lambda *_: None)
@@ -270,13 +276,7 @@ def test_round_two_rescores_round_one_checkpoints(tmp_path, train_split_only):
     assert d["round3_candidates_winner"].startswith("ours/")
     # round 5: round 1's detector rescored again, two per-class bars beside every earlier score
     five = S.run_fold("mnist", "ours", 2, tmp_path, round_=5, **quiet)
-    assert S.fold_path(tmp_path, "mnist", "ours", 2, "smoke", round_=5).parent.name == "round5"
-    assert set(five["metrics"]) == set(S.ROUND_SCORES[5]) and five["rescored_checkpoint"]
-    for name in S.ROUND_SCORES[3]:
-        for sig in S.ROUND_SIGNALS[3]:
-            assert five["metrics"][name][sig]["auroc"] == pytest.approx(three["metrics"][name][sig]["auroc"], abs=1e-6)
-    for name in S.ROUND5_RULES:
-        assert all(0 <= m["auroc"] <= 100 for m in five["metrics"][name].values()), name
+    _rescored(five, three, 5, 3, S.ROUND5_RULES, tmp_path)
     # round 4's records hold no round-5 score: the retrained recipe competes with the scores it has
     d5 = S.decide_leximin([five, four], {k: 1000.0 for k in S.ROUND_SCORES[5]}, 5)
     assert {f"ours/{r}" for r in S.ROUND5_RULES} <= set(d5["candidates"])
