@@ -196,3 +196,32 @@ def test_channels_last_training_changes_kernels_not_the_maths(tmp_path):
         RunConfig(memory_format="nhwc")
     assert RunConfig(memory_format="channels_last").prof.memory_format == "channels_last"
     assert RunConfig().prof.memory_format == "contiguous"
+
+
+def test_cosine_head_bounds_the_logits_and_survives_save_and_load(tmp_path):
+    """``head="cosine"``: logits are COSINE_SCALE x a cosine (so within +-16 whatever the features' length), the
+    bias plays no part, an unknown head is refused, and a saved detector is loaded back with its head."""
+    from oodgen.config import Variant
+    from oodgen.data import load
+    from oodgen.detectors.oodgen import OODGen
+    from oodgen.models.classifier import COSINE_SCALE, Fig6cCNN
+    torch.manual_seed(0)
+    net = Fig6cCNN(11, head="cosine").eval()
+    x = torch.rand(8, 1, 28, 28)
+    z = net(x)
+    assert z.abs().max() <= COSINE_SCALE + 1e-4
+    with torch.no_grad():
+        net.fc2.bias.add_(100.0)
+        big = net.features(x * 50)
+    assert torch.allclose(net(x), z) and net.head(big).abs().max() <= COSINE_SCALE + 1e-4
+    with pytest.raises(ValueError, match="head"):
+        Fig6cCNN(11, head="angular")
+    with pytest.raises(ValueError, match="head"):
+        Variant(head="angular")
+    tr = load("mnist", "train", n=300)
+    det = OODGen(profile="smoke", seed=0, variant=Variant(head="cosine")).fit(tr.images, tr.labels)
+    assert det.classifier_.head_kind == "cosine"
+    x = tr.images[:40]
+    back = OODGen.load(det.save(tmp_path / "d"))
+    assert back.classifier_.head_kind == "cosine"
+    np.testing.assert_array_equal(back.score_all(x)["ood-class"], det.score_all(x)["ood-class"])

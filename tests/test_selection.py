@@ -191,6 +191,40 @@ def test_leximin_lets_the_second_worst_decide_a_shared_worst_case():
     assert "rank 2" in S.decision_markdown(d) and "**winner**" in S.decision_markdown(d)
 
 
+def _record6(recipe, round_, scores_round, held_out: float) -> dict:
+    """A fold record of round ``round_`` holding round ``scores_round``'s scores: ``held_out`` on the held-out
+    class for every score, 90 on the other signals."""
+    metrics = {name: {sig: {"auroc": held_out if sig == "held-out" else 90.0} for sig in S.ROUND_SIGNALS[3]}
+               for name in S.ROUND_SCORES[scores_round]}
+    return {"id": "mnist", "recipe": recipe, "held_out_class": 0, "round": round_, "scores_round": scores_round,
+            "metrics": metrics, "accuracy_in": 99.0}
+
+
+def test_round6_a_retrained_winner_must_beat_the_retraining_noise():
+    speeds = {name: 1000.0 for name in S.ROUND_SCORES[6]}
+    records = [_record6("ours", 5, 5, 70.0), _record6("authors", 5, 5, 69.0),
+               _record6("ours+patch-shuffle", 4, 4, 68.0), _record6("ours+cosine", 6, 3, 75.0)]
+    # the control moves the shipped rule by 2 points on the held-out class: the cosine head's 5 points stand
+    d = S.decide_round6(records, [_record6(S.CONTROL_RECIPE, 6, 3, 72.0)], speeds)
+    c = d["noise_check"]
+    assert d["recipe"] == "ours+cosine" and c["passed"] and c["rank"] == 1
+    assert c["signal"] == "mnist/class0/held-out" and c["margin"] == pytest.approx(5.0) and c["noise"] == 2.0
+    assert d["noise"]["mnist/class0/held-out"]["ours+cosine change"] == pytest.approx(5.0)
+    assert d["noise"]["mnist/class0/held-out"]["ours+patch-shuffle change"] == pytest.approx(-2.0)
+    # 6 points of noise: the 5-point margin is within it, and the round-5 candidates' winner stands
+    d = S.decide_round6(records, [_record6(S.CONTROL_RECIPE, 6, 3, 64.0)], speeds)
+    assert not d["noise_check"]["passed"] and d["recipe"] == "ours" and d["winner"] == d["round5_candidates_winner"]
+    assert d["leximin_winner"].startswith("ours+cosine/")
+    md = S.decision_markdown(d)
+    assert "within the noise" in md and "| mnist/class0/held-out | 70.00 | 64.00 | 6.00 |" in md
+    # the cosine head behind: the rule does not apply, and the leximin winner is of round 5's candidates
+    records[-1] = _record6("ours+cosine", 6, 3, 60.0)
+    d = S.decide_round6(records, [_record6(S.CONTROL_RECIPE, 6, 3, 72.0)], speeds)
+    assert not d["noise_check"]["applies"] and d["recipe"] == "ours"
+    assert {v["recipe"] for v in d["candidates"].values()} == {"ours", "authors", "ours+patch-shuffle", "ours+cosine"}
+    assert not any(k.startswith("ours+cosine/") and k.endswith(S.ROUND5_RULES) for k in d["candidates"])
+
+
 def test_score_speeds_from_committed_benchmark():
     speeds = S.score_speeds("benchmarks/results/rules.json")
     assert set(speeds) == set(S.ROUND_SCORES[5])
@@ -283,9 +317,31 @@ def test_round_two_rescores_round_one_checkpoints(tmp_path, train_split_only):
     assert not any(f"ours+patch-shuffle/{r}" in d5["candidates"] for r in S.ROUND5_RULES)
     assert len(d5["candidates"]) == 2 * len(S.ROUND_SCORES[4]) + len(S.ROUND5_RULES)
     assert "round4_candidates_winner" in d5 and "round 4's candidates alone" in S.decision_markdown(d5)
+    # round 6: the n+1 classifier trained again with a cosine head, and again with another seed (the control)
+    six = S.run_fold("mnist", "ours+cosine", 2, tmp_path, round_=6, **quiet)
+    ctl = S.run_fold("mnist", S.CONTROL_RECIPE, 2, tmp_path, round_=6, **quiet)
+    assert six["variant"] == {"beta": "wide", "clip_type1": "half", "head": "cosine"} and "nplus1_seed" not in six
+    assert ctl["variant"] == {"beta": "wide", "clip_type1": "half"} and ctl["nplus1_seed"] == S.CONTROL_NPLUS1_SEED
+    assert six["scores_round"] == ctl["scores_round"] == 3 and set(six["metrics"]) == set(S.ROUND_SCORES[3])
+    for rec, recipe in ((six, "ours+cosine"), (ctl, S.CONTROL_RECIPE)):
+        dest = tmp_path / "ckpt" / S.fold_path(tmp_path, "mnist", recipe, 2, "smoke", round_=6).stem
+        assert rec["cvae_from"] == src.name and (dest / "cvae.pt").read_bytes() == (src / "cvae.pt").read_bytes()
+        assert (dest / "nplus1.pt").read_bytes() != (src / "nplus1.pt").read_bytes()
+    # the control keeps the CVAE, split and banks: the pixel KNN statistic is the same, p(n+1) is not
+    for sig in S.ROUND_SIGNALS[3]:
+        assert ctl["metrics"]["pixel-knn"][sig]["auroc"] == pytest.approx(five["metrics"]["pixel-knn"][sig]["auroc"])
+    assert any(ctl["metrics"]["ood-class"][sig]["auroc"] != five["metrics"]["ood-class"][sig]["auroc"]
+               for sig in S.ROUND_SIGNALS[3])
+    d6 = S.decide_round6([five, four, six], [ctl], {k: 1000.0 for k in S.ROUND_SCORES[6]})
+    assert set(d6["noise"]) == {f"mnist/class2/{sig}" for sig in S.ROUND_SIGNALS[3]}
+    assert "Retraining noise" in S.decision_markdown(d6)
     with pytest.raises(ValueError, match="round"):
-        S.select(tmp_path, round_=6)
-    for r in (4, 5):                                          # refused before any folder is made
+        S.select(tmp_path, round_=7)
+    with pytest.raises(ValueError, match="--round 6"):
+        S.select(tmp_path / "fresh", round_=5, ckpt_dir=tmp_path / "ckpt", retrained=[S.CONTROL_RECIPE])
+    with pytest.raises(ValueError, match="unknown"):
+        S.select(tmp_path / "fresh", round_=6, ckpt_dir=tmp_path / "ckpt", retrained=["ours+other"])
+    for r in (4, 5, 6):                                       # refused before any folder is made
         with pytest.raises(ValueError, match="ckpt-dir"):
             S.select(tmp_path / "fresh", round_=r)
     assert not (tmp_path / "fresh").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import EXTRA_OUTLIERS, MEMORY_FORMATS, PROFILES, RECOMMENDED, SCORE_ALIASES, RunConfig, Variant
+from .config import EXTRA_OUTLIERS, HEADS, MEMORY_FORMATS, PROFILES, RECOMMENDED, SCORE_ALIASES, RunConfig, Variant
 from .detectors.oodgen import SCORES
 
 
@@ -51,6 +51,9 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
                    help="beyond the paper: a third outlier pool for the n+1 classifier, as many per batch as Type II: "
                         "patch-shuffle = training images with their 4 x 4 tiles permuted (default none: the paper's "
                         "Type I and II only)")
+    g.add_argument("--head", choices=list(HEADS), default="linear",
+                   help="the n+1 classifier's last layer: linear (the paper's Dense layer, default) or cosine "
+                        "(beyond the paper: 16 x the cosine between features and weights; docs/protocol.md round 6)")
     g.add_argument("--clip-type1", choices=["clip", "none", "half"], default="clip",
                    help="clip Type I samples to [0,1] (authors' code), not at all (eq. 2), or a random half")
     g.add_argument("--sphere-radius", choices=["paper", "authors"], default="paper",
@@ -76,7 +79,8 @@ def _variant(a) -> Variant:
     return Variant(encoder_act=a.encoder_act, kl_warmup=a.kl_warmup, sample_z=a.z == "sampled", beta=a.beta, nullspace=a.nullspace,
                    type2_radius=a.type2_radius, score=a.score, sphere_radius=a.sphere_radius,
                    clip_type1=a.clip_type1, cvae_retries=a.cvae_retries, colour_sigma=a.colour_sigma,
-                   cvae_lr_warmup=a.cvae_lr_warmup, extra_outliers=a.extra_outliers)
+                   cvae_lr_warmup=a.cvae_lr_warmup, extra_outliers=a.extra_outliers,
+                   head=a.head)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ AUTHORS_HPARAMS = {"mnist": (0.05, 0.1), "fmnist": (0.1, 0.1), "mnist0-4": (0.02
 HPARAMS = ("paper", "authors")
 MEMORY_FORMATS = ("contiguous", "channels_last")
 EXTRA_OUTLIERS = ("none", "patch-shuffle")   # Variant.extra_outliers (oodgen.generate.patch_shuffle)
+HEADS = ("linear", "cosine")                 # Variant.head (oodgen.models.classifier.Fig6cCNN)
 CUSTOM_ID = "custom"          # a run on the user's own data (RunConfig.train)
 # The score of ``--score recommended``, the default everywhere: the winner of the selection protocol
 # (docs/protocol.md, round 3), chosen on leave-one-class-out folds of the training splits, never on a
@@ -81,6 +82,8 @@ class Variant:
     extra_outliers: str = "none"       # beyond the paper: a third outlier pool for the n+1 classifier, as many per
                                        # batch as Type II: "patch-shuffle" = training images with their 4 x 4
                                        # tiles permuted (oodgen.generate.patch_shuffle); "none" = the paper's
+    head: str = "linear"               # the n+1 classifier's last layer: "linear" = the paper's Dense layer; "cosine"
+                                       # (beyond the paper) = 16 x cosine(features, weights), docs/protocol.md round 6
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Variant":
@@ -91,6 +94,8 @@ class Variant:
     def __post_init__(self) -> None:
         if self.extra_outliers not in EXTRA_OUTLIERS:
             raise ValueError(f"extra_outliers must be one of {EXTRA_OUTLIERS}, got {self.extra_outliers!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
 
     def clip_mode(self) -> bool | str:
         return {"clip": True, "none": False, "half": "half"}[self.clip_type1]

@@ -75,7 +75,20 @@ BANK_MAX_RULE = "feature-knn+class-pixel-guard@bank-max"
 ROUND5_RULES = (CLASS_MAX_RULE, BANK_MAX_RULE)
 ROUND_SIGNALS[5] = ROUND_SIGNALS[3]
 ROUND_SCORES[5] = ROUND_SCORES[4] + ROUND5_RULES
-ROUNDS = (1, 2, 3, 4, 5)
+# Round 6 (docs/protocol.md, "Round 6"): round 3's scores on the n+1 classifier of the 'ours' folds retrained with a
+# cosine head (a candidate), and again with another n+1 seed (the retraining-noise control, not a candidate);
+# round 1's CVAE of each fold reused, round 5's and round 4's records read back.
+ROUND6_RECIPES: dict[str, tuple[str, dict]] = {"ours+cosine": ("ours", {"head": "cosine"})}
+CONTROL_RECIPE = "ours@nplus1-seed1"
+CONTROL_NPLUS1_SEED = 1
+# every recipe trained again on round 1's CVAE of its base recipe's fold: base recipe, Variant change, n+1 seed
+RETRAINED: dict[str, tuple[str, dict, int | None]] = {
+    **{k: (b, c, None) for k, (b, c) in ROUND4_RECIPES.items()},
+    **{k: (b, c, None) for k, (b, c) in ROUND6_RECIPES.items()},
+    CONTROL_RECIPE: ("ours", {}, CONTROL_NPLUS1_SEED)}
+ROUND_SIGNALS[6] = ROUND_SIGNALS[3]
+ROUND_SCORES[6] = ROUND_SCORES[5]
+ROUNDS = (1, 2, 3, 4, 5, 6)
 # The stages each candidate needs, for the speed of one that benchmarks/bench_rules.py does not time.
 LITE_STAGES = ("classifier pass (features + logits)", "feature KNN search", "pixel KNN search", "fusion arithmetic")
 
@@ -139,24 +152,24 @@ def candidate_scores(det: OODGen, x: torch.Tensor, round_: int = 1,
 
 
 def recipe_variant(recipe: str) -> Variant:
-    """The Variant a recipe trains: one of :data:`RECIPES`, or a round-4 recipe (a base recipe with a
-    training change, :data:`ROUND4_RECIPES`)."""
+    """The Variant a recipe trains: one of :data:`RECIPES`, or a retrained recipe (a base recipe with a
+    training change, :data:`RETRAINED`: rounds 4 and 6)."""
     if recipe in RECIPES:
         return Variant(**RECIPES[recipe])
-    if recipe in ROUND4_RECIPES:
-        base, change = ROUND4_RECIPES[recipe]
+    if recipe in RETRAINED:
+        base, change, _ = RETRAINED[recipe]
         return Variant(**RECIPES[base], **change)
-    raise ValueError(f"unknown recipe {recipe!r}; use one of {tuple(RECIPES) + tuple(ROUND4_RECIPES)}")
+    raise ValueError(f"unknown recipe {recipe!r}; use one of {tuple(RECIPES) + tuple(RETRAINED)}")
 
 
 def reuse_cvae(ckpt_dir, out, setting: str, recipe: str, c: int, profile: str, seed: int, dest: Path) -> str:
-    """Copy the CVAE checkpoints of a round-4 recipe's base fold (round 1's, in ``ckpt_dir``) to ``dest``,
+    """Copy the CVAE checkpoints of a retrained recipe's base fold (round 1's, in ``ckpt_dir``) to ``dest``,
     unless ``dest`` has a CVAE already, so that only the n+1 classifier is trained again.  Returns the
     source folder's name."""
     import shutil
-    src = Path(ckpt_dir) / fold_path(out, setting, ROUND4_RECIPES[recipe][0], c, profile, seed).stem
+    src = Path(ckpt_dir) / fold_path(out, setting, RETRAINED[recipe][0], c, profile, seed).stem
     if not (src / "cvae.pt").is_file():
-        raise FileNotFoundError(f"round 4 reuses round 1's CVAE of the fold, but {src / 'cvae.pt'} is missing: "
+        raise FileNotFoundError(f"a retrained recipe reuses round 1's CVAE of the fold, but {src / 'cvae.pt'} is missing: "
                                 "pass --ckpt-dir with round 1's fold checkpoints")
     dest.mkdir(parents=True, exist_ok=True)
     if not (dest / "cvae.pt").is_file():
@@ -201,16 +214,20 @@ def run_fold(setting: str, recipe: str, c: int, out, *, profile: str = PROFILE, 
     variant = recipe_variant(recipe)
     fold_ckpt = Path(ckpt_dir) / path.stem if ckpt_dir is not None else None
     cvae_from = None
-    if recipe in ROUND4_RECIPES:
+    nplus1_seed = None
+    if recipe in RETRAINED:
         if fold_ckpt is None:
-            raise ValueError("round 4 retrains the n+1 classifier on round 1's CVAE of each fold: pass --ckpt-dir")
+            raise ValueError(f"round {round_} retrains the n+1 classifier on round 1's CVAE of each fold: pass --ckpt-dir")
         cvae_from = reuse_cvae(ckpt_dir, out, setting, recipe, c, profile, seed, fold_ckpt)
+        nplus1_seed = RETRAINED[recipe][2]
+    # a retrained recipe is scored with round 3's candidates (rounds 4 and 6)
+    scores_round = 3 if recipe in RETRAINED and round_ >= 4 else round_
     xtr, ytr, x_calib, x_in, y_in, x_out = fold_data(setting, c, profile, seed, data_dir)
     trained_before = fold_ckpt is not None and (fold_ckpt / "nplus1.pt").is_file()
     resumed = fold_ckpt is not None and fold_ckpt.is_dir() and any(fold_ckpt.iterdir())
     t0 = time.perf_counter()
     det = OODGen(latent_dim=LATENT_DIMS[setting], profile=profile, variant=variant, score="ood-class", seed=seed,
-                 checkpoint_dir=None if fold_ckpt is None else str(fold_ckpt)).fit(xtr, ytr)
+                 checkpoint_dir=None if fold_ckpt is None else str(fold_ckpt), nplus1_seed=nplus1_seed).fit(xtr, ytr)
     seconds = time.perf_counter() - t0
     picks = class_picks(ytr)
     if round_ == 1:         # later rounds rescore round 1's detectors: its pictures hold
@@ -219,20 +236,22 @@ def run_fold(setting: str, recipe: str, c: int, out, *, profile: str = PROFILE, 
                    title=f"{setting} without class {c}, {recipe}: Type II ({variant.type2_radius})")
     det.calibrate(x_calib, x_train=xtr, y_train=ytr)
     t1 = time.perf_counter()
-    bars = class_bar_context(det, x_calib) if round_ >= 5 else None
-    s_in = candidate_scores(det, x_in, round_, bars)
+    bars = class_bar_context(det, x_calib) if scores_round >= 5 else None
+    s_in = candidate_scores(det, x_in, scores_round, bars)
     signals = {"held-out": x_out, "invert": shifted(x_in, "invert", seed),
                "pixel-shuffle": shifted(x_in, "pixel-shuffle", seed)}
     if STROKES in ROUND_SIGNALS[round_]:
         signals[STROKES] = strokes(N_HELD_OUT, size=x_in.shape[-1], seed=strokes_seed(setting, c, seed)).expand(
             -1, x_in.shape[1], -1, -1).contiguous()
-    metrics: dict[str, dict] = {name: {} for name in ROUND_SCORES[round_]}
+    metrics: dict[str, dict] = {name: {} for name in ROUND_SCORES[scores_round]}
     for sig, images in signals.items():
-        s_out = candidate_scores(det, images, round_, bars)
-        for name in ROUND_SCORES[round_]:
+        s_out = candidate_scores(det, images, scores_round, bars)
+        for name in ROUND_SCORES[scores_round]:
             metrics[name][sig] = ood_metrics(s_in[name], s_out[name])
     accuracy = float((det.predict_class(x_in) == y_in.numpy()).mean() * 100)
     rec = {"id": setting, "profile": profile, "round": round_, "recipe": recipe,
+           **({"scores_round": scores_round} if scores_round != round_ else {}),
+           **({"nplus1_seed": nplus1_seed} if nplus1_seed is not None else {}),
            "variant": {k: v for k, v in asdict(variant).items() if v != getattr(Variant(), k)},
            **({"cvae_from": cvae_from} if cvae_from else {}),
            "variant_full": asdict(variant), "held_out_class": c, "seed": seed,
@@ -281,9 +300,10 @@ def candidate_table(records: list[dict], speeds: dict[str, float], round_: int =
     table: dict[str, dict] = {}
     for recipe in dict.fromkeys(r["recipe"] for r in records):
         mine = [r for r in records if r["recipe"] == recipe]
-        # round 5 reads round 4's records back: they hold round 4's scores, not round 5's new ones (a record
-        # without a round, such as round 1's, is taken to be of the round asked for)
-        have = ROUND_SCORES[min(round_, min(r.get("round", round_) for r in mine))]
+        # round 5 reads round 4's records back: they hold round 4's scores, not round 5's new ones, and round 6's
+        # retrained recipes hold round 3's (``scores_round``; a record without a round, such as round 1's, is
+        # taken to be of the round asked for)
+        have = ROUND_SCORES[min(round_, min(r.get("scores_round", r.get("round", round_)) for r in mine))]
         for name in (n for n in ROUND_SCORES[round_] if n in have):
             values = {f"{r['id']}/class{r['held_out_class']}/{sig}": r["metrics"][name][sig]["auroc"]
                       for r in mine for sig in ROUND_SIGNALS[round_]}
@@ -340,7 +360,79 @@ def decide_leximin(records: list[dict], speeds: dict[str, float], round_: int = 
             **({"round2_candidates_winner": decide_leximin(records, speeds, 2)["winner"]} if round_ == 3 else {}),
             **({"round3_candidates_winner": decide_leximin([r for r in records if r["recipe"] in RECIPES], speeds, 3)[
                 "winner"]} if round_ >= 4 else {}),
-            **({"round4_candidates_winner": decide_leximin(records, speeds, 4)["winner"]} if round_ >= 5 else {})}
+            **({"round4_candidates_winner": decide_leximin(
+                [r for r in records if r["recipe"] not in ROUND6_RECIPES], speeds, 4)["winner"]} if round_ >= 5 else {}),
+            **({"round5_candidates_winner": decide_leximin(
+                [r for r in records if r["recipe"] not in ROUND6_RECIPES], speeds, 5)["winner"]} if round_ >= 6 else {})}
+
+
+def _signal_aurocs(rec: dict, rule: str) -> dict[str, float]:
+    return {f"{rec['id']}/class{rec['held_out_class']}/{sig}": rec["metrics"][rule][sig]["auroc"]
+            for sig in ROUND_SIGNALS[3]}
+
+
+def noise_table(records: list[dict], controls: list[dict], rule: str = CLASS_GUARD_RULE) -> dict[str, dict]:
+    """Round 6's retraining noise of ``rule`` per fold and signal: its
+    AUROC on the fold's ``ours`` detector, on the control (the same recipe, CVAE, split and banks, the n+1 classifier
+    trained with another seed), their absolute difference, and each retrained recipe's change from ``ours``."""
+    base = {}
+    for r in records:
+        if r["recipe"] == "ours":
+            base.update(_signal_aurocs(r, rule))
+    other = {name: {} for name in dict.fromkeys(r["recipe"] for r in records if r["recipe"] in RETRAINED)}
+    for r in records:
+        if r["recipe"] in other:
+            other[r["recipe"]].update(_signal_aurocs(r, rule))
+    rows = {}
+    for c in controls:
+        for key, v in _signal_aurocs(c, rule).items():
+            if key in base:
+                rows[key] = {"ours": base[key], "control": v, "noise": abs(v - base[key]),
+                             **{f"{name} change": d[key] - base[key] for name, d in other.items() if key in d}}
+    return rows
+
+
+def decide_round6(records: list[dict], controls: list[dict], speeds: dict[str, float]) -> dict:
+    """Round 6's decision: round 5's leximin over every candidate, then the noise rule of docs/protocol.md: a
+    winner of a round-6 recipe stands only if, at the leximin rank where the last candidate of another recipe was
+    removed, its AUROC exceeds that candidate's by more than the control's retraining noise of the shipped rule
+    on the winner's fold and signal of that rank; otherwise the best candidate of the other recipes wins."""
+    d = decide_leximin(records, speeds, 6)
+    noise = noise_table(records, controls, CLASS_GUARD_RULE)
+    d["noise_rule"] = CLASS_GUARD_RULE
+    d["noise"] = noise
+    d["accuracy_in"] = {f"{r['recipe']}/{r['id']}/class{r['held_out_class']}": r["accuracy_in"]
+                        for r in records + controls if r["recipe"] == "ours" or r["recipe"] in RETRAINED}
+    if d["recipe"] not in ROUND6_RECIPES:
+        d["noise_check"] = {"applies": False, "why": "the leximin winner is not of a round-6 recipe"}
+        return d
+    table, w = d["candidates"], d["winner"]
+    order = {k: sorted(v["auroc"].items(), key=lambda kv: kv[1]) for k, v in table.items()}
+    step = next((st for st in reversed(d["steps"]) if any(table[k]["recipe"] not in ROUND6_RECIPES
+                                                          for k in st["removed"])), None)
+    fallback = d["round5_candidates_winner"]
+    if step is None:
+        check = {"applies": True, "passed": False, "why": "a candidate of another recipe stayed to the end: "
+                 "the win is the tie-break's, not a margin"}
+    else:
+        i = step["rank"] - 1
+        other = max((k for k in step["removed"] if table[k]["recipe"] not in ROUND6_RECIPES),
+                    key=lambda k: step["removed"][k])
+        signal, value = order[w][i]
+        margin = value - step["removed"][other]
+        if signal not in noise:
+            raise ValueError(f"round 6: no control record for {signal}; run the control's folds first")
+        check = {"applies": True, "rank": i + 1, "signal": signal, "winner_auroc": value, "other": other,
+                 "other_auroc": step["removed"][other], "margin": margin, "noise": noise[signal]["noise"],
+                 "passed": margin > noise[signal]["noise"]}
+    d["noise_check"] = check
+    if not check["passed"]:
+        d["leximin_winner"] = w
+        d["winner"] = fallback
+        d["recipe"], d["score"] = table[fallback]["recipe"], table[fallback]["score"]
+        d["within_tie"] = [fallback]
+        d["criterion"] += "; a round-6 winner only beyond the retraining noise (it was not)"
+    return d
 
 
 def decision_markdown(decision: dict) -> str:
@@ -359,44 +451,100 @@ def decision_markdown(decision: dict) -> str:
              for s in decision["steps"]]
     lines[0] = lines[0].replace("within 0.2", "left after leximin")
     also = "".join(f"; round {k[5]}'s candidates alone give `{decision[k]}`"
-                   for k in ("round2_candidates_winner", "round3_candidates_winner", "round4_candidates_winner")
-                   if k in decision)
+                   for k in ("round2_candidates_winner", "round3_candidates_winner", "round4_candidates_winner",
+                             "round5_candidates_winner") if k in decision)
     return (f"# Selection round {decision.get('round', 2)} (docs/protocol.md): winner `{decision['winner']}`\n\n"
             f"Criterion: {decision['criterion']} (round 1's criterion on the same numbers would pick "
             f"`{decision['round1_criterion']}`{also}). Best worst case {decision['best_worst']:.2f}.\n\n"
+            + _noise_markdown(decision) +
             "Leximin, rank by rank (rank 1 = each candidate's worst AUROC, rank 2 its second worst, ...):\n\n"
             + "\n".join(steps or ["* no rank removed anyone"]) + "\n\n" + "\n".join(lines) + "\n")
 
 
+def _noise_markdown(decision: dict) -> str:
+    """Round 6's noise check and retraining-noise table (empty for other rounds)."""
+    if "noise" not in decision:
+        return ""
+    c = decision["noise_check"]
+    if not c["applies"]:
+        head = f"Noise rule: does not apply ({c['why']})."
+    elif "margin" in c:
+        head = (f"Noise rule: the leximin winner `{decision.get('leximin_winner', decision['winner'])}` separated "
+                f"from `{c['other']}` at rank {c['rank']} on {c['signal']}: {c['winner_auroc']:.2f} against "
+                f"{c['other_auroc']:.2f}, a margin of {c['margin']:.2f} against the control's retraining noise "
+                f"{c['noise']:.2f} there: " + ("it stands." if c["passed"] else "within the noise, so it does not."))
+    else:
+        head = f"Noise rule: {c['why']}; the round-5 candidates' winner stands."
+    rows = decision["noise"]
+    changes = sorted({k for v in rows.values() for k in v if k.endswith(" change")})
+    lines = ["| fold / signal | ours | control (n+1 seed 1) | noise | " + " | ".join(changes) + " |",
+             "|---|---|---|---|" + "---|" * len(changes)]
+    for key, v in rows.items():
+        lines.append(f"| {key} | {v['ours']:.2f} | {v['control']:.2f} | {v['noise']:.2f} | "
+                     + " | ".join(f"{v[k]:+.2f}" if k in v else "" for k in changes) + " |")
+    held = [v["noise"] for k, v in rows.items() if k.endswith("/held-out")]
+    summary = (f"Retraining noise of `{decision['noise_rule']}` (|control - ours|): median "
+               f"{float(np.median([v['noise'] for v in rows.values()])):.2f}, largest "
+               f"{max(v['noise'] for v in rows.values()):.2f}" + (f"; held-out classes: median {float(np.median(held)):.2f}, "
+                                                                  f"largest {max(held):.2f}" if held else "") + ".")
+    return head + "\n\n" + summary + "\n\n" + "\n".join(lines) + "\n\n"
+
+
 def select(out, *, settings=FOLD_SETTINGS, classes=FOLD_CLASSES, recipes=tuple(RECIPES), profile: str = PROFILE,
            seed: int = SEED, ckpt_dir=None, data_dir=None, rules_json="benchmarks/results/rules.json",
-           round_: int = 1, log=print) -> dict | None:
+           round_: int = 1, retrained=None, log=print) -> dict | None:
     """Run every fold of round ``round_`` (resumable), then write its ``decision.json`` / ``decision.md``
-    (round 1 in ``out``, round r > 1 in ``out/round<r>``)."""
+    (round 1 in ``out``, round r > 1 in ``out/round<r>``).  Round 6: ``retrained`` names which of its retrained
+    recipes (:data:`ROUND6_RECIPES` and :data:`CONTROL_RECIPE`) this call trains (default all; two calls may
+    train different ones side by side); the decision is written once every one's records are in."""
     if round_ not in ROUNDS:
         raise ValueError(f"selection round must be one of {ROUNDS}, got {round_!r}")
     if round_ >= 4 and ckpt_dir is None:    # checked before any folder is made
-        raise ValueError(f"round {round_} " + ("retrains the n+1 classifier on round 1's CVAE of each fold"
-                         if round_ == 4 else "rescores round 1's fold detectors") + ": pass --ckpt-dir")
+        raise ValueError(f"round {round_} " + ("rescores round 1's fold detectors" if round_ == 5 else
+                         "retrains the n+1 classifier on round 1's CVAE of each fold") + ": pass --ckpt-dir")
+    round6 = tuple(ROUND6_RECIPES) + (CONTROL_RECIPE,)
+    retrained = round6 if retrained is None else tuple(retrained)
+    if round_ != 6 and retrained != round6:
+        raise ValueError("--retrained chooses among round 6's retrained recipes: use it with --round 6")
+    unknown = [r for r in retrained if r not in round6]
+    if unknown:
+        raise ValueError(f"--retrained: unknown recipe(s) {unknown}; round 6 retrains {round6}")
     out = Path(out)
     folder = fold_path(out, "mnist", "ours", 0, profile, seed, round_).parent
     folder.mkdir(parents=True, exist_ok=True)
-    records = []
+    records, controls, waiting = [], [], []
+    # round 4: round 3's records of these recipes; round 6: round 5's (read back, not rescored)
+    base_round = min(round_, 3) if round_ < 5 else 5
     for setting in settings:
         for c in classes:
-            for recipe in recipes:      # round 4: round 3's records of these recipes (read back, not rescored)
+            for recipe in recipes:
                 records.append(run_fold(setting, recipe, c, out, profile=profile, seed=seed, ckpt_dir=ckpt_dir,
-                                        data_dir=data_dir, round_=round_ if round_ >= 5 else min(round_, 3), log=log))
-            if round_ >= 4:             # round 5: round 4's records of the retrained recipes (read back)
+                                        data_dir=data_dir, round_=base_round, log=log))
+            if round_ >= 4:             # rounds 5 and 6: round 4's records of the retrained recipes (read back)
                 for recipe in ROUND4_RECIPES:
                     records.append(run_fold(setting, recipe, c, out, profile=profile, seed=seed, ckpt_dir=ckpt_dir,
                                             data_dir=data_dir, round_=4, log=log))
+            if round_ >= 6:
+                for recipe in round6:
+                    path = fold_path(out, setting, recipe, c, profile, seed, 6)
+                    if recipe not in retrained and not path.exists():
+                        waiting.append(path.name)
+                        continue
+                    rec = run_fold(setting, recipe, c, out, profile=profile, seed=seed, ckpt_dir=ckpt_dir,
+                                   data_dir=data_dir, round_=6, log=log)
+                    (controls if recipe == CONTROL_RECIPE else records).append(rec)
+    if waiting:
+        log(f"round {round_}: no decision yet; waiting for {len(waiting)} fold(s) of another call: {', '.join(waiting)}")
+        return None
     full = (tuple(settings), tuple(classes), tuple(recipes), profile, seed) == (
         FOLD_SETTINGS, FOLD_CLASSES, tuple(RECIPES), PROFILE, SEED)
-    decision = (decide if round_ == 1 else decide_leximin)(records, score_speeds(rules_json), round_)
+    if round_ == 6:
+        decision = decide_round6(records, controls, score_speeds(rules_json))
+    else:
+        decision = (decide if round_ == 1 else decide_leximin)(records, score_speeds(rules_json), round_)
     decision.update(protocol="docs/protocol.md", round=round_, complete=full, speeds_from=str(rules_json),
                     folds=[os.path.relpath(fold_path(out, r["id"], r["recipe"], r["held_out_class"], profile, seed,
-                                                     r.get("round", 1)), folder) for r in records],
+                                                     r.get("round", 1)), folder) for r in records + controls],
                     environment=environment())
     atomic_write_json(folder / "decision.json", decision)
     atomic_write_bytes(folder / "decision.md", decision_markdown(decision).encode())
@@ -420,7 +568,12 @@ def add_parser(sub) -> None:
                         "into OUT/round3; 4: its fourth (the n+1 classifier of the 'ours' folds retrained with "
                         "--extra-outliers patch-shuffle on round 1's CVAEs, beside round 3's records) into OUT/round4; 5: its "
                         "fifth (the class guard with one bar per class, two scales; round 1's detectors "
-                        "rescored, beside round 4's records) into OUT/round5")
+                        "rescored, beside round 4's records) into OUT/round5; 6: its sixth (the n+1 classifier of "
+                        "the 'ours' folds retrained with a cosine head, and with another seed as the retraining-noise "
+                        "control, on round 1's CVAEs) into OUT/round6")
+    p.add_argument("--retrained", nargs="+", default=None, choices=list(ROUND6_RECIPES) + [CONTROL_RECIPE],
+                   help="round 6: which retrained recipes this call trains (default all); another call may train "
+                        "the others side by side, and the decision is written once all are in")
     p.add_argument("--ckpt-dir", default=None, help="per-fold training checkpoints, so a cut-off fold resumes")
     p.add_argument("--data-dir", default=None, help="folder searched first for datasets")
     p.add_argument("--rules-json", default="benchmarks/results/rules.json",
@@ -433,5 +586,5 @@ def _main(a) -> int:
         if not 0 <= c <= 9:
             raise ValueError(f"--classes: class indices are 0-9, got {c}")
     select(a.out, settings=a.settings, classes=a.classes, recipes=a.recipes, profile=a.profile, seed=a.seed,
-           ckpt_dir=a.ckpt_dir, data_dir=a.data_dir, rules_json=a.rules_json, round_=a.round)
+           ckpt_dir=a.ckpt_dir, data_dir=a.data_dir, rules_json=a.rules_json, round_=a.round, retrained=a.retrained)
     return 0

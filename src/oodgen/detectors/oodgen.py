@@ -30,7 +30,9 @@ Scores (higher = more OOD):
 Hyper-parameters: ``latent_dim`` (8 MNIST, 10 F-MNIST), ``profile`` (training budget, see
 :mod:`oodgen.config`), ``variant`` (paper vs authors'-code choices), ``score`` (default
 ``"recommended"``: :data:`oodgen.config.RECOMMENDED`, the winner of ``docs/protocol.md``;
-``"paper"`` = p(n+1)), ``seed``;
+``"paper"`` = p(n+1)), ``seed``; ``nplus1_seed`` (default None: ``seed``): the seed of the n+1
+classifier's training alone (its initialisation, data order, dropout and outlier pools), so that it can
+be trained again on the same CVAE, split and banks (the retraining-noise control of docs/protocol.md round 6);
 ``precision`` of scoring (``"fp32"`` default, ``"bf16"``, ``"auto"``;
 :mod:`oodgen.models.inference`; training is always float32).
 ``fit`` measures the trained CVAE's health (``cvae_health_``, :mod:`oodgen.generate.health`),
@@ -159,7 +161,7 @@ class OODGen(Detector):
     def __init__(self, latent_dim: int = 8, profile: str | Profile = "full", variant: Variant | None = None,
                  score: str = "recommended", seed: int = 0, checkpoint_dir: str | None = None,
                  progress: bool = False, verbose: bool = False, device: str = "cpu", strict: bool = False,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", nplus1_seed: int | None = None):
         self.latent_dim = latent_dim
         self.profile = profile
         self.variant = variant
@@ -171,6 +173,7 @@ class OODGen(Detector):
         self.device = device
         self.strict = strict
         self.precision = precision
+        self.nplus1_seed = nplus1_seed
 
     def _ckpt(self, name: str):
         if self.checkpoint_dir is None:
@@ -252,11 +255,13 @@ class OODGen(Detector):
         check_health(self.cvae_health_, strict=self.strict, log=self._log)
         pools = OutlierPools(self.cvae_, self.ellipsoids_, x, y, variant,
                              max(1, int(prof.pool_fraction * len(x))))
-        torch.manual_seed(self.seed + 1)
-        self.classifier_ = Fig6cCNN(n_classes + 1, self.image_shape_[0], self.image_shape_[1:]).to(device)
+        clf_seed = self.seed if self.nplus1_seed is None else int(self.nplus1_seed)
+        torch.manual_seed(clf_seed + 1)
+        self.classifier_ = Fig6cCNN(n_classes + 1, self.image_shape_[0], self.image_shape_[1:],
+                                    head=variant.head).to(device)
         t0 = time.perf_counter()
         self.classifier_history_ = train_nplus1(self.classifier_, x, y, pools, prof, self._ckpt("nplus1.pt"),
-                                                self.seed, self.progress, self._log, self._epoch_monitor(prof))
+                                                clf_seed, self.progress, self._log, self._epoch_monitor(prof))
         total = time.perf_counter() - t0
         timings["type1_generation"] = pools.seconds["type1"]
         timings["type2_generation"] = pools.seconds["type2"]
@@ -438,7 +443,8 @@ class OODGen(Detector):
     def _config(self) -> dict:
         variant = self.variant or Variant()
         return {"id": "custom", "profile": self.profile if isinstance(self.profile, str) else "custom",
-                "seed": self.seed, "latent_dim": self.latent_dim, "variant": asdict(variant)}
+                "seed": self.seed, "latent_dim": self.latent_dim, "variant": asdict(variant),
+                **({} if self.nplus1_seed is None else {"nplus1_seed": int(self.nplus1_seed)})}
 
     def save(self, path, config: dict | None = None, classes: list[str] | None = None) -> Path:
         """Write the fitted, calibrated detector to ``path`` (a folder gets ``detector.pt``; the format of
@@ -476,7 +482,7 @@ class OODGen(Detector):
         det = cls(latent_dim=int(config.get("latent_dim") or 8),
                   profile=config["profile"] if config.get("profile") in PROFILES else "full", variant=variant,
                   score=rule, seed=int(config.get("seed") or 0), precision=resolve_precision(precision))
-        det.classifier_ = _load_classifier(path, blob, n_classes, shape)
+        det.classifier_ = _load_classifier(path, blob, n_classes, shape, variant.head)
         det.fusion_ = _load_part(rule in FUSION_RULES, path, rule, "fusion", lambda: _load_fusion(path, blob, rule))
         det.cvae_ = _load_part(rule in NEEDS_STATS, path, rule, "cvae",
                                lambda: _load_cvae(path, blob, n_classes, rule, det.fusion_, shape, variant))
@@ -528,8 +534,8 @@ def _checked_header(path: Path, blob: dict) -> tuple[int, tuple[int, int, int]]:
     return n_classes, tuple(shape)
 
 
-def _load_classifier(path: Path, blob: dict, n_classes: int, shape) -> Fig6cCNN:
-    classifier = Fig6cCNN(n_classes + 1, shape[0], shape[1:])
+def _load_classifier(path: Path, blob: dict, n_classes: int, shape, head: str = "linear") -> Fig6cCNN:
+    classifier = Fig6cCNN(n_classes + 1, shape[0], shape[1:], head=head)
     try:
         classifier.load_state_dict(blob["classifier"])
     except (RuntimeError, TypeError, AttributeError) as exc:
