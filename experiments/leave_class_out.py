@@ -45,11 +45,11 @@ from oodgen.report import class_picks, type2_grid
 from oodgen.run import train_val_split
 from oodgen.utils import atomic_write_json, environment, generator
 
-RECIPES = {
-    "paper": {},
-    "ours": {"beta": "wide", "clip_type1": "half"},
+RECIPES = {       # as this experiment ran them: the paper's linear last layer
+    "paper": {"head": "linear"},
+    "ours": {"beta": "wide", "clip_type1": "half", "head": "linear"},
     "authors": {"encoder_act": "relu", "kl_warmup": 0.0, "sample_z": False, "nullspace": "rref",
-                "beta": "authors", "type2_radius": "shell", "sphere_radius": "authors"},
+                "beta": "authors", "type2_radius": "shell", "sphere_radius": "authors", "head": "linear"},
 }
 
 

@@ -239,6 +239,8 @@ def test_budget_table_groups_runs_by_recipe_budget_and_score(tmp_path):
     assert recipe_of(ours) == "ours" and recipe_of(authors) == "authors" and recipe_of({"beta": "x"}) is None
     assert recipe_of({**ours, "extra_outliers": "patch-shuffle"}) is None       # no recipe has an extra pool
     assert recipe_of({**ours, "extra_outliers": "none"}) == "ours"
+    old = {k: v for k, v in ours.items() if k != "head"}                    # written before --head: linear
+    assert recipe_of(old) == "ours" and recipe_of({**ours, "head": "cosine"}) == "ours+cosine"
     write("fmnist/oodgen/seed0", 0, "full", ours, 98.0, 60.0)
     write("fmnist/oodgen/seed1", 1, "full", ours, 96.0, 70.0)
     write("ablation/copy-seed0", 0, "full", ours, 10.0, 10.0)           # the same run elsewhere: not counted twice

@@ -28,8 +28,9 @@ def run_dir(tmp_path_factory):
     from oodgen.config import RunConfig, Variant
     from oodgen.run import run
     out = tmp_path_factory.mktemp("run")
-    # the paper's score as the primary one: these tests are about p(n+1)'s range and thresholds
-    run(RunConfig(id="mnist", profile="smoke", variant=Variant(score="paper")), out, progress=False,
+    # the paper's score on the paper's (linear) last layer as the primary one: these tests are about p(n+1)'s
+    # range and thresholds (a smoke-sized cosine head keeps p(n+1) under the 0.5 that rejects)
+    run(RunConfig(id="mnist", profile="smoke", variant=Variant(score="paper", head="linear")), out, progress=False,
         log=lambda *_a: None)
     return out
 
@@ -128,14 +129,14 @@ def test_guard_threshold_of_an_older_file(tmp_path, run_dir):
 
 
 def test_a_file_without_the_class_banks(tmp_path, run_dir):
-    """A detector file written before the class guard (no class pixel banks) loads for every other rule, and
-    asking it for the recommended rule names what is missing and the previous rule that works."""
+    """A detector file written before the class guard (no class pixel banks) loads for every other rule (the
+    recommended one too), and asking it for the class guard names what is missing and the rule that works."""
     import shutil
     from oodgen.artifact import DetectorFileError
     from oodgen.config import RECOMMENDED
     from oodgen.detectors.fusion import CLASS_GUARD_RULE, GUARD_RULE
     from oodgen.utils import atomic_torch_save
-    assert RECOMMENDED == CLASS_GUARD_RULE
+    assert RECOMMENDED == GUARD_RULE
     blob = torch.load(run_dir / "detector.pt", weights_only=True)
     assert len(blob["class_pixel_bank"]["banks"]) == blob["n_classes"]
     old = tmp_path / "old"
@@ -143,8 +144,9 @@ def test_a_file_without_the_class_banks(tmp_path, run_dir):
     del blob["class_pixel_bank"]
     atomic_torch_save(blob, old / "detector.pt")
     with pytest.raises(DetectorFileError, match="class pixel banks.*" + re.escape(GUARD_RULE)):
-        load_detector(old, "recommended")
+        load_detector(old, CLASS_GUARD_RULE)
     x = load("notmnist", "test", n=6).images
+    np.testing.assert_array_equal(load_detector(old, "recommended").score(x), load_detector(run_dir, GUARD_RULE).score(x))
     np.testing.assert_array_equal(load_detector(old, GUARD_RULE).score(x), load_detector(run_dir, GUARD_RULE).score(x))
 
 

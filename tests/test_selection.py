@@ -300,7 +300,7 @@ def test_round_two_rescores_round_one_checkpoints(tmp_path, train_split_only):
     four = S.run_fold("mnist", "ours+patch-shuffle", 2, tmp_path, round_=4, **quiet)
     path4 = S.fold_path(tmp_path, "mnist", "ours+patch-shuffle", 2, "smoke", round_=4)
     assert path4.parent.name == "round4" and path4.exists()
-    assert four["variant"] == {"beta": "wide", "clip_type1": "half", "extra_outliers": "patch-shuffle"}
+    assert four["variant"] == {"beta": "wide", "clip_type1": "half", "extra_outliers": "patch-shuffle", "head": "linear"}
     src, dest = (tmp_path / "ckpt" / p.stem for p in (S.fold_path(tmp_path, "mnist", "ours", 2, "smoke"), path4))
     assert four["cvae_from"] == src.name and (dest / "cvae.pt").read_bytes() == (src / "cvae.pt").read_bytes()
     assert (dest / "nplus1.pt").read_bytes() != (src / "nplus1.pt").read_bytes()      # trained again
@@ -320,8 +320,9 @@ def test_round_two_rescores_round_one_checkpoints(tmp_path, train_split_only):
     # round 6: the n+1 classifier trained again with a cosine head, and again with another seed (the control)
     six = S.run_fold("mnist", "ours+cosine", 2, tmp_path, round_=6, **quiet)
     ctl = S.run_fold("mnist", S.CONTROL_RECIPE, 2, tmp_path, round_=6, **quiet)
-    assert six["variant"] == {"beta": "wide", "clip_type1": "half", "head": "cosine"} and "nplus1_seed" not in six
-    assert ctl["variant"] == {"beta": "wide", "clip_type1": "half"} and ctl["nplus1_seed"] == S.CONTROL_NPLUS1_SEED
+    assert six["variant_full"]["head"] == "cosine" and "nplus1_seed" not in six
+    assert ctl["variant"] == {"beta": "wide", "clip_type1": "half", "head": "linear"}
+    assert ctl["nplus1_seed"] == S.CONTROL_NPLUS1_SEED
     assert six["scores_round"] == ctl["scores_round"] == 3 and set(six["metrics"]) == set(S.ROUND_SCORES[3])
     for rec, recipe in ((six, "ours+cosine"), (ctl, S.CONTROL_RECIPE)):
         dest = tmp_path / "ckpt" / S.fold_path(tmp_path, "mnist", recipe, 2, "smoke", round_=6).stem
@@ -406,8 +407,8 @@ def test_a_run_written_with_another_score_resumes(tmp_path):
 
 
 def test_the_default_is_the_committed_decision():
-    """RECOMMENDED is what the committed round-3 protocol run chose, and a shipped rule; each committed decision
-    (rounds 1, 2 and 3) is what `oodgen select` derives again from its committed folds."""
+    """RECOMMENDED and the default head are what the committed round-6 protocol run chose, and a shipped rule; each
+    committed decision (rounds 1, 2, 3 and 6) is what `oodgen select` derives again from its committed folds."""
     from pathlib import Path
     from oodgen.selection import decide, decide_leximin, score_speeds
     repo = Path(__file__).resolve().parents[1]
@@ -418,8 +419,17 @@ def test_the_default_is_the_committed_decision():
         again = rule([json.loads((folder / f).read_text()) for f in doc["folds"]],
                      score_speeds(repo / doc["speeds_from"]), doc.get("round", 1))
         assert again["winner"] == doc["winner"] and again["within_tie"] == doc["within_tie"]
-    assert doc["round"] == 3 and doc["score"] == RECOMMENDED and RECOMMENDED in SCORES
-    assert doc["round2_candidates_winner"] == "ours/feature-knn+pixel-guard@max"    # round 2 reproduced
+    assert doc["round"] == 3 and doc["round2_candidates_winner"] == "ours/feature-knn+pixel-guard@max"   # reproduced
+    # round 6: the winner (recipe and score) derived again from its folds and control, and shipped as the default
+    doc = json.loads((sel / "round6" / "decision.json").read_text())
+    recs = [json.loads((sel / "round6" / f).read_text()) for f in doc["folds"]]
+    from oodgen.selection import CONTROL_RECIPE, decide_round6
+    again = decide_round6([r for r in recs if r["recipe"] != CONTROL_RECIPE],
+                          [r for r in recs if r["recipe"] == CONTROL_RECIPE], score_speeds(repo / doc["speeds_from"]))
+    assert doc["complete"] and again["winner"] == doc["winner"] and again["noise_check"] == doc["noise_check"]
+    assert doc["round"] == 6 and doc["score"] == RECOMMENDED and RECOMMENDED in SCORES and doc["noise_check"]["passed"]
+    assert doc["recipe"] == "ours+cosine" and Variant().head == "cosine"
+    assert doc["round5_candidates_winner"] == "ours/feature-knn+class-pixel-guard@max"      # rounds 3-5 reproduced
 
 
 def test_old_runs_read_feature_knn_from_their_components():

@@ -44,16 +44,17 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
                         "that distance, reject+fisher = rejected by the n+1 class, else ranked by Fisher's combination of "
                         "that distance, the CVAE likelihood, the likelihood minus zlib length and a pixel KNN distance "
                         "(all three beyond the paper); feature-knn+pixel-guard@max = feature-knn with images farther in "
-                        "pixel space than every calibration image first (round 2's choice); "
+                        "pixel space than every calibration image first (round 2's choice, and round 6's with the cosine head: the recommended rule); "
                         "feature-knn+class-pixel-guard@max = the same with the distance to the predicted class's "
-                        "training images (round 3's choice, the recommended rule)")
+                        "training images (rounds 3-5's choice on the linear head)")
     g.add_argument("--extra-outliers", choices=list(EXTRA_OUTLIERS), default="none",
                    help="beyond the paper: a third outlier pool for the n+1 classifier, as many per batch as Type II: "
                         "patch-shuffle = training images with their 4 x 4 tiles permuted (default none: the paper's "
                         "Type I and II only)")
-    g.add_argument("--head", choices=list(HEADS), default="linear",
-                   help="the n+1 classifier's last layer: linear (the paper's Dense layer, default) or cosine "
-                        "(beyond the paper: 16 x the cosine between features and weights; docs/protocol.md round 6)")
+    g.add_argument("--head", choices=list(HEADS), default=Variant().head,
+                   help="the n+1 classifier's last layer: cosine (default; beyond the paper: 16 x the cosine between "
+                        "features and weights, the winner of docs/protocol.md round 6) or linear (the paper's Dense "
+                        "layer, which the committed full runs used)")
     g.add_argument("--clip-type1", choices=["clip", "none", "half"], default="clip",
                    help="clip Type I samples to [0,1] (authors' code), not at all (eq. 2), or a random half")
     g.add_argument("--sphere-radius", choices=["paper", "authors"], default="paper",

@@ -23,14 +23,14 @@ MEMORY_FORMATS = ("contiguous", "channels_last")
 EXTRA_OUTLIERS = ("none", "patch-shuffle")   # Variant.extra_outliers (oodgen.generate.patch_shuffle)
 HEADS = ("linear", "cosine")                 # Variant.head (oodgen.models.classifier.Fig6cCNN)
 CUSTOM_ID = "custom"          # a run on the user's own data (RunConfig.train)
-# The score of ``--score recommended``, the default everywhere: the winner of the selection protocol
-# (docs/protocol.md, round 3), chosen on leave-one-class-out folds of the training splits, never on a
-# test OOD set (``oodgen select --round 3``; results/selection/round3/decision.json): the KNN distance
-# in the n+1 classifier's penultimate features, with images farther in pixel space from the training
-# images of their predicted class than every calibration image ranked first
-# (oodgen.detectors.fusion.CLASS_GUARD_RULE).  Round 1 chose "feature-knn", round 2
-# "feature-knn+pixel-guard@max".
-RECOMMENDED = "feature-knn+class-pixel-guard@max"
+# The score of ``--score recommended``, the default everywhere: the score half of the winner of the selection
+# protocol (docs/protocol.md, round 6, whose recipe half is the cosine head, Variant.head), chosen on
+# leave-one-class-out folds of the training splits, never on a test OOD set (``oodgen select --round 6``;
+# results/selection/round6/decision.json): the KNN distance in the n+1 classifier's penultimate features,
+# with images farther in pixel space from the training images than every calibration image ranked first
+# (oodgen.detectors.fusion.GUARD_RULE).  Round 1 chose "feature-knn", round 2 this rule (on the linear
+# head), rounds 3-5 "feature-knn+class-pixel-guard@max" (on the linear head).
+RECOMMENDED = "feature-knn+pixel-guard@max"
 SCORE_ALIASES = ("recommended", "paper")
 
 
@@ -82,14 +82,16 @@ class Variant:
     extra_outliers: str = "none"       # beyond the paper: a third outlier pool for the n+1 classifier, as many per
                                        # batch as Type II: "patch-shuffle" = training images with their 4 x 4
                                        # tiles permuted (oodgen.generate.patch_shuffle); "none" = the paper's
-    head: str = "linear"               # the n+1 classifier's last layer: "linear" = the paper's Dense layer; "cosine"
-                                       # (beyond the paper) = 16 x cosine(features, weights), docs/protocol.md round 6
+    head: str = "cosine"               # the n+1 classifier's last layer: "cosine" (beyond the paper; default since
+                                       # 2026-12-08, the winner of docs/protocol.md round 6) = 16 x cosine(features,
+                                       # weights); "linear" = the paper's Dense layer (runs and files written before
+                                       # the option: linear)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Variant":
-        """A stored variant; runs written before ``encoder_act`` / ``kl_warmup`` / ``cvae_lr_warmup``
-        existed used the paper's ReLU and no warm-up of either kind."""
-        return cls(**{"encoder_act": "relu", "kl_warmup": 0.0, "cvae_lr_warmup": 0, **d})
+        """A stored variant; runs written before ``encoder_act`` / ``kl_warmup`` / ``cvae_lr_warmup`` / ``head``
+        existed used the paper's ReLU, no warm-up of either kind and the paper's linear last layer."""
+        return cls(**{"encoder_act": "relu", "kl_warmup": 0.0, "cvae_lr_warmup": 0, "head": "linear", **d})
 
     def __post_init__(self) -> None:
         if self.extra_outliers not in EXTRA_OUTLIERS:

@@ -37,9 +37,10 @@ from .utils import atomic_write_bytes
 
 #: The fused rules beyond the paper, marked † wherever they are shown.
 FUSED = ("ood-class+knn", "reject+knn", "reject+fisher")
-FOOTNOTE = (f"`{RECOMMENDED}` (recommended): chosen among every rule by round 3 of docs/protocol.md on validation "
-            "signals only (its class-conditional pixel guard, like round 2's pixel guard, was designed after the test "
-            "tables showed `feature-knn`, round 1's choice, losing to pixel KNN on stroke-like sets). "
+FOOTNOTE = (f"`{RECOMMENDED}` (recommended): chosen among every rule, with the cosine head (`--head cosine`), by "
+            "round 6 of docs/protocol.md on validation signals only (its pixel guard, like the class guard of rounds "
+            "3-5, was designed after the test tables showed `feature-knn`, round 1's choice, losing to pixel KNN on "
+            "stroke-like sets). "
             "† beyond the paper: p(n+1) fused with nearest-neighbour distances and CVAE statistics, designed after "
             "looking at seed-0 test OOD sets of earlier runs.")
 #: The summary's column order (the paper's Table 1 puts AUPR-out before AUPR-in).

@@ -29,8 +29,8 @@ def results_by_score(metrics: dict) -> dict[str, dict]:
 
 
 RULE_LABELS = {
-    "feature-knn+class-pixel-guard@max": "feature-knn+class-pixel-guard@max (recommended)",
-    "feature-knn+pixel-guard@max": "feature-knn+pixel-guard@max (round 2)",
+    "feature-knn+pixel-guard@max": "feature-knn+pixel-guard@max (recommended)",
+    "feature-knn+class-pixel-guard@max": "feature-knn+class-pixel-guard@max (rounds 3-5)",
     "feature-knn": "feature-knn (round 1)",
     "ood-class": "p(n+1) (paper)",
     "max-in": "1 - max p_in (paper, alt.)",
@@ -38,10 +38,10 @@ RULE_LABELS = {
     "reject+knn": "reject+knn †",
     "reject+fisher": "reject+fisher †",
 }
-BEYOND_NOTE = ("feature-knn+class-pixel-guard@max (the default) was chosen among every rule by round 3 of "
-               "docs/protocol.md on validation folds only, never on a test OOD set (its guard, like round 2's "
-               "feature-knn+pixel-guard@max, was designed after the test tables showed feature-knn, round 1's choice, "
-               "losing to pixel KNN on stroke-like sets); † beyond the paper: fused "
+BEYOND_NOTE = ("feature-knn+pixel-guard@max (the default) was chosen among every rule, with the cosine head "
+               "(--head cosine), by round 6 of docs/protocol.md on validation folds only, never on a test OOD set "
+               "(its guard, like the class guard of rounds 3-5, was designed after the test tables showed "
+               "feature-knn, round 1's choice, losing to pixel KNN on stroke-like sets); † beyond the paper: fused "
                "rules designed after looking at seed-0 test OOD sets, so their numbers are less independent evidence.")
 
 

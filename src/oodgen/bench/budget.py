@@ -26,6 +26,7 @@ BUDGETS = ("quick", "full", "paper")
 #: protocol's two (oodgen.selection.RECIPES) and the paper's text.
 RECIPES = {
     **SELECTION_RECIPES,
+    "ours+cosine": {**SELECTION_RECIPES["ours"], "head": "cosine"},     # selection round 6's winner
     "paper options": {"sample_z": True, "beta": "paper", "nullspace": "uniform", "type2_radius": "surface",
                       "clip_type1": "clip"},
 }
@@ -45,6 +46,7 @@ def recipe_of(variant: dict) -> str | None:
     recipe has)."""
     if variant.get("extra_outliers", "none") != "none":
         return None
+    variant = {"head": "linear", **variant}          # runs written before --head: the paper's linear layer
     for name, options in RECIPES.items():
         if all(variant.get(k) == v for k, v in options.items()):
             return name

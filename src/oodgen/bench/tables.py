@@ -29,6 +29,7 @@ from .jobs import job_dir, job_key, seeds_in
 # other rule of the same trained runs (the derived rows: DERIVED below).
 _RULE_ROWS = {"oodgen+feature": ("feature-knn", "Ours feature-knn (round 1's choice)"),
               "oodgen+guard": ("feature-knn+pixel-guard@max", "Ours pixel guard (round 2's choice)"),
+              "oodgen+class-guard": ("feature-knn+class-pixel-guard@max", "Ours class guard (rounds 3-5's choice)"),
               "oodgen+knn": ("ood-class+knn", "Ours ood-class+KNN"), "oodgen+reject": ("reject+knn", "Ours reject+KNN"),
               "oodgen+fisher": ("reject+fisher", "Ours reject+Fisher")}
 OURS = {"oodgen": f"Ours ({RECOMMENDED}, recommended)", "oodgen-paper": "Ours, paper's score",
@@ -201,7 +202,7 @@ def build_tables(out, settings=SETTINGS, seeds=(0, 1, 2)) -> dict:
             if plain:
                 acc["plain"] = mean_std(plain)
             doc["settings"][setting] = {
-                "accuracy": acc,
+                "accuracy": acc, "ours_heads": ours_heads(runs.get("oodgen", [])),
                 "paper_accuracy": paper["table1"]["accuracy"].get(setting) if table == "table1" else None,
                 "rows": rows}
         doc["methods"] = [m for m in methods if m in present or (paper_key and m in paper[paper_key]["methods"])]
@@ -319,6 +320,23 @@ def _report_links(folder: Path, setting: str, seeds) -> list[str]:
     return [f"Reports of our runs (ROC curves, score histograms, samples): {', '.join(links)}", ""] if links else []
 
 
+def ours_heads(runs: list[dict]) -> dict[str, list[int]]:
+    """The seeds of Ours' runs per n+1 classifier head (``--head``; runs written before the option: linear)."""
+    heads: dict[str, list[int]] = {}
+    for r in runs:
+        heads.setdefault((r.get("variant") or {}).get("head", "linear"), []).append(r["seed"])
+    return heads
+
+
+def _heads_line(heads: dict[str, list[int]]) -> list[str]:
+    if not heads:
+        return []
+    return ["Ours' n+1 classifier: " + "; ".join(f"{h} head (seed{'s' if len(v) > 1 else ''} "
+                                               f"{', '.join(map(str, sorted(v)))})" for h, v in sorted(heads.items()))
+            + (" (the default is the cosine head since selection round 6; these runs are from before it)"
+               if set(heads) == {"linear"} else ""), ""]
+
+
 def _write_table(folder: Path, table: str, doc: dict, paper: dict) -> None:
     methods = doc["methods"]
     names = {**paper["ood_names"], "kmnist": "KMNIST"}
@@ -333,6 +351,7 @@ def _write_table(folder: Path, table: str, doc: dict, paper: dict) -> None:
         lines += [f"## {paper['setting_names'].get(setting, setting)}", "", f"Test accuracy: {acc_txt}"
                   + (f" (paper: plain {sdoc['paper_accuracy']['plain']}, ours {sdoc['paper_accuracy']['oodgen']})"
                      if sdoc.get("paper_accuracy") else ""), "",
+                  *_heads_line(sdoc.get("ours_heads") or {}),
                   *_report_links(folder, setting, doc["seeds"]),
                   "| OOD set | metric | " + " | ".join(display(m) for m in methods) + " |",
                   "|---|---|" + "---|" * len(methods)]

@@ -4,15 +4,16 @@ p(n+1) rejects what looks like the generated outliers (noise, far-away inputs, b
 but misses OOD sets that land inside an in-distribution decision region (MNIST digits seen by a
 Fashion-MNIST model get p(n+1) ~ 0).  Six rules add statistics that see those; none uses OOD data:
 
-* ``"feature-knn+class-pixel-guard@max"`` (:data:`CLASS_GUARD_RULE`): the recommended score, chosen by
-  round 3 of ``docs/protocol.md``: the guard below with a class-conditional pixel distance, the distance
+* ``"feature-knn+class-pixel-guard@max"`` (:data:`CLASS_GUARD_RULE`): the winner of rounds 3-5 of
+  ``docs/protocol.md`` on the linear head: the guard below with a class-conditional pixel distance, the distance
   to the k-th nearest training image *of the class the classifier predicts*
   (:class:`~oodgen.detectors.image_stats.ClassPixelBank`, at most 5,000 images per class).  Images
   farther than every calibration image's own such distance rank first, by it; the others in
   ``feature-knn`` order.  A glyph that the features put next to a class is farther from that class's
   images than from the whole bank;
-* ``"feature-knn+pixel-guard@max"`` (:data:`GUARD_RULE`): round 2's winner, chosen on leave-one-class-out
-  folds of the training splits: images farther in pixel
+* ``"feature-knn+pixel-guard@max"`` (:data:`GUARD_RULE`): the recommended score, the score half of round 6's
+  winner (with the cosine head; round 2's winner too), chosen on leave-one-class-out folds of the training
+  splits: images farther in pixel
   space (KNN distance to a training subset) than every calibration image rank first, by that
   distance; all others in ``feature-knn`` order.  An in-distribution image passes the bar with
   probability at most 1 / (n_calibration + 1), so it changes the order of almost nothing that
@@ -34,8 +35,8 @@ Fashion-MNIST model get p(n+1) ~ 0).  Six rules add statistics that see those; n
 **Caveat kept with every number they produce:** the three rules marked † were designed after looking
 at the seed-0 test OOD sets of earlier runs, and both pixel guards after the test tables showed
 ``feature-knn`` losing to pixel KNN on stroke-like sets (``docs/protocol.md``, rounds 2 and 3, say so).
-The class guard is the default because round 3 of the selection protocol, which reads no test split and
-no test OOD set, chose it (``results/selection/round3/decision.md``).  Higher = more OOD.
+The pixel guard is the default because round 6 of the selection protocol, which reads no test split and
+no test OOD set, chose it with the cosine head (``results/selection/round6/decision.md``).  Higher = more OOD.
 
 The feature bank is a seeded random fraction :data:`FEATURE_BANK_FRACTION` of the training
 features searched with k = 50 scaled by that fraction (k = 10 for a fifth; Sun et al. subsample

@@ -596,7 +596,7 @@ def _load_class_pixel_bank(path: Path, blob: dict, rule: str) -> ClassPixelBank:
     if "class_pixel_bank" not in blob:
         raise DetectorFileError(f"{path}: score rule {rule!r} needs the stored class pixel banks, which this file "
                                 f"lacks (written before the rule existed) - rerun `oodgen run`, or score it with "
-                                f"--score {GUARD_RULE} (the previous recommended rule)")
+                                f"--score {GUARD_RULE} (the recommended rule, which needs no class banks)")
     try:
         return ClassPixelBank.from_state_dict(blob["class_pixel_bank"])
     except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as exc:
