@@ -214,6 +214,7 @@ def test_cosine_head_bounds_the_logits_and_survives_save_and_load(tmp_path):
         net.fc2.bias.add_(100.0)
         big = net.features(x * 50)
     assert torch.allclose(net(x), z) and net.head(big).abs().max() <= COSINE_SCALE + 1e-4
+    assert not net.fc2.bias.requires_grad            # unused, so frozen (DistributedDataParallel needs every grad)
     with pytest.raises(ValueError, match="head"):
         Fig6cCNN(11, head="angular")
     with pytest.raises(ValueError, match="head"):

@@ -26,7 +26,7 @@ def test_metrics_schema(smoke_run):
     assert m["id"] == "mnist" and m["method"] == "oodgen" and m["seed"] == 0 and m["profile"] == "smoke"
     assert m["variant"] == {"encoder_act": "leaky-all", "kl_warmup": 1.0, "sample_z": True, "beta": "paper", "nullspace": "uniform", "type2_radius": "surface",
                             "score": "recommended", "sphere_radius": "paper", "clip_type1": "clip", "cvae_retries": 2,
-                            "colour_sigma": 0.0, "cvae_lr_warmup": 0, "extra_outliers": "none"}
+                            "colour_sigma": 0.0, "cvae_lr_warmup": 0, "extra_outliers": "none", "head": "cosine"}
     assert set(m["ood"]) >= {"fmnist", "notmnist", "omniglot", "kmnist", "gaussian", "uniform", "sphere"}
     for name, row in m["ood"].items():
         assert set(row) == set(METRIC_NAMES)

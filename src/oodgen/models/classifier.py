@@ -40,6 +40,8 @@ class Fig6cCNN(nn.Module):
         self.fc1 = nn.Linear(64 * ((h - 4) // 2) * ((w - 4) // 2), 128)
         self.drop2 = nn.Dropout(0.5)
         self.fc2 = nn.Linear(128, n_outputs)
+        if head == "cosine":       # its bias plays no part: frozen, so that no trainer (DDP) waits for its gradient
+            self.fc2.bias.requires_grad_(False)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
