@@ -306,8 +306,7 @@ def candidate_table(records: list[dict], speeds: dict[str, float], round_: int =
         # taken to be of the round asked for)
         have = ROUND_SCORES[min(round_, min(r.get("scores_round", r.get("round", round_)) for r in mine))]
         for name in (n for n in ROUND_SCORES[round_] if n in have):
-            values = {f"{r['id']}/class{r['held_out_class']}/{sig}": r["metrics"][name][sig]["auroc"]
-                      for r in mine for sig in ROUND_SIGNALS[round_]}
+            values = {k: v for r in mine for k, v in _signal_aurocs(r, name, ROUND_SIGNALS[round_]).items()}
             worst_signal = min(values, key=values.get)
             table[f"{recipe}/{name}"] = {"recipe": recipe, "score": name, "worst": values[worst_signal],
                                          "worst_signal": worst_signal, "mean": float(np.mean(list(values.values()))),
@@ -367,23 +366,21 @@ def decide_leximin(records: list[dict], speeds: dict[str, float], round_: int = 
                 [r for r in records if r["recipe"] not in ROUND6_RECIPES], speeds, 5)["winner"]} if round_ >= 6 else {})}
 
 
-def _signal_aurocs(rec: dict, rule: str) -> dict[str, float]:
-    return {f"{rec['id']}/class{rec['held_out_class']}/{sig}": rec["metrics"][rule][sig]["auroc"]
-            for sig in ROUND_SIGNALS[3]}
+def _signal_aurocs(rec: dict, rule: str, signals=ROUND_SIGNALS[3]) -> dict[str, float]:
+    """A fold record's AUROCs of ``rule``, keyed ``setting/class<c>/<signal>`` (the candidate table's keys)."""
+    return {f"{rec['id']}/class{rec['held_out_class']}/{sig}": rec["metrics"][rule][sig]["auroc"] for sig in signals}
 
 
 def noise_table(records: list[dict], controls: list[dict], rule: str = CLASS_GUARD_RULE) -> dict[str, dict]:
     """Round 6's retraining noise of ``rule`` per fold and signal: its
     AUROC on the fold's ``ours`` detector, on the control (the same recipe, CVAE, split and banks, the n+1 classifier
     trained with another seed), their absolute difference, and each retrained recipe's change from ``ours``."""
-    base = {}
+    by_recipe: dict[str, dict[str, float]] = {}
     for r in records:
-        if r["recipe"] == "ours":
-            base.update(_signal_aurocs(r, rule))
-    other = {name: {} for name in dict.fromkeys(r["recipe"] for r in records if r["recipe"] in RETRAINED)}
-    for r in records:
-        if r["recipe"] in other:
-            other[r["recipe"]].update(_signal_aurocs(r, rule))
+        if r["recipe"] == "ours" or r["recipe"] in RETRAINED:
+            by_recipe.setdefault(r["recipe"], {}).update(_signal_aurocs(r, rule))
+    base = by_recipe.pop("ours", {})
+    other = by_recipe
     rows = {}
     for c in controls:
         for key, v in _signal_aurocs(c, rule).items():
