@@ -219,6 +219,9 @@ def test_cosine_head_bounds_the_logits_and_survives_save_and_load(tmp_path):
         Fig6cCNN(11, head="angular")
     with pytest.raises(ValueError, match="head"):
         Variant(head="angular")
+    with pytest.raises(ValueError, match="nplus1_seed"):     # before any training: nothing is written
+        OODGen(profile="smoke", nplus1_seed="1", checkpoint_dir=str(tmp_path / "ck")).fit(x, torch.zeros(8, dtype=torch.long))
+    assert not (tmp_path / "ck").exists()
     tr = load("mnist", "train", n=300)
     det = OODGen(profile="smoke", seed=0, variant=Variant(head="cosine")).fit(tr.images, tr.labels)
     assert det.classifier_.head_kind == "cosine"

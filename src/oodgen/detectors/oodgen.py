@@ -44,6 +44,7 @@ prints it when ``verbose``; a collapsed CVAE is trained again from a fresh initi
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -215,6 +216,9 @@ class OODGen(Detector):
             x_val = check_images(eval_set[0], "eval_set images", shape=tuple(x.shape[1:]))
             self._eval_set = (x_val, check_labels(eval_set[1], len(x_val), "eval_set labels"))
         self.resolved_score()           # an unknown score fails before training
+        if self.nplus1_seed is not None and (isinstance(self.nplus1_seed, bool)
+                                             or not isinstance(self.nplus1_seed, numbers.Integral)):
+            raise ValueError(f"nplus1_seed must be an integer or None, got {self.nplus1_seed!r}")
         prof = PROFILES[self.profile] if isinstance(self.profile, str) else self.profile
         variant = self.variant or Variant()
         n_classes = int(y.max()) + 1
